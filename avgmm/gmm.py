@@ -1,0 +1,259 @@
+"""Two-component 1-D Gaussian mixture fitted by EM in `jnp` (paper eq. 8-9, SPEC §3).
+
+The recipe follows `sklearn.mixture.GaussianMixture(n_components=2)` step for step, so
+that both give the same fit: hard 2-means labels as the start, M-step with `reg_covar`
+added to the variances, E-step in log space, stop when the mean log-likelihood changes by
+less than `tol`, and report the mean log-likelihood of the data under the final
+parameters (scikit-learn's `score`). The 2-means start is Lloyd's algorithm from
+`mean -/+ std`, which is deterministic and, in one dimension, reaches the same partition
+as scikit-learn's k-means++ start on the data this method sees.
+
+Index 0 is always the *balanced* component (mean closest to 0), index 1 the imbalanced one.
+
+Degenerate input (fewer than 2 samples, all values equal, or a component whose total
+responsibility falls below `MIN_COMPONENT_MASS` samples) yields the one-component fallback: weights
+`[1, 0]`, both means and variances those of the data, so every sample is balanced
+(`w_imb = 0`), `fallback=True` and never a NaN.
+"""
+
+import functools
+import math
+from typing import Any, Dict, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_LOG_2PI = math.log(2.0 * math.pi)
+# scikit-learn adds 10 * eps to each component's mass so that an empty one divides by
+# a positive number.
+_MASS_EPS = 10.0 * float(np.finfo(np.float32).eps)
+_KMEANS_MAX_ITERS = 100
+# A component carrying less than this many samples' worth of responsibility has no
+# usable variance (a single point collapses to reg_covar): fall back to one component.
+MIN_COMPONENT_MASS = 2.0
+
+
+@flax.struct.dataclass
+class GMMParams:
+    """Fitted two-component mixture; a pytree, so it lives in the train state.
+
+    Attributes:
+      weights: `[2]` mixture weights `pi_0, pi_1`.
+      means: `[2]` component means `mu_0, mu_1`.
+      variances: `[2]` component variances `sigma_0^2, sigma_1^2` (floored by reg_covar).
+      log_likelihood: mean log-likelihood per sample of the fitted data (as sklearn's
+        `score`).
+      n_iter: EM iterations run.
+      converged: whether the change in mean log-likelihood fell below `tol`.
+      fallback: whether the one-component fallback was used (degenerate input).
+    """
+
+    weights: jnp.ndarray
+    means: jnp.ndarray
+    variances: jnp.ndarray
+    log_likelihood: jnp.ndarray
+    n_iter: jnp.ndarray
+    converged: jnp.ndarray
+    fallback: jnp.ndarray
+
+    @classmethod
+    def unfitted(cls) -> "GMMParams":
+        """Placeholder before the first fit: one standard component, every sample balanced."""
+        return cls(weights=jnp.array([1.0, 0.0], jnp.float32),
+                   means=jnp.zeros((2,), jnp.float32),
+                   variances=jnp.ones((2,), jnp.float32),
+                   log_likelihood=jnp.zeros((), jnp.float32),
+                   n_iter=jnp.zeros((), jnp.int32),
+                   converged=jnp.zeros((), bool),
+                   fallback=jnp.ones((), bool))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain Python numbers (JSON-safe) for logs and metrics files."""
+        arr = lambda a: np.asarray(jax.device_get(a))  # noqa: E731
+        weights, means, variances = arr(self.weights), arr(self.means), arr(self.variances)
+        return {
+            "pi_0": float(weights[0]), "pi_1": float(weights[1]),
+            "mu_0": float(means[0]), "mu_1": float(means[1]),
+            "var_0": float(variances[0]), "var_1": float(variances[1]),
+            "log_likelihood": float(arr(self.log_likelihood)),
+            "n_iter": int(arr(self.n_iter)),
+            "converged": bool(arr(self.converged)),
+            "fallback": bool(arr(self.fallback)),
+        }
+
+
+def _component_log_density(x: jnp.ndarray, mean: jnp.ndarray,
+                           variance: jnp.ndarray) -> jnp.ndarray:
+    """`log N(x | mean, variance)` elementwise."""
+    diff = x - mean
+    return -0.5 * (_LOG_2PI + jnp.log(variance) + diff * diff / variance)
+
+
+def _log_norm_and_resp(params_wmv, x):
+    """`log p(x)` and both responsibilities, each `[N]`.
+
+    Two components need no `[N, 2]` arrays: with `a, b` the weighted log densities and
+    `e = exp(-|a - b|)`, `log p = max(a, b) + log1p(e)` and the posteriors are `1/(1+e)`
+    and `e/(1+e)`, which costs one exp and one log1p per sample and stays exact when one
+    weight is 0 (`log 0 = -inf` gives `e = 0`).
+    """
+    weights, means, variances = params_wmv
+    a = _component_log_density(x, means[0], variances[0]) + jnp.log(weights[0])
+    b = _component_log_density(x, means[1], variances[1]) + jnp.log(weights[1])
+    e = jnp.exp(-jnp.abs(a - b))
+    inv = 1.0 / (1.0 + e)
+    upper_wins = b > a
+    r0 = jnp.where(upper_wins, e, 1.0) * inv
+    r1 = jnp.where(upper_wins, 1.0, e) * inv
+    return jnp.maximum(a, b) + jnp.log1p(e), r0, r1
+
+
+def posteriors(params: GMMParams, x: jnp.ndarray) -> jnp.ndarray:
+    """Posterior responsibilities `[N, 2]` (eq. 9), computed in log space; rows sum to 1."""
+    x = jnp.asarray(x, jnp.float32).reshape(-1)
+    _, r0, r1 = _log_norm_and_resp((params.weights, params.means, params.variances), x)
+    return jnp.stack([r0, r1], axis=1)
+
+
+def log_prob(params: GMMParams, x: jnp.ndarray) -> jnp.ndarray:
+    """Per-sample log-likelihood `log p(x)` under the mixture, `[N]`."""
+    x = jnp.asarray(x, jnp.float32).reshape(-1)
+    return _log_norm_and_resp((params.weights, params.means, params.variances), x)[0]
+
+
+def _m_step(x, r0, r1, reg_covar):
+    """Weights, means, variances from the responsibilities (zero where masked)."""
+    def moments(r):
+        mass = r.sum() + _MASS_EPS
+        mean = (r * x).sum() / mass
+        return mass, mean, (r * jnp.square(x - mean)).sum() / mass + reg_covar
+
+    (m0, mu0, var0), (m1, mu1, var1) = moments(r0), moments(r1)
+    mass = jnp.stack([m0, m1])
+    return mass / mass.sum(), jnp.stack([mu0, mu1]), jnp.stack([var0, var1])
+
+
+def _e_step(params_wmv, x, valid, n):
+    """Mean log-likelihood of the valid samples and responsibilities (zero where masked)."""
+    lpn, r0, r1 = _log_norm_and_resp(params_wmv, x)
+    return (lpn * valid).sum() / n, r0 * valid, r1 * valid
+
+
+def _two_means_labels(x, valid, n):
+    """Hard 2-means partition of 1-D data by Lloyd's algorithm; `[N]` bool, True = upper."""
+    total, total_x = valid.sum(), (x * valid).sum()
+
+    def centers(threshold):
+        upper = (x > threshold).astype(x.dtype) * valid
+        n_up, sum_up = upper.sum(), (x * upper).sum()
+        n_lo, sum_lo = total - n_up, total_x - sum_up
+        c_lo = jnp.where(n_lo > 0, sum_lo / jnp.maximum(n_lo, 1.0), threshold)
+        c_up = jnp.where(n_up > 0, sum_up / jnp.maximum(n_up, 1.0), threshold)
+        return 0.5 * (c_lo + c_up)
+
+    def cond(state):
+        threshold, previous, it = state
+        return (threshold != previous) & (it < _KMEANS_MAX_ITERS)
+
+    def body(state):
+        threshold, _, it = state
+        return centers(threshold), threshold, it + 1
+
+    # Starting centres mean -/+ std: their midpoint, the first threshold, is the mean.
+    start = total_x / n
+    threshold, _, _ = jax.lax.while_loop(
+        cond, body, (centers(start), start, jnp.ones((), jnp.int32)))
+    return x > threshold
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters", "tol", "reg_covar"))
+def _fit(x, valid, *, max_iters, tol, reg_covar):
+    x = jnp.where(valid > 0, x, 0.0)
+    n_valid = valid.sum()
+    n = jnp.maximum(n_valid, 1.0)
+    big = jnp.finfo(jnp.float32).max
+    spread = (jnp.max(jnp.where(valid > 0, x, -big), initial=-big)
+              - jnp.min(jnp.where(valid > 0, x, big), initial=big))
+    degenerate = (n_valid < 2) | ~(spread > 0)
+
+    upper = _two_means_labels(x, valid, n).astype(jnp.float32) * valid
+    params0 = _m_step(x, valid - upper, upper, reg_covar)
+
+    def cond(state):
+        _, _, it, converged = state
+        return (it < max_iters) & ~converged & ~degenerate
+
+    def body(state):
+        params, lower_bound, it, _ = state
+        new_bound, r0, r1 = _e_step(params, x, valid, n)
+        params = _m_step(x, r0, r1, reg_covar)
+        return params, new_bound, it + 1, jnp.abs(new_bound - lower_bound) < tol
+
+    params, _, n_iter, converged = jax.lax.while_loop(
+        cond, body, (params0, -jnp.inf, jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
+    score, r0, r1 = _e_step(params, x, valid, n)
+    fallback = degenerate | (jnp.minimum(r0.sum(), r1.sum()) < MIN_COMPONENT_MASS)
+
+    # One-component fallback: the data's own mean and variance for both components.
+    mean = (x * valid).sum() / n
+    var = (jnp.square(x - mean) * valid).sum() / n + reg_covar
+    one = (jnp.array([1.0, 0.0]), jnp.full((2,), mean), jnp.full((2,), var))
+    one_score = (_component_log_density(x, mean, var) * valid).sum() / n
+    weights, means, variances = jax.tree.map(
+        lambda a, b: jnp.where(fallback, b, a), params, one)
+    score = jnp.where(fallback, one_score, score)
+
+    # Balanced component first: the one whose mean is nearest to 0.
+    order = jnp.where(jnp.abs(means[1]) < jnp.abs(means[0]), jnp.array([1, 0]), jnp.array([0, 1]))
+    return GMMParams(weights=weights[order], means=means[order], variances=variances[order],
+                     log_likelihood=score, n_iter=n_iter, converged=converged,
+                     fallback=fallback)
+
+
+def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: int = 100,
+            tol: float = 1e-3, reg_covar: float = 1e-6) -> GMMParams:
+    """Fits the two-component mixture to 1-D data by EM.
+
+    Args:
+      x: `[N]` values (the modality gaps); `[N, 1]` is accepted too.
+      mask: optional `[N]` bool/0-1 array; False entries (padding) are ignored. This lets
+        callers pad to a fixed size so that successive fits compile once.
+      max_iters: cap on EM iterations.
+      tol: convergence threshold on the change of the mean log-likelihood.
+      reg_covar: non-negative floor added to each variance.
+
+    Returns:
+      `GMMParams` with index 0 the balanced component (mean nearest 0).
+
+    Raises:
+      ValueError: `x` (where not masked) contains NaN or inf, or an argument is out of
+        range. Under `jit`/`pmap` tracing no error can be raised: non-finite entries are
+        then ignored like masked ones.
+    """
+    if max_iters < 1:
+        raise ValueError(f"max_iters must be >= 1, got {max_iters}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    if not reg_covar >= 0:
+        raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim != 1:
+        raise ValueError(f"fit_gmm expects 1-D data [N] or [N, 1], got shape {x.shape}")
+    valid = jnp.ones(x.shape, bool) if mask is None else jnp.asarray(mask).astype(bool)
+    if valid.shape != x.shape:
+        raise ValueError(f"mask shape {valid.shape} does not match data shape {x.shape}")
+    finite = jnp.isfinite(x)
+    if not isinstance(x, jax.core.Tracer) and not isinstance(valid, jax.core.Tracer):
+        n_bad = int((valid & ~finite).sum())
+        if n_bad:
+            bad = np.flatnonzero(np.asarray(valid & ~finite))
+            raise ValueError(
+                f"fit_gmm got {n_bad} non-finite value(s) (NaN or inf), first at index "
+                f"{bad[0]} (value {float(x[bad[0]])}); the gaps must come from finite logits. "
+                "Check the model outputs for NaN (e.g. a too-large learning rate).")
+    valid = (valid & finite).astype(jnp.float32)
+    return _fit(x, valid, max_iters=int(max_iters), tol=float(tol), reg_covar=float(reg_covar))

@@ -1,0 +1,1 @@
+"""Conversion of raw CREMA-D / AVE downloads into prepared datasets."""

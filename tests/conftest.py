@@ -1,0 +1,17 @@
+"""Test session setup: several forced CPU devices and fast compilation.
+
+XLA_FLAGS must be set before jax is imported anywhere, which is why this lives here.
+"""
+
+import os
+
+NUM_TEST_DEVICES = 4
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={NUM_TEST_DEVICES}")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+# Tiny models run in milliseconds; compilation dominates. This flag roughly halves it.
+jax.config.update("jax_disable_most_optimizations", True)
