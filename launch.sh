@@ -1,27 +1,76 @@
 #!/usr/bin/env bash
-# Entry for runs, tests and sweeps. Usage: ./launch.sh {test|train} [args...]
+# Entry for runs, tests and sweeps.  ./launch.sh help  lists the commands.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] && PY=${PYTHON:-.venv/bin/python}
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 
 usage() {
   cat <<USAGE
 usage: ./launch.sh COMMAND [ARGS...]
-  test [pytest args]                 run the test suite (default: fast tests only)
-  train CONFIG [--workdir=DIR] [--config.FIELD=VALUE ...]
-                                     train with a config file, e.g. configs/default.py
+  test [pytest args]          the test suite (fast tests; add '-m slow' for the long ones)
+  demo [--workdir=DIR] [--data_dir=DIR]
+                              concat vs adaptive on the embedded avsynth data (offline)
+  train CONFIG [--workdir=DIR] [--config.FIELD=VALUE ...] [--fresh]
+                              one run, e.g. ./launch.sh train configs/crema.py --config.loss.beta=0
+                              (workdir defaults to runs/<config file name>)
+  ablations CONFIG [--seeds N] [--workdir=DIR] [--dry-run] [--config.FIELD=VALUE ...]
+                              the paper's Table 2 (alpha/beta/gamma = 0, no GMM weights,
+                              concat baseline) and Table 3 (SGD/Adam, reset or not) runs,
+                              one after another; --dry-run prints the commands (for a cluster)
+Multi-GPU: every run uses all local GPUs (jax.pmap); restrict with CUDA_VISIBLE_DEVICES or
+--config.num_devices=N. The global batch must divide by the device count.
 USAGE
 }
 
-cmd=${1:-}
+# The paper's ablations: a name and the overrides that make it.
+ABLATIONS=(
+  "full:"
+  "alpha0:--config.loss.alpha=0"
+  "beta0:--config.loss.beta=0"
+  "gamma0:--config.loss.gamma=0"
+  "no_gmm_weights:--config.loss.use_gmm_weights=False"
+  "concat:--config.method=concat"
+  "sgd_no_reset:--config.optimizer.reset_between_phases=False"
+  "adam_reset:--config.optimizer.name=adam"
+  "adam_no_reset:--config.optimizer.name=adam --config.optimizer.reset_between_phases=False"
+)
+
+cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   test) exec "$PY" -m pytest -q "$@" ;;
+  demo) exec "$PY" -m avgmm.demo "$@" ;;
   train)
-    [ $# -ge 1 ] || { usage; exit 2; }
+    [ $# -ge 1 ] || { usage >&2; exit 2; }
     config=$1; shift
-    exec "$PY" -m avgmm.main --config="$config" "$@" ;;
-  ""|-h|--help|help) usage ;;
+    case " $* " in
+      *" --workdir="*) exec "$PY" -m avgmm.main --config="$config" "$@" ;;
+      *) exec "$PY" -m avgmm.main --config="$config" \
+           --workdir="runs/$(basename "${config%%:*}" .py)" "$@" ;;
+    esac ;;
+  ablations)
+    [ $# -ge 1 ] || { usage >&2; exit 2; }
+    config=$1; shift
+    seeds=1; dry=0; root="runs/ablations/$(basename "${config%%:*}" .py)"; extra=()
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --seeds) seeds=$2; shift 2 ;;
+        --seeds=*) seeds=${1#--seeds=}; shift ;;
+        --dry-run) dry=1; shift ;;
+        --workdir=*) root=${1#--workdir=}; shift ;;
+        *) extra+=("$1"); shift ;;
+      esac
+    done
+    for ((seed = 0; seed < seeds; seed++)); do
+      for entry in "${ABLATIONS[@]}"; do
+        name=${entry%%:*}; overrides=${entry#*:}
+        # shellcheck disable=SC2206
+        line=("$PY" -m avgmm.main --config="$config" --workdir="$root/$name/seed$seed"
+              --config.seed="$seed" $overrides "${extra[@]+"${extra[@]}"}")
+        if [ "$dry" = 1 ]; then printf '%q ' "${line[@]}"; echo; else "${line[@]}"; fi
+      done
+    done ;;
+  help|-h|--help) usage ;;
   *) echo "launch.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "opencv-python-headless>=4.8",
     "tensorflow-datasets>=4.9.6",
     "array_record>=0.5",
+    # tfds needs it (lazily) to locate builders that live in a package, like avsynth.
+    "importlib_resources",
     "absl-py",
     "ml-collections>=0.1.1",
     "tqdm",
@@ -30,7 +32,7 @@ setuptools.setup(
     description="GMM-guided adaptive loss for balanced audio-visual learning (JAX/Flax).",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["avgmm", "avgmm.*", "data_prep", "data_prep.*"]),
+    packages=setuptools.find_packages(include=["avgmm", "avgmm.*", "configs", "data_prep", "data_prep.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={

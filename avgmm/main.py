@@ -1,40 +1,38 @@
-"""Command-line entry (smoke for now): one forward/backward pass of the model."""
+"""Command-line entry: `python -m avgmm.main --config=configs/crema.py --workdir=runs/x`.
 
-import time
+Any config field can be overridden, e.g. `--config.loss.beta=0 --config.method=concat`.
+A run restarted on the same workdir resumes from its latest checkpoint.
+"""
+
+import json
+import os
 
 import jax
-import jax.numpy as jnp
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avgmm import losses
-from avgmm.models import AVClassifier
+from avgmm import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.DEFINE_bool("fresh", False, "Delete the workdir's checkpoints and metrics first.")
+flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    del argv
-    config = FLAGS.config
-    model = AVClassifier(num_classes=6, width=config.model.width,
-                         stage_sizes=tuple(config.model.stage_sizes))
-    audio = jax.random.normal(jax.random.key(0), (4, 64, 48))
-    frames = jax.random.normal(jax.random.key(1), (4, 1, 64, 64, 3))
-    labels = jnp.arange(4) % 6
-    variables = model.init(jax.random.key(2), audio, frames)
-
-    def loss_fn(params):
-        out, _ = model.apply({**variables, "params": params}, audio, frames, train=True,
-                             mutable=["batch_stats"])
-        return losses.warmup_loss(out.fused, out.audio, out.visual, labels)
-
-    start = time.time()
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-    print({k: round(float(v), 4) for k, v in terms.items()},
-          f"grad norm {float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))):.3f}",
-          f"({time.time() - start:.1f}s)")
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        # Orbax and tfds log every save and load at INFO; the trainer prints its own
+        # progress. --verbosity=0 brings the library logs back.
+        logging.set_verbosity(logging.WARNING)
+    # Multi-host launches (SLURM, GKE, ...) set the coordinator through the environment.
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_NTASKS", "1") != "1":
+        jax.distributed.initialize()
+    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
+    print(json.dumps(results, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -15,3 +15,25 @@ import jax  # noqa: E402
 
 # Tiny models run in milliseconds; compilation dominates. This flag roughly halves it.
 jax.config.update("jax_disable_most_optimizations", True)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> str:
+    """A tfds data dir holding the prepared `avsynth/tiny` (built once per session)."""
+    from avgmm.data import avsynth
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    avsynth.prepare(data_dir, "tiny")
+    return data_dir
+
+
+@pytest.fixture
+def tiny_config(tiny_data_dir):
+    """The tiny config pointed at the session's avsynth/tiny."""
+    from configs import tiny
+
+    config = tiny.get_config()
+    config.data.data_dir = tiny_data_dir
+    return config

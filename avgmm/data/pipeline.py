@@ -1,0 +1,207 @@
+"""Reads a prepared audio-visual dataset (tfds ArrayRecord) into host batches.
+
+Any dataset with the features `audio` `[F, T]`, `frames` `[T, H, W, 3]` uint8, `label`
+and `id` works: the embedded `avsynth` and the prepared CREMA-D / AVE alike. Batches are
+plain numpy dicts; frames stay uint8 so that the device does the augmentation and the
+normalization (see `augment.py`), which keeps the host side a cheap gather.
+
+Order is a pure function of `(seed, epoch)`, so a resumed run sees the same batches.
+"""
+
+import dataclasses
+import queue
+import threading
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+Batch = Dict[str, np.ndarray]
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetMeta:
+    """What the model and the trainer need to know about a prepared dataset."""
+
+    name: str
+    num_classes: int
+    class_names: Sequence[str]
+    audio_shape: Sequence[int]  # [F, T]
+    frames_shape: Sequence[int]  # [T, H, W, 3] as stored
+    num_examples: Mapping[str, int]
+    params: Mapping[str, Any]  # preparation parameters recorded with the data
+    has_imbalance_flag: bool  # ground-truth `imbalanced` feature (synthetic data)
+
+
+class Dataset:
+    """Random-access splits of one prepared dataset, with batch iterators.
+
+    Args:
+      name: tfds name, e.g. `avsynth/default` or `crema_d_av`.
+      data_dir: tfds data directory holding the prepared dataset.
+      num_frames: frames per clip given to the model, picked evenly from those stored.
+    """
+
+    def __init__(self, name: str, data_dir: str, num_frames: int):
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except Exception as e:  # tfds raises several types for a missing dataset
+            raise FileNotFoundError(
+                f"dataset '{name}' was not found in data_dir='{data_dir}': prepare it first "
+                f"(see the README's data section) or point config.data.data_dir at it ({e})"
+            ) from e
+        if not builder.is_prepared():
+            raise FileNotFoundError(
+                f"dataset '{name}' is not prepared in data_dir='{data_dir}' "
+                f"(looked in {builder.data_dir}); prepare it first (see the README)")
+        info = builder.info
+        missing = {"audio", "frames", "label", "id"} - set(info.features.keys())
+        if missing:
+            raise ValueError(f"dataset '{name}' lacks the features {sorted(missing)}; "
+                             "avgmm needs audio, frames, label and id")
+        self.sources = {s: tfds.data_source(name, data_dir=data_dir, split=s)
+                        for s in SPLITS if s in info.splits}
+        if "train" not in self.sources:
+            raise ValueError(f"dataset '{name}' has no 'train' split: {list(info.splits)}")
+        frames_shape = tuple(info.features["frames"].shape)
+        if not 1 <= num_frames <= frames_shape[0]:
+            raise ValueError(
+                f"config.data.num_frames={num_frames} but '{name}' stores "
+                f"{frames_shape[0]} frames per clip; use a value in 1..{frames_shape[0]}")
+        self.frame_index = evenly_spaced(frames_shape[0], num_frames)
+        self.meta = DatasetMeta(
+            name=name,
+            num_classes=info.features["label"].num_classes,
+            class_names=tuple(info.features["label"].names),
+            audio_shape=tuple(info.features["audio"].shape),
+            frames_shape=frames_shape,
+            num_examples={s: len(src) for s, src in self.sources.items()},
+            params=dict(info.metadata or {}),
+            has_imbalance_flag="imbalanced" in info.features.keys(),
+        )
+
+    def read(self, split: str, indices: Sequence[int]) -> Batch:
+        """Examples at `indices` of `split`, stacked; frames subsampled to `num_frames`."""
+        src = self.sources[split]
+        records = src.__getitems__(list(indices))
+        batch = {
+            "audio": np.stack([r["audio"] for r in records]),
+            "frames": np.stack([r["frames"][self.frame_index] for r in records]),
+            "label": np.asarray([r["label"] for r in records], np.int32),
+            "index": np.asarray(indices, np.int32),
+        }
+        if self.meta.has_imbalance_flag:
+            batch["imbalanced"] = np.asarray([r["imbalanced"] for r in records], bool)
+        return batch
+
+    def ids(self, split: str) -> List[str]:
+        """Clip ids of a split in index order."""
+        out = []
+        for r in self.sources[split].__getitems__(list(range(len(self.sources[split])))):
+            out.append(r["id"].decode() if isinstance(r["id"], bytes) else str(r["id"]))
+        return out
+
+    def field(self, split: str, name: str) -> np.ndarray:
+        """One scalar feature (e.g. `label`, `imbalanced`) for a whole split, index order."""
+        src = self.sources[split]
+        return np.asarray([r[name] for r in src.__getitems__(list(range(len(src))))])
+
+    def train_batches(self, batch_size: int, epoch: int, seed: int,
+                      prefetch: int = 2) -> Iterator[Batch]:
+        """Shuffled training batches of one epoch; the incomplete last batch is dropped."""
+        n = self.meta.num_examples["train"]
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        chunks = [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+        return _prefetch((self.read("train", c) for c in chunks), prefetch)
+
+    def eval_batches(self, split: str, batch_size: int, prefetch: int = 2) -> Iterator[Batch]:
+        """Batches over a whole split in index order; the last one is padded and masked."""
+        n = self.meta.num_examples[split]
+
+        def gen():
+            for start in range(0, n, batch_size):
+                idx = np.arange(start, min(start + batch_size, n))
+                batch = self.read(split, idx)
+                yield pad_batch(batch, batch_size)
+
+        return _prefetch(gen(), prefetch)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.meta.num_examples["train"] // batch_size
+
+
+def evenly_spaced(stored: int, wanted: int) -> np.ndarray:
+    """`wanted` indices spread evenly over `stored` frames (centres of equal segments)."""
+    return np.floor((np.arange(wanted) + 0.5) * stored / wanted).astype(np.int64)
+
+
+def pad_batch(batch: Batch, size: int) -> Batch:
+    """Pads every array to `size` rows (repeating row 0) and adds a `mask` of real rows."""
+    n = len(batch["label"])
+    out = {}
+    for key, value in batch.items():
+        if n < size:
+            value = np.concatenate([value, np.repeat(value[:1], size - n, axis=0)])
+        out[key] = value
+    out["mask"] = np.arange(size) < n
+    return out
+
+
+def _prefetch(iterator: Iterator[Batch], size: int) -> Iterator[Batch]:
+    """Runs `iterator` in a background thread, `size` batches ahead."""
+    if size <= 0:
+        yield from iterator
+        return
+    q: "queue.Queue[Any]" = queue.Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item in iterator:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as e:  # surfaced in the consumer
+            q.put(e)
+        q.put(done)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def load_dataset(name: str, data_dir: str, num_frames: int,
+                 expected_params: Optional[Mapping[str, Any]] = None) -> Dataset:
+    """Opens a prepared dataset; refuses one whose recorded parameters differ from
+    `expected_params` (a mapping of parameter name to the value the config asks for)."""
+    ds = Dataset(name, data_dir, num_frames)
+    for key, want in (expected_params or {}).items():
+        if key not in ds.meta.params:
+            raise ValueError(f"dataset '{name}' does not record the parameter '{key}' "
+                             f"(config expects {want!r}); prepare it again with this version")
+        have = ds.meta.params[key]
+        if not _same(have, want):
+            raise ValueError(
+                f"dataset '{name}' was prepared with {key}={have!r} but the config expects "
+                f"{key}={want!r}: prepare the data again with {key}={want!r} or set "
+                f"config.data.expect.{key}={have!r}")
+    return ds
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
+    return a == b

@@ -1,0 +1,62 @@
+"""The README's main job: concat vs adaptive on the embedded `avsynth` dataset.
+
+`python -m avgmm.demo [--workdir=runs/demo] [--data_dir=~/avgmm_data]` builds avsynth
+if it is missing (offline, about 10 s), trains the concat baseline and the adaptive
+method with `configs/demo.py`, and prints their test accuracies (multimodal, audio-only,
+visual-only) and how well a GMM on each final model's training gaps finds the clips
+whose visual stream was degraded (ROC AUC of the imbalanced posterior). Both runs resume
+if interrupted.
+"""
+
+import json
+import os
+
+from absl import app, flags, logging
+
+from avgmm import train
+from avgmm.data import avsynth
+from configs import demo as demo_config
+
+flags.DEFINE_string("workdir", "runs/demo", "Parent directory of the two runs.")
+flags.DEFINE_string("data_dir", "~/avgmm_data", "Where avsynth is (or will be) prepared.")
+flags.DEFINE_list("methods", ["concat", "adaptive"], "Methods to compare.")
+FLAGS = flags.FLAGS
+
+
+def results_table(results: dict) -> str:
+    """Markdown table of the demo's results, one row per method."""
+    lines = ["| method | test acc | audio-only | visual-only | last-epoch acc | "
+             "GMM AUC (degraded clips) |",
+             "|---|---|---|---|---|---|"]
+    for method, r in results.items():
+        lines.append(
+            f"| {method} | {r['test_accuracy']:.4f} | {r['test_accuracy_audio']:.4f} | "
+            f"{r['test_accuracy_visual']:.4f} | {r['last_epoch']['accuracy']:.4f} | "
+            f"{r['final_gmm_auc_imbalanced']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    data_dir = os.path.expanduser(FLAGS.data_dir)
+    print(f"Preparing avsynth in {data_dir} (skipped when already there)...", flush=True)
+    avsynth.prepare(data_dir)
+    results = {}
+    for method in FLAGS.methods:
+        config = demo_config.get_config()
+        config.method = method
+        config.data.data_dir = data_dir
+        results[method] = train.train_and_evaluate(
+            config, os.path.join(FLAGS.workdir, method))
+    table = results_table(results)
+    print("\n" + table)
+    with open(os.path.join(FLAGS.workdir, "demo_results.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    with open(os.path.join(FLAGS.workdir, "demo_results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

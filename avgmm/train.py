@@ -1,0 +1,564 @@
+"""Two-stage trainer (Algorithm 1): warm-up, GMM refits, adaptive loss; pmapped.
+
+`train_and_evaluate(config, workdir)` is the library entry. Step functions are pure and
+written for one device's shard; `Parallel` wraps them in `jax.pmap` over axis `batch`
+(gradients and metrics `pmean`ed, BatchNorm statistics synchronized through the model's
+`axis_name`, gaps `all_gather`ed before the GMM fit), in one place.
+"""
+
+import functools
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from avgmm import gmm as gmm_lib
+from avgmm import losses, utils
+from avgmm.data import augment, pipeline
+from avgmm.models import AVClassifier
+
+METHODS = ("concat", "warmup_only", "adaptive")
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "step", "cosine")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+AXIS = "batch"
+
+
+class TrainState(train_state.TrainState):
+    """Parameters, optimizer, BatchNorm statistics, the GMM in force and epochs done."""
+
+    batch_stats: Any
+    gmm: gmm_lib.GMMParams
+    epoch: jnp.ndarray
+
+
+# --------------------------------------------------------------------------- config
+def total_epochs(config: ml_collections.ConfigDict) -> int:
+    """Every method gets the same budget: warm-up plus all adaptive epochs."""
+    s = config.schedule
+    return s.warmup_epochs + s.adaptive_steps * s.epochs_per_step
+
+
+def epoch_phase(config: ml_collections.ConfigDict, epoch: int) -> Tuple[str, int, int]:
+    """`(loss_name, adaptive_step, adaptive_epoch)` of a 0-based epoch.
+
+    loss_name is `concat`, `warmup` or `adaptive`; for adaptive epochs `adaptive_step`
+    is the index of the GMM fit in force and `adaptive_epoch` the `e` of `0.96 ** e`;
+    both are -1 otherwise.
+    """
+    if config.method == "concat":
+        return "concat", -1, -1
+    warm = config.schedule.warmup_epochs
+    if config.method == "warmup_only" or epoch < warm:
+        return "warmup", -1, -1
+    e = epoch - warm
+    return "adaptive", e // config.schedule.epochs_per_step, e
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Raises ValueError naming the field and the allowed values; runs before compiling."""
+    def need(ok: bool, field: str, allowed: str):
+        if not ok:
+            value = functools.reduce(getattr, field.split("."), config)
+            raise ValueError(f"config.{field}={value!r} is not allowed: {allowed}")
+
+    need(config.method in METHODS, "method", f"one of {METHODS}")
+    need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}")
+    need(config.optimizer.lr_schedule in LR_SCHEDULES, "optimizer.lr_schedule",
+         f"one of {LR_SCHEDULES}")
+    need(config.model.dtype in DTYPES, "model.dtype", f"one of {tuple(DTYPES)}")
+    for f in ("schedule.warmup_epochs", "schedule.adaptive_steps"):
+        need(functools.reduce(getattr, f.split("."), config) >= 0, f, "an integer >= 0")
+    need(config.schedule.epochs_per_step >= 1, "schedule.epochs_per_step", "an integer >= 1")
+    need(total_epochs(config) >= 1, "schedule.warmup_epochs",
+         "warm-up and adaptive epochs must add up to at least 1")
+    if config.method == "adaptive":
+        need(config.schedule.warmup_epochs >= 1, "schedule.warmup_epochs",
+             ">= 1 for method=adaptive: the first GMM is fitted to a warmed-up model's gaps")
+    for f in ("loss.alpha", "loss.beta", "loss.gamma"):
+        need(functools.reduce(getattr, f.split("."), config) >= 0, f, "a number >= 0")
+    need(0 < config.loss.lambda_decay <= 1, "loss.lambda_decay", "a number in (0, 1]")
+    need(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "a number > 0")
+    need(0 <= config.optimizer.momentum < 1, "optimizer.momentum", "a number in [0, 1)")
+    need(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0")
+    need(config.optimizer.lr_step_epochs >= 1, "optimizer.lr_step_epochs", "an integer >= 1")
+    need(config.gmm.max_iters >= 1, "gmm.max_iters", "an integer >= 1")
+    need(config.gmm.tol > 0, "gmm.tol", "a number > 0")
+    need(config.gmm.reg_covar >= 0, "gmm.reg_covar", "a number >= 0")
+    need(config.model.width >= 1, "model.width", "an integer >= 1")
+    need(len(config.model.stage_sizes) >= 1 and min(config.model.stage_sizes) >= 1,
+         "model.stage_sizes", "a non-empty tuple of integers >= 1, e.g. (2, 2, 2, 2)")
+    need(config.data.image_size >= 8, "data.image_size", "an integer >= 8")
+    need(config.data.num_frames >= 1, "data.num_frames", "an integer >= 1")
+    for f in ("batch_size", "eval_batch_size"):
+        size = getattr(config, f)
+        need(size >= 1, f, "an integer >= 1")
+        need(size % num_devices == 0, f,
+             f"a multiple of the device count ({num_devices}); e.g. "
+             f"{max(num_devices, size // num_devices * num_devices)}, or set "
+             "config.num_devices to a divisor of it")
+
+
+def select_devices(config: ml_collections.ConfigDict):
+    devices = jax.local_devices()
+    n = config.num_devices or len(devices)
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"config.num_devices={config.num_devices} but this process sees "
+                         f"{len(devices)} device(s); use 0 (all) or 1..{len(devices)}")
+    return devices[:n]
+
+
+# --------------------------------------------------------------------------- state
+def make_model(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,
+               axis_name: Optional[str] = AXIS) -> AVClassifier:
+    """The two-stream classifier, sized from the config and the dataset's metadata."""
+    return AVClassifier(num_classes=meta.num_classes, width=config.model.width,
+                        stage_sizes=tuple(config.model.stage_sizes), axis_name=axis_name,
+                        dtype=DTYPES[config.model.dtype])
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           steps_per_epoch: int) -> optax.Schedule:
+    o = config.optimizer
+    if o.lr_schedule == "constant":
+        return optax.constant_schedule(o.learning_rate)
+    if o.lr_schedule == "step":
+        return optax.exponential_decay(o.learning_rate, o.lr_step_epochs * steps_per_epoch,
+                                       o.lr_decay, staircase=True)
+    return optax.cosine_decay_schedule(o.learning_rate,
+                                       max(1, total_epochs(config) * steps_per_epoch))
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD with momentum or Adam, weight decay added to the gradient (as in PyTorch).
+
+    The learning rate is an injected hyper-parameter driven by the injection's step count,
+    which `reset_optimizer` carries over: resetting clears the moments, not the schedule.
+    """
+    o = config.optimizer
+
+    def build(learning_rate):
+        if o.name == "sgd":
+            opt = optax.sgd(learning_rate, momentum=o.momentum or None)
+        else:
+            opt = optax.adam(learning_rate)
+        return optax.chain(optax.add_decayed_weights(o.weight_decay), opt)
+
+    return optax.inject_hyperparams(build)(
+        learning_rate=learning_rate_schedule(config, steps_per_epoch))
+
+
+def reset_optimizer(state: TrainState) -> TrainState:
+    """Fresh optimizer moments (zero momentum / Adam moments), same schedule position."""
+    fresh = state.tx.init(state.params)
+    fresh = fresh._replace(count=state.opt_state.count)
+    return state.replace(opt_state=fresh)
+
+
+def create_train_state(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,
+                       tx: optax.GradientTransformation) -> TrainState:
+    """Initialized (unreplicated) state; the model never sees the pmap axis here."""
+    model = make_model(config, meta, axis_name=None)
+    size = config.data.image_size
+    audio = jnp.zeros((1,) + tuple(meta.audio_shape), jnp.float32)
+    frames = jnp.zeros((1, config.data.num_frames, size, size, 3), jnp.float32)
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        jax.random.key(config.seed), audio, frames)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables["batch_stats"],
+                             gmm=gmm_lib.GMMParams.unfitted(),
+                             epoch=jnp.zeros((), jnp.int32))
+
+
+# --------------------------------------------------------------------------- steps
+def _forward(model, state, params, batch, frames, train: bool):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    audio = batch["audio"].astype(jnp.float32)
+    if train:
+        return model.apply(variables, audio, frames, train=True, mutable=["batch_stats"])
+    return model.apply(variables, audio, frames, train=False), None
+
+
+def compute_loss(loss_name: str, logits, labels, gmm: gmm_lib.GMMParams,
+                 lambda_t, loss_config: ml_collections.ConfigDict):
+    """Dispatches to the loss of a phase; returns `(loss, terms)`."""
+    if loss_name == "concat":
+        return losses.concat_loss(logits.fused, labels)
+    if loss_name == "warmup":
+        return losses.warmup_loss(logits.fused, logits.audio, logits.visual, labels)
+    return losses.adaptive_loss(
+        logits.fused, logits.audio, logits.visual, labels, gmm,
+        alpha=loss_config.alpha, beta=loss_config.beta, gamma=loss_config.gamma,
+        lambda_t=lambda_t, use_gmm_weights=loss_config.use_gmm_weights)
+
+
+def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], lambda_t: jnp.ndarray, *,
+               model: AVClassifier, loss_name: str, config: ml_collections.ConfigDict,
+               axis_name: Optional[str] = AXIS) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
+    """One SGD step on this device's shard of the global batch."""
+    step_key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+    # One key per sample from its position in the global batch: the same augmentation
+    # whatever the number of devices.
+    keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(batch["position"])
+    frames = augment.train_frames(batch["frames"], keys, config.data.image_size)
+    labels = batch["label"]
+
+    def loss_fn(params):
+        logits, mutated = _forward(model, state, params, batch, frames, train=True)
+        loss, terms = compute_loss(loss_name, logits, labels, state.gmm, lambda_t, config.loss)
+        return loss, (terms, mutated["batch_stats"], logits)
+
+    grads, (terms, batch_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+    terms = dict(terms)
+    terms["accuracy"] = (logits.fused.argmax(-1) == labels).mean()
+    terms["learning_rate"] = state.opt_state.hyperparams["learning_rate"]
+    if axis_name is not None:
+        grads = jax.lax.pmean(grads, axis_name)
+        terms = jax.lax.pmean(terms, axis_name)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return new_state, terms
+
+
+def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray], *, model: AVClassifier,
+              image_size: int, axis_name: Optional[str] = AXIS) -> Dict[str, jnp.ndarray]:
+    """Sums over the real (unmasked) samples of multimodal/unimodal accuracy, loss, gap."""
+    frames = augment.eval_frames(batch["frames"], image_size)
+    logits, _ = _forward(model, state, state.params, batch, frames, train=False)
+    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+    gap = losses.modality_gap(logits.audio, logits.visual, labels)
+    sums = {
+        "count": mask.sum(),
+        "correct": ((logits.fused.argmax(-1) == labels) * mask).sum(),
+        "correct_audio": ((logits.audio.argmax(-1) == labels) * mask).sum(),
+        "correct_visual": ((logits.visual.argmax(-1) == labels) * mask).sum(),
+        "ce_fused": (losses.cross_entropy(logits.fused, labels) * mask).sum(),
+        "gap": (gap * mask).sum(),
+        "gap_sq": (gap * gap * mask).sum(),
+    }
+    return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
+
+
+def gap_step(state: TrainState, batch: Dict[str, jnp.ndarray], *, model: AVClassifier,
+             image_size: int) -> Dict[str, jnp.ndarray]:
+    """Per-sample gap and true-class probabilities in inference mode (SPEC §4 step a)."""
+    frames = augment.eval_frames(batch["frames"], image_size)
+    logits, _ = _forward(model, state, state.params, batch, frames, train=False)
+    labels = batch["label"]
+    return {"gap": losses.modality_gap(logits.audio, logits.visual, labels),
+            "p_audio": losses.true_class_probability(logits.audio, labels),
+            "p_visual": losses.true_class_probability(logits.visual, labels)}
+
+
+def fit_gathered_gmm(gaps: jnp.ndarray, mask: jnp.ndarray, *, gmm_config,
+                     axis_name: str = AXIS) -> gmm_lib.GMMParams:
+    """Gathers every device's gaps and fits the GMM on the full array (SPEC §4 step b)."""
+    gaps = jax.lax.all_gather(gaps, axis_name, tiled=True)
+    mask = jax.lax.all_gather(mask, axis_name, tiled=True)
+    return gmm_lib.fit_gmm(gaps, mask=mask, max_iters=gmm_config.max_iters,
+                           tol=gmm_config.tol, reg_covar=gmm_config.reg_covar)
+
+
+# --------------------------------------------------------------------------- parallel
+class Parallel:
+    """The one place that knows about pmap: replication, sharding and compiled steps."""
+
+    def __init__(self, devices, config: ml_collections.ConfigDict, meta):
+        self.devices = list(devices)
+        self.n = len(self.devices)
+        self.mesh = Mesh(np.array(self.devices), (AXIS,))
+        self.sharding = NamedSharding(self.mesh, P(AXIS))
+        model = make_model(config, meta, axis_name=AXIS)
+        pmap = functools.partial(jax.pmap, axis_name=AXIS, devices=self.devices)
+        self.train_steps = {
+            name: pmap(functools.partial(train_step, model=model, loss_name=name,
+                                         config=config), in_axes=(0, 0, None),
+                       donate_argnums=(0,))
+            for name in ("concat", "warmup", "adaptive")}
+        self.eval_step = pmap(functools.partial(eval_step, model=model,
+                                                image_size=config.data.image_size))
+        self.gap_step = pmap(functools.partial(gap_step, model=model,
+                                               image_size=config.data.image_size))
+        self.fit_gmm = pmap(functools.partial(fit_gathered_gmm, gmm_config=config.gmm))
+
+    def replicate(self, tree):
+        """Host tree -> one copy per device (leading axis), on the pmap sharding."""
+        return jax.device_put(
+            jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (self.n,) + np.shape(x)),
+                         tree), self.sharding)
+
+    @staticmethod
+    def unreplicate(tree):
+        return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+
+    def shard(self, batch: Dict[str, np.ndarray]):
+        """Global host batch `[B, ...]` -> `[n_devices, B / n_devices, ...]` on devices."""
+        return jax.device_put(
+            {k: v.reshape((self.n, -1) + v.shape[1:]) for k, v in batch.items()},
+            self.sharding)
+
+
+# --------------------------------------------------------------------------- loop parts
+def _say(message: str) -> None:
+    """Progress lines for the person running the job (absl INFO is kept for libraries)."""
+    tqdm.write(time.strftime("[%H:%M:%S] ") + message, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def _progress(iterable: Iterable, total: int, desc: str):
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
+                disable=not sys.stderr.isatty())
+
+
+def evaluate(par: Parallel, state, ds: pipeline.Dataset, split: str,
+             batch_size: int) -> Dict[str, float]:
+    """Accuracy (multimodal, audio-only, visual-only), loss and gap statistics of a split."""
+    n_batches = math.ceil(ds.meta.num_examples[split] / batch_size)
+    totals = None
+    for batch in _progress(ds.eval_batches(split, batch_size), n_batches, f"eval {split}"):
+        batch = {k: v for k, v in batch.items() if k != "imbalanced"}
+        sums = par.eval_step(state, par.shard(batch))
+        sums = jax.tree.map(lambda x: x[0], sums)  # psum'ed: every device holds the total
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    t = {k: float(v) for k, v in jax.device_get(totals).items()}
+    count = max(t["count"], 1.0)
+    gap_mean = t["gap"] / count
+    return {"accuracy": t["correct"] / count, "accuracy_audio": t["correct_audio"] / count,
+            "accuracy_visual": t["correct_visual"] / count, "loss": t["ce_fused"] / count,
+            "gap_mean": gap_mean,
+            "gap_std": math.sqrt(max(t["gap_sq"] / count - gap_mean**2, 0.0)),
+            "count": int(t["count"])}
+
+
+def collect_gaps(par: Parallel, state, ds: pipeline.Dataset, split: str, batch_size: int):
+    """Gaps of every sample of a split in inference mode.
+
+    Returns the device-side `[n_devices, n_local]` gap and mask arrays (for the on-device
+    fit) and host arrays in dataset index order (for logs and reports).
+    """
+    n = ds.meta.num_examples[split]
+    gaps, masks, host = [], [], {"index": [], "gap": [], "p_audio": [], "p_visual": []}
+    for batch in _progress(ds.eval_batches(split, batch_size), math.ceil(n / batch_size),
+                           f"gaps {split}"):
+        sharded = par.shard({k: v for k, v in batch.items() if k != "imbalanced"})
+        out = par.gap_step(state, sharded)
+        gaps.append(out["gap"])
+        masks.append(sharded["mask"])
+        real = batch["mask"]
+        host["index"].append(batch["index"][real])
+        for k in ("gap", "p_audio", "p_visual"):
+            host[k].append(np.asarray(out[k]).reshape(-1)[real])
+    dev_gaps = jnp.concatenate(gaps, axis=1)
+    dev_mask = jnp.concatenate(masks, axis=1)
+    host = {k: np.concatenate(v) for k, v in host.items()}
+    order = np.argsort(host["index"])
+    host = {k: v[order] for k, v in host.items()}
+    if not np.all(np.isfinite(host["gap"])):
+        bad = int((~np.isfinite(host["gap"])).sum())
+        raise FloatingPointError(
+            f"{bad} modality gap(s) on the {split} split are NaN or inf: the model diverged. "
+            "Lower config.optimizer.learning_rate or check the data for NaN.")
+    return dev_gaps, dev_mask, host
+
+
+def gmm_auc(ds: pipeline.Dataset, gmm: gmm_lib.GMMParams, host_gaps) -> Optional[float]:
+    """ROC AUC of the imbalanced posterior against the ground-truth flag (synthetic data)."""
+    if not ds.meta.has_imbalance_flag:
+        return None
+    flags = ds.field("train", "imbalanced").astype(bool)[host_gaps["index"]]
+    post = np.asarray(gmm_lib.posteriors(gmm, host_gaps["gap"]))[:, 1]
+    return utils.roc_auc(post, flags)
+
+
+def _save_fit(workdir: str, fit_index: int, epoch: int, gmm: gmm_lib.GMMParams, host) -> None:
+    """Gap array and fitted parameters of one GMM fit, for plots made after the fact."""
+    path = os.path.join(workdir, "gmm_fits")
+    os.makedirs(path, exist_ok=True)
+    params = {k: np.asarray(v) for k, v in gmm.to_dict().items()}
+    tmp = os.path.join(path, f".fit_{fit_index:03d}.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, epoch=epoch, **host, **{f"gmm_{k}": v for k, v in params.items()})
+    os.replace(tmp, os.path.join(path, f"fit_{fit_index:03d}.npz"))
+
+
+def _trace_norm(opt_state) -> float:
+    """Norm of the optimizer's moment buffers (0 right after a reset)."""
+    leaves = [x for x in jax.tree.leaves(opt_state.inner_state)
+              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating) and x.ndim > 0]
+    return float(math.sqrt(sum(float(jnp.sum(jnp.square(x))) for x in leaves)))
+
+
+# --------------------------------------------------------------------------- main loop
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       fresh: bool = False) -> Dict[str, Any]:
+    """Trains `config.method` in `workdir` (resuming what is there) and returns the final
+    metrics also written to `workdir/results.json`."""
+    devices = select_devices(config)
+    validate_config(config, len(devices))
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if fresh and os.path.isdir(workdir):
+        for name in ("checkpoints", "metrics.jsonl", "tensorboard", "gmm_fits",
+                     "results.json", "config.json"):
+            target = os.path.join(workdir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+    os.makedirs(workdir, exist_ok=True)
+    utils.check_or_save_config(config, workdir)
+
+    ds = pipeline.load_dataset(config.data.name, os.path.expanduser(config.data.data_dir),
+                               config.data.num_frames, dict(config.data.expect))
+    if ds.meta.num_examples["train"] < config.batch_size:
+        raise ValueError(f"config.batch_size={config.batch_size} exceeds the "
+                         f"{ds.meta.num_examples['train']} training examples")
+    steps_per_epoch = ds.steps_per_epoch(config.batch_size)
+    tx = make_optimizer(config, steps_per_epoch)
+    par = Parallel(devices, config, ds.meta)
+    template = create_train_state(config, ds.meta, tx)
+    ckpt = utils.Checkpointer(workdir, keep=config.checkpoint_keep)
+    restored = ckpt.restore(template)
+    meta: Dict[str, Any] = {"best_val_accuracy": -1.0, "best_epoch": -1,
+                            "peer_best_test_accuracy": -1.0, "peer_best_epoch": -1,
+                            "gmm_fits": 0}
+    if restored is not None:
+        host_state, meta = restored
+        _say(f"resuming {workdir} after epoch {int(host_state.epoch)}")
+    else:
+        host_state = template
+    start_epoch = int(host_state.epoch)
+    utils.truncate_metrics(workdir, start_epoch)
+    state = par.replicate(host_state)
+    del template, host_state
+
+    writer = utils.MetricWriter(workdir)
+    n_epochs = total_epochs(config)
+    _say(f"{config.method} on {config.data.name} {dict(ds.meta.num_examples)}: "
+         f"{n_epochs} epochs of {steps_per_epoch} steps, {len(devices)} device(s), "
+         f"workdir {workdir}")
+    positions = np.arange(config.batch_size, dtype=np.int32)
+    try:
+        for epoch in range(start_epoch, n_epochs):
+            loss_name, adaptive_step, e = epoch_phase(config, epoch)
+            record: Dict[str, Any] = {"epoch": epoch, "phase": loss_name,
+                                      "adaptive_step": adaptive_step}
+            if (loss_name == "adaptive" and e == 0
+                    and config.optimizer.reset_between_phases):
+                host = reset_optimizer(par.unreplicate(state))
+                record["optimizer_reset"] = {"moment_norm": _trace_norm(host.opt_state)}
+                state = par.replicate(host)
+            if loss_name == "adaptive" and e % config.schedule.epochs_per_step == 0:
+                start = time.time()
+                dev_gaps, dev_mask, host_gaps = collect_gaps(par, state, ds, "train",
+                                                             config.eval_batch_size)
+                fitted = par.fit_gmm(dev_gaps, dev_mask)
+                state = state.replace(gmm=fitted)
+                gmm = par.unreplicate(fitted)
+                fit = gmm.to_dict()
+                fit.update(fit_index=adaptive_step, seconds=time.time() - start,
+                           gap_mean=float(host_gaps["gap"].mean()),
+                           gap_std=float(host_gaps["gap"].std()))
+                auc = gmm_auc(ds, gmm, host_gaps)
+                if auc is not None:
+                    fit["auc_imbalanced"] = auc
+                if fit["fallback"]:
+                    logging.warning("GMM fit %d fell back to one component (degenerate "
+                                    "gaps): every sample counts as balanced.", adaptive_step)
+                record["gmm_fit"] = fit
+                _save_fit(workdir, adaptive_step, epoch, gmm, host_gaps)
+                meta["gmm_fits"] = adaptive_step + 1
+            lambda_t = np.float32(config.loss.lambda_decay ** max(e, 0))
+            step_fn = par.train_steps[loss_name]
+            start, terms = time.time(), []
+            for batch in _progress(ds.train_batches(config.batch_size, epoch, config.seed,
+                                                    config.data.prefetch),
+                                   steps_per_epoch, f"epoch {epoch + 1}/{n_epochs}"):
+                batch.pop("imbalanced", None)
+                batch["position"] = positions
+                state, step_terms = step_fn(state, par.shard(batch), lambda_t)
+                terms.append(step_terms)
+            terms = jax.device_get(terms)
+            train_seconds = time.time() - start
+            state = state.replace(epoch=state.epoch + 1)
+            record["train"] = {k: float(np.mean([t[k][0] for t in terms])) for k in terms[0]}
+            record["train"]["samples_per_second"] = (steps_per_epoch * config.batch_size
+                                                     / train_seconds)
+            record["lambda_t"] = float(lambda_t) if loss_name == "adaptive" else None
+            record["gmm"] = par.unreplicate(state.gmm).to_dict()
+            record["val"] = evaluate(par, state, ds, "validation", config.eval_batch_size)
+            record["test"] = evaluate(par, state, ds, "test", config.eval_batch_size)
+            best = record["val"]["accuracy"] > meta["best_val_accuracy"]
+            if best:
+                meta.update(best_val_accuracy=record["val"]["accuracy"], best_epoch=epoch)
+            if record["test"]["accuracy"] > meta["peer_best_test_accuracy"]:
+                meta.update(peer_best_test_accuracy=record["test"]["accuracy"],
+                            peer_best_epoch=epoch)
+            writer.write(record, step=epoch + 1)
+            gmm_note = ""
+            if "gmm_fit" in record:
+                f = record["gmm_fit"]
+                gmm_note = (f" | GMM fit {adaptive_step}: pi_1 {f['pi_1']:.3f} "
+                            f"mu_0 {f['mu_0']:+.3f} mu_1 {f['mu_1']:+.3f}")
+            _say(f"epoch {epoch + 1}/{n_epochs} [{loss_name}] loss "
+                 f"{record['train']['loss']:.4f} | val acc {record['val']['accuracy']:.4f} "
+                 f"(audio {record['val']['accuracy_audio']:.4f}, visual "
+                 f"{record['val']['accuracy_visual']:.4f}) | "
+                 f"{record['train']['samples_per_second']:.0f} samples/s{gmm_note}")
+            ckpt.save(epoch + 1, par.unreplicate(state), meta, best=best)
+        ckpt.wait()
+        results = _final_results(config, par, state, ds, ckpt, meta, workdir)
+    finally:
+        ckpt.close()
+        writer.close()
+    return results
+
+
+def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, meta,
+                   workdir: str) -> Dict[str, Any]:
+    """Headline (best-validation checkpoint), last epoch, and the peers' protocol."""
+    bs = config.eval_batch_size
+    last = evaluate(par, state, ds, "test", bs)
+    best_state, _ = ckpt.restore(par.unreplicate(state), which="best")
+    best = evaluate(par, par.replicate(best_state), ds, "test", bs)
+    results = {
+        "method": config.method,
+        "dataset": config.data.name,
+        "epochs": total_epochs(config),
+        "test_accuracy": best["accuracy"],  # headline: best-validation checkpoint
+        "test_accuracy_audio": best["accuracy_audio"],
+        "test_accuracy_visual": best["accuracy_visual"],
+        "best_val_accuracy": meta["best_val_accuracy"],
+        "best_epoch": meta["best_epoch"],
+        "last_epoch": {k: last[k] for k in ("accuracy", "accuracy_audio", "accuracy_visual")},
+        # Every public peer picks its epoch on the test set; only comparable with theirs.
+        "peer_protocol_best_test_accuracy": meta["peer_best_test_accuracy"],
+        "peer_protocol_best_epoch": meta["peer_best_epoch"],
+        "gmm_fits": meta["gmm_fits"],
+        "num_devices": par.n,
+    }
+    if ds.meta.has_imbalance_flag:
+        # How well a GMM on the final model's training gaps finds the degraded clips.
+        dev_gaps, dev_mask, host = collect_gaps(par, state, ds, "train", bs)
+        gmm = par.unreplicate(par.fit_gmm(dev_gaps, dev_mask))
+        results["final_gmm"] = gmm.to_dict()
+        results["final_gmm_auc_imbalanced"] = gmm_auc(ds, gmm, host)
+    results = utils.to_python(results)
+    tmp = os.path.join(workdir, ".results.json")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(workdir, "results.json"))
+    return results

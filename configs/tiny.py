@@ -1,0 +1,22 @@
+"""A seconds-long run for tests and smoke checks: avsynth/tiny and a 2-stage ResNet."""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.data.name = "avsynth/tiny"
+    config.data.num_frames = 1
+    config.data.image_size = 16
+    config.data.prefetch = 0
+    config.model.width = 4
+    config.model.stage_sizes = (1, 1)
+    config.schedule.warmup_epochs = 1
+    config.schedule.adaptive_steps = 2
+    config.schedule.epochs_per_step = 1
+    config.optimizer.learning_rate = 0.05
+    config.optimizer.lr_schedule = "constant"
+    config.batch_size = 16
+    config.eval_batch_size = 16
+    config.checkpoint_keep = 3
+    return config

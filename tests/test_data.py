@@ -1,0 +1,104 @@
+"""The avsynth builder, the loader and the on-device augmentation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from avgmm.data import augment, avsynth, pipeline
+
+
+def test_avsynth_features_splits_and_flag(tiny_data_dir):
+    src = tfds.data_source("avsynth/tiny", data_dir=tiny_data_dir, split="train")
+    assert len(src) == 48
+    ex = src[0]
+    assert ex["audio"].dtype == np.float16 and ex["audio"].shape == (16, 16)
+    assert ex["frames"].dtype == np.uint8 and ex["frames"].shape == (3, 16, 16, 3)
+    assert ex["id"].decode().startswith("train_")
+    ds = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=1)
+    assert ds.meta.num_classes == 3 and ds.meta.num_examples == {
+        "train": 48, "validation": 16, "test": 16}
+    assert ds.meta.params["degraded_fraction"] == pytest.approx(0.15)
+    flags = ds.field("train", "imbalanced")
+    assert flags.dtype == bool and 0 < flags.sum() < len(flags)
+
+
+def test_degraded_clips_have_no_visual_signal():
+    """Without noise the structure is visible: clean clips show their class colour as a
+    patch, degraded ones are flat grey; audio always carries the class template."""
+    config = avsynth.AvsynthConfig(name="x", degraded_fraction=0.5, audio_noise=0.0,
+                                   visual_noise=0.0)
+    examples = list(avsynth.generate(config, 200, np.random.default_rng(0)))
+    templates, colours = avsynth._class_patterns(config)
+    for ex in examples:
+        frames = ex["frames"]
+        np.testing.assert_allclose(ex["audio"], templates[ex["label"]], atol=1e-2)
+        if ex["imbalanced"]:
+            assert np.all(frames == 127)
+        else:
+            patch = np.all(frames[0] == np.clip(colours[ex["label"]], 0, 255).astype(np.uint8),
+                           axis=-1)
+            assert patch.sum() == (config.frame_size // 3) ** 2
+    frac = np.mean([ex["imbalanced"] for ex in examples])
+    assert 0.4 < frac < 0.6
+
+
+def test_loader_batches_padding_and_determinism(tiny_data_dir):
+    ds = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=2)
+    a = list(ds.train_batches(16, epoch=0, seed=1, prefetch=2))
+    b = list(ds.train_batches(16, epoch=0, seed=1, prefetch=0))
+    c = list(ds.train_batches(16, epoch=1, seed=1, prefetch=0))
+    assert len(a) == 3 and a[0]["frames"].shape == (16, 2, 16, 16, 3)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["index"], y["index"])
+        np.testing.assert_array_equal(x["audio"], y["audio"])
+    assert not np.array_equal(a[0]["index"], c[0]["index"])
+    assert sorted(np.concatenate([x["index"] for x in a]).tolist()) == list(range(48))
+    evals = list(ds.eval_batches("validation", 12))
+    assert [int(x["mask"].sum()) for x in evals] == [12, 4]
+    assert evals[-1]["label"].shape == (12,)
+    np.testing.assert_array_equal(np.concatenate([x["index"][x["mask"]] for x in evals]),
+                                  np.arange(16))
+
+
+def test_loader_errors_name_the_problem(tiny_data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"num_frames=4 .* stores 3 frames"):
+        pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=4)
+    with pytest.raises(ValueError, match=r"prepared with frame_size=16 but the config "
+                                         r"expects frame_size=224"):
+        pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, {"frame_size": 224})
+    with pytest.raises(FileNotFoundError, match="not prepared|not found"):
+        pipeline.load_dataset("avsynth/tiny", str(tmp_path), 1)
+
+
+def test_evenly_spaced_frames():
+    np.testing.assert_array_equal(pipeline.evenly_spaced(3, 1), [1])
+    np.testing.assert_array_equal(pipeline.evenly_spaced(3, 3), [0, 1, 2])
+    np.testing.assert_array_equal(pipeline.evenly_spaced(10, 3), [1, 5, 8])
+
+
+def test_train_augmentation_shapes_range_and_keys():
+    frames = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 2, 20, 24, 3)),
+                         jnp.uint8)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(4))
+    out = augment.train_frames(frames, keys, 16)
+    assert out.shape == (4, 2, 16, 16, 3) and out.dtype == jnp.float32
+    lo = (0 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD
+    hi = (1 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD
+    assert np.all(np.asarray(out) >= np.asarray(lo) - 1e-4)
+    assert np.all(np.asarray(out) <= np.asarray(hi) + 1e-4)
+    np.testing.assert_array_equal(out, augment.train_frames(frames, keys, 16))
+    # Each sample's result depends only on its own key: a sub-batch gives the same rows.
+    np.testing.assert_allclose(augment.train_frames(frames[2:], keys[2:], 16), out[2:],
+                               atol=1e-5)
+    other = augment.train_frames(frames, keys[::-1], 16)
+    assert not np.allclose(other, out)
+
+
+def test_eval_frames_is_a_plain_resize_and_normalization():
+    frames = jnp.full((1, 1, 8, 8, 3), 255, jnp.uint8)
+    out = augment.eval_frames(frames, 8)
+    np.testing.assert_allclose(out[0, 0, 0, 0], (1 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD,
+                               rtol=1e-6)
+    assert augment.eval_frames(frames, 16).shape == (1, 1, 16, 16, 3)

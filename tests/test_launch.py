@@ -1,0 +1,34 @@
+"""launch.sh: the ablation sweep's commands and argument errors."""
+
+import os
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch(*args):
+    return subprocess.run(["bash", os.path.join(REPO, "launch.sh"), *args], cwd=REPO,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHON="py"))
+
+
+def test_ablations_dry_run_lists_tables_2_and_3_for_each_seed():
+    out = _launch("ablations", "configs/crema.py", "--seeds", "2", "--dry-run",
+                  "--config.batch_size=32")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 18
+    assert all(line.startswith("py -m avgmm.main --config=configs/crema.py") for line in lines)
+    assert all("--config.batch_size=32" in line for line in lines)
+    joined = "\n".join(lines[:9])
+    for override in ("--config.loss.alpha=0", "--config.loss.beta=0", "--config.loss.gamma=0",
+                     "--config.loss.use_gmm_weights=False", "--config.method=concat",
+                     "--config.optimizer.name=adam",
+                     "--config.optimizer.reset_between_phases=False"):
+        assert override in joined
+    assert "--workdir=runs/ablations/crema/full/seed1 --config.seed=1" in lines[9]
+
+
+def test_unknown_command_fails_with_usage():
+    out = _launch("bogus")
+    assert out.returncode == 2 and "unknown command 'bogus'" in out.stderr
+    assert "ablations CONFIG" in out.stderr

@@ -1,0 +1,213 @@
+"""End-to-end training on avsynth/tiny: phases, files, devices, resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from avgmm import train, utils
+from avgmm.data import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _records(workdir):
+    return utils.read_metrics(workdir)
+
+
+@pytest.mark.parametrize("method", ["concat", "warmup_only", "adaptive"])
+def test_every_method_runs_all_phases_and_writes_its_files(tiny_config, tmp_path, method):
+    config = tiny_config
+    config.method = method
+    workdir = str(tmp_path / method)
+    results = train.train_and_evaluate(config, workdir)
+    records = _records(workdir)
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    phases = [r["phase"] for r in records]
+    expected = {"concat": ["concat"] * 3, "warmup_only": ["warmup"] * 3,
+                "adaptive": ["warmup", "adaptive", "adaptive"]}[method]
+    assert phases == expected
+    for r in records:
+        for split in ("val", "test"):
+            for key in ("accuracy", "accuracy_audio", "accuracy_visual"):
+                assert 0.0 <= r[split][key] <= 1.0
+        assert r["val"]["count"] == 16  # padded last batch, every sample counted once
+        assert np.isfinite(r["train"]["loss"]) and r["train"]["samples_per_second"] > 0
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    assert any(f.startswith("events.out.tfevents")
+               for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "latest"))) == ["1", "2", "3"]
+    with open(os.path.join(workdir, "results.json")) as f:
+        saved = json.load(f)
+    assert saved == results
+    for key in ("test_accuracy", "test_accuracy_audio", "test_accuracy_visual",
+                "last_epoch", "peer_protocol_best_test_accuracy", "final_gmm_auc_imbalanced"):
+        assert key in results
+    best_epoch = max(range(3), key=lambda e: (records[e]["val"]["accuracy"], -e))
+    assert results["best_epoch"] == best_epoch
+    assert results["peer_protocol_best_test_accuracy"] == max(r["test"]["accuracy"]
+                                                               for r in records)
+    fits = [r for r in records if "gmm_fit" in r]
+    if method == "adaptive":
+        # adaptive_steps = 2 refits, one at the start of each adaptive step.
+        assert results["gmm_fits"] == 2 and [r["epoch"] for r in fits] == [1, 2]
+        assert sorted(os.listdir(os.path.join(workdir, "gmm_fits"))) == [
+            "fit_000.npz", "fit_001.npz"]
+        fit = np.load(os.path.join(workdir, "gmm_fits", "fit_000.npz"))
+        assert fit["gap"].shape == (48,)
+        np.testing.assert_allclose(fit["gap"], fit["p_audio"] - fit["p_visual"], atol=1e-6)
+        # The GMM in force during an epoch is the one fitted at its step's start.
+        assert records[1]["gmm"] == {k: v for k, v in records[1]["gmm_fit"].items()
+                                     if k in records[1]["gmm"]}
+        # Optimizer moments are zero right after the reset at the adaptive phase's start.
+        assert records[1]["optimizer_reset"] == {"moment_norm": 0.0}
+        assert records[1]["lambda_t"] == 1.0 and records[2]["lambda_t"] == pytest.approx(0.96)
+    else:
+        assert not fits and results["gmm_fits"] == 0
+
+
+def test_one_and_four_devices_agree(tiny_config, tmp_path):
+    if jax.local_device_count() < 4:
+        pytest.skip("needs 4 devices")
+    runs = {}
+    for n in (1, 4):
+        config = tiny_config
+        config.num_devices = n
+        train.train_and_evaluate(config, str(tmp_path / f"d{n}"))
+        runs[n] = _records(str(tmp_path / f"d{n}"))
+    for r1, r4 in zip(runs[1], runs[4]):
+        for key in r1["train"]:
+            if key != "samples_per_second":
+                np.testing.assert_allclose(r4["train"][key], r1["train"][key], rtol=2e-4,
+                                           atol=1e-5, err_msg=f"epoch {r1['epoch']} {key}")
+        np.testing.assert_allclose(r4["val"]["loss"], r1["val"]["loss"], rtol=2e-4)
+        if "gmm_fit" in r1:
+            np.testing.assert_allclose(r4["gmm_fit"]["mu_1"], r1["gmm_fit"]["mu_1"],
+                                       rtol=1e-3, atol=1e-4)
+
+
+def _final_params(workdir):
+    restored = utils.Checkpointer(workdir).latest
+    step = restored.latest_step()
+    import orbax.checkpoint as ocp
+
+    out = restored.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    restored.close()
+    return out["state"]["params"], step
+
+
+def test_kill_and_resume_gives_the_uninterrupted_result(tiny_config, tmp_path):
+    config = tiny_config
+    config.schedule.adaptive_steps = 2
+    config.schedule.epochs_per_step = 2  # 5 epochs
+    straight = str(tmp_path / "straight")
+    expected = train.train_and_evaluate(config, straight)
+
+    killed = str(tmp_path / "killed")
+    cmd = [sys.executable, "-m", "avgmm.main", f"--config={REPO}/configs/tiny.py",
+           f"--workdir={killed}", f"--config.data.data_dir={config.data.data_dir}",
+           "--config.schedule.adaptive_steps=2", "--config.schedule.epochs_per_step=2"]
+    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1", PYTHONPATH=REPO)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = os.path.join(killed, "checkpoints", "latest")
+    deadline = time.time() + 240
+    # Kill it once two epochs are saved, in the middle of the third (or later).
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(latest) and len([d for d in os.listdir(latest) if d.isdigit()]) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(killed, "results.json"))
+
+    resumed = train.train_and_evaluate(config, killed)
+    assert [r["epoch"] for r in _records(killed)] == [0, 1, 2, 3, 4]
+    params_a, step_a = _final_params(straight)
+    params_b, step_b = _final_params(killed)
+    assert step_a == step_b == 5
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for key in ("test_accuracy", "best_epoch", "gmm_fits"):
+        assert resumed[key] == expected[key]
+    # Running a finished workdir again trains nothing and reports the same numbers.
+    again = train.train_and_evaluate(config, killed)
+    assert again["test_accuracy"] == resumed["test_accuracy"]
+    assert len(_records(killed)) == 5
+
+
+def test_workdir_with_another_config_is_refused_unless_fresh(tiny_config, tmp_path):
+    config = tiny_config
+    config.schedule.adaptive_steps = 0
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir)
+    config.loss.beta = 0.5
+    config.optimizer.learning_rate = 0.01
+    with pytest.raises(ValueError, match=r"(?s)loss\.beta: saved 1\.0 -> now 0\.5.*"
+                                         r"optimizer\.learning_rate.*--fresh"):
+        train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, fresh=True)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["loss"]["beta"] == 0.5
+    assert len(_records(workdir)) == 1
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("method", "focal", r"config\.method='focal' is not allowed: one of \('concat'"),
+    ("schedule.warmup_epochs", -1, r"schedule\.warmup_epochs=-1 .* >= 0"),
+    ("loss.alpha", -0.5, r"loss\.alpha=-0\.5 .* >= 0"),
+    ("optimizer.name", "rmsprop", r"optimizer\.name='rmsprop' .* \('sgd', 'adam'\)"),
+    ("batch_size", 18, r"batch_size=18 .* multiple of the device count \(4\)"),
+    ("model.dtype", "float16", r"model\.dtype='float16'"),
+    ("data.name", "no_such_dataset", r"no_such_dataset"),
+])
+def test_bad_config_is_refused_before_compiling(tiny_config, tmp_path, field, value, message):
+    if field == "batch_size" and jax.local_device_count() < 4:
+        pytest.skip("needs 4 devices")
+    config = tiny_config
+    node = config
+    *parents, leaf = field.split(".")
+    for p in parents:
+        node = getattr(node, p)
+    setattr(node, leaf, value)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        train.train_and_evaluate(config, str(tmp_path / "bad"))
+    # Nothing was trained: no checkpoint exists.
+    assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+
+
+def test_reset_optimizer_zeroes_moments_and_keeps_schedule(tiny_config, tiny_data_dir):
+    config = tiny_config
+    ds = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1)
+    tx = train.make_optimizer(config, steps_per_epoch=3)
+    state = train.create_train_state(config, ds.meta, tx)
+    grads = jax.tree.map(lambda p: np.ones_like(p), state.params)
+    for _ in range(2):
+        state = state.apply_gradients(grads=grads)
+    assert train._trace_norm(state.opt_state) > 0
+    reset = train.reset_optimizer(state)
+    assert train._trace_norm(reset.opt_state) == 0.0
+    assert int(reset.opt_state.count) == int(state.opt_state.count) == 2
+    assert int(reset.step) == 2
+    for leaf_a, leaf_b in zip(jax.tree.leaves(reset.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(leaf_a, leaf_b)
+
+
+def test_every_config_file_builds_and_validates():
+    import importlib
+
+    for name in ("default", "demo", "tiny", "crema", "ave"):
+        config = importlib.import_module(f"configs.{name}").get_config()
+        train.validate_config(config, num_devices=1)
+        assert train.total_epochs(config) >= 1
+    crema = importlib.import_module("configs.crema").get_config()
+    assert crema.optimizer.name == "sgd" and crema.optimizer.momentum == 0.9
+    assert crema.optimizer.learning_rate == 2e-3 and crema.batch_size == 64
+    assert train.total_epochs(crema) == 100 and crema.model.width == 64
