@@ -1,0 +1,315 @@
+"""Shared machinery of the converters: a tfds builder base, parallel decoding with a
+progress bar, a per-clip work cache, and the failure report.
+
+A converter lists its clips (`Clip`: key, id, label, split, media paths, optional
+segment), and `AVBuilder` does the rest: decodes every clip in a process pool (one bad
+clip never stops the run; it is skipped and written to `failures.jsonl` with its reason),
+then writes the ArrayRecord dataset through tfds, which builds in an `incomplete.*`
+directory and renames it only when complete, so no half-written dataset is ever visible.
+
+Decoded clips are cached as `.npz` files under `<data_dir>/<name>_work/` while a
+conversion runs: an interrupted conversion started again reuses them instead of decoding
+again. The cache is deleted after a successful build unless `keep_work=True`.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tqdm.auto import tqdm
+
+from data_prep import media
+from data_prep.features import AudioParams, spectrogram
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """One sample to convert."""
+
+    key: str  # unique example key (also the cache file name)
+    clip_id: str  # the `id` feature
+    label: str
+    split: str
+    video_path: str
+    audio_path: str  # a WAV, or the video container itself
+    start: Optional[float] = None  # segment in seconds (AVE events)
+    end: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameParams:
+    """How frames are stored: `num_frames` sampled evenly, resized to `frame_size`^2."""
+
+    num_frames: int = 3
+    frame_size: int = 224
+
+    def __post_init__(self):
+        if self.num_frames < 1 or self.frame_size < 8:
+            raise ValueError(f"num_frames must be >= 1 and frame_size >= 8, got "
+                             f"{self.num_frames} and {self.frame_size}")
+
+
+class DataPrepError(Exception):
+    """The raw download is not what the converter expects; the message says what."""
+
+
+def decode_clip(clip: Clip, audio: AudioParams, frames: FrameParams,
+                cache_dir: str) -> Tuple[str, Optional[str]]:
+    """Decodes one clip into `cache_dir/<key>.npz`; returns `(key, failure reason or None)`."""
+    target = os.path.join(cache_dir, clip.key + ".npz")
+    if os.path.exists(target):
+        return clip.key, None
+    try:
+        wave = media.load_audio(clip.audio_path, audio.sample_rate, clip.start, clip.end)
+        spec = spectrogram(wave, audio)
+        images = media.read_frames(clip.video_path, frames.num_frames, frames.frame_size,
+                                   clip.start, clip.end)
+    except media.ClipError as e:
+        return clip.key, str(e)
+    except Exception as e:  # a decoder bug must not stop thousands of other clips
+        return clip.key, f"unexpected {type(e).__name__}: {e}"
+    tmp = os.path.join(cache_dir, f".{clip.key}.{os.getpid()}.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, audio=spec, frames=images)
+    os.replace(tmp, target)
+    return clip.key, None
+
+
+def _decode_star(args):
+    return decode_clip(*args)
+
+
+def decode_all(clips: Sequence[Clip], audio: AudioParams, frames: FrameParams,
+               cache_dir: str, workers: int, desc: str = "decoding") -> Dict[str, str]:
+    """Decodes every clip (in parallel when `workers > 1`) with a progress bar and ETA.
+
+    Returns `{key: reason}` for the clips that failed.
+    """
+    os.makedirs(cache_dir, exist_ok=True)
+    tasks = [(c, audio, frames, cache_dir) for c in clips]
+    failures: Dict[str, str] = {}
+    bar = tqdm(total=len(tasks), desc=desc, unit="clip", dynamic_ncols=True)
+    try:
+        if workers <= 1:
+            results = map(_decode_star, tasks)
+            for key, reason in results:
+                if reason:
+                    failures[key] = reason
+                bar.update()
+        else:
+            # spawn: the parent may hold threads (tfds, tqdm) that fork would copy mid-lock.
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                chunk = max(1, min(16, len(tasks) // (4 * workers)))
+                for key, reason in pool.map(_decode_star, tasks, chunksize=chunk):
+                    if reason:
+                        failures[key] = reason
+                    bar.update()
+    finally:
+        bar.close()
+    return failures
+
+
+def stratified_holdout(labels: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask choosing `round(fraction * n_c)` items of every class `c` (seeded)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(labels), bool)
+    for c in sorted(set(labels.tolist())):
+        idx = np.flatnonzero(labels == c)
+        # At least one per class when the class can spare it (small custom datasets).
+        take = int(round(fraction * len(idx)))
+        if take == 0 and len(idx) >= 2 and fraction > 0:
+            take = 1
+        chosen[rng.permutation(idx)[:take]] = True
+    return chosen
+
+
+class AVBuilder(tfds.core.GeneratorBasedBuilder):
+    """Base of the audio-visual converters (subclasses: CREMA-D, AVE, folder).
+
+    Subclasses define `VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS`, `DEFAULT_AUDIO`,
+    `class_names()` and `list_clips(manual_dir)`. Preparation parameters are builder
+    arguments (not tfds configs) and recorded in the dataset's metadata; opening an
+    already prepared dataset without arguments reads them back from there, so
+    `tfds.data_source(name, data_dir=...)` works whatever they were.
+    """
+
+    DEFAULT_AUDIO: AudioParams
+
+    def __init__(self, *, audio: Optional[AudioParams] = None,
+                 frames: Optional[FrameParams] = None, workers: int = 0,
+                 keep_work: bool = False, split_options: Optional[Mapping[str, Any]] = None,
+                 **kwargs):
+        recorded = None
+        if audio is None and frames is None:
+            recorded = self._recorded_params(kwargs.get("data_dir"))
+        if recorded is not None:
+            audio = AudioParams(**recorded["audio"])
+            frames = FrameParams(**recorded["frames"])
+            split_options = recorded.get("split_options", split_options)
+            self._class_names = recorded.get("class_names")
+        else:
+            self._class_names = None
+        self.audio = audio or self.DEFAULT_AUDIO
+        self.frames = frames or FrameParams()
+        self.workers = workers or os.cpu_count() or 1
+        self.keep_work = keep_work
+        self.split_options = dict(split_options or {})
+        self.summary: Dict[str, Any] = {}
+        super().__init__(**kwargs)
+
+    @classmethod
+    def _recorded_params(cls, data_dir: Optional[str]) -> Optional[Dict[str, Any]]:
+        root = os.path.expanduser(data_dir or os.path.join("~", "tensorflow_datasets"))
+        path = os.path.join(root, cls.name, str(cls.VERSION), "metadata.json")
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("preparation")
+
+    # ------------------------------------------------------------ subclass interface
+    def class_names(self) -> List[str]:
+        raise NotImplementedError
+
+    def list_clips(self, manual_dir: str) -> List[Clip]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ tfds
+    def _names(self) -> List[str]:
+        if self._class_names is None:
+            self._class_names = list(self.class_names())
+        return self._class_names
+
+    def preparation_metadata(self) -> Dict[str, Any]:
+        """Every parameter of the conversion, as stored next to the data."""
+        return {"audio": self.audio.as_metadata(),
+                "frames": dataclasses.asdict(self.frames),
+                "split_options": self.split_options, "class_names": self._names()}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        f, t = self.audio.shape
+        n, s = self.frames.num_frames, self.frames.frame_size
+        flat = {**self.audio.as_metadata(), **dataclasses.asdict(self.frames)}
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__doc__,
+            features=tfds.features.FeaturesDict({
+                "audio": tfds.features.Tensor(shape=(f, t), dtype=np.float16),
+                "frames": tfds.features.Tensor(shape=(n, s, s, 3), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(names=self._names()),
+                "id": tfds.features.Text(),
+            }),
+            # Flat copies of the parameters so that loaders can check them by name.
+            metadata=tfds.core.MetadataDict(preparation=self.preparation_metadata(),
+                                            summary=self.summary, **flat),
+        )
+
+    def _split_generators(self, dl_manager):
+        manual_dir = os.path.expanduser(str(dl_manager.manual_dir))
+        clips = self.list_clips(manual_dir)
+        work = os.path.join(os.path.expanduser(str(self._data_dir_root)),
+                            f"{self.name}_work")
+        start = time.time()
+        failures = decode_all(clips, self.audio, self.frames, work, self.workers,
+                              desc=f"{self.name}: decoding")
+        elapsed = time.time() - start
+        report = os.path.join(os.path.expanduser(str(self._data_dir_root)), self.name,
+                              "failures.jsonl")
+        os.makedirs(os.path.dirname(report), exist_ok=True)
+        with open(report, "w", encoding="utf-8") as f:
+            for c in clips:
+                if c.key in failures:
+                    f.write(json.dumps({"key": c.key, "id": c.clip_id, "split": c.split,
+                                        "audio": c.audio_path, "video": c.video_path,
+                                        "reason": failures[c.key]}) + "\n")
+        per_split = {}
+        for split in SPLITS:
+            in_split = [c for c in clips if c.split == split]
+            per_split[split] = {"kept": sum(c.key not in failures for c in in_split),
+                                "skipped": sum(c.key in failures for c in in_split)}
+        self.summary.update(per_split=per_split, seconds=round(elapsed, 1),
+                            clips_per_second=round(len(clips) / max(elapsed, 1e-9), 2))
+        self.info.metadata["summary"] = self.summary
+        line = ", ".join(f"{s}: {v['kept']} kept / {v['skipped']} skipped"
+                         for s, v in per_split.items())
+        print(f"{self.name}: {line} ({elapsed:.0f} s, {self.workers} workers); "
+              f"failures listed in {report}", flush=True)
+        self._work_dir = work
+        kept = {split: [c for c in clips if c.split == split and c.key not in failures]
+                for split in SPLITS}
+        if not kept["train"]:
+            raise DataPrepError(f"no training clip could be decoded; see {report}")
+        empty = [s for s in SPLITS if not kept[s]]
+        if empty:
+            print(f"warning: {self.name} has no usable clips for {empty}; those splits are "
+                  "left out", flush=True)
+        return {s: self._generate_examples(v, work) for s, v in kept.items() if v}
+
+    def _generate_examples(self, clips: Sequence[Clip], work: str) -> Iterator[Tuple[str, Dict]]:
+        for c in clips:
+            with np.load(os.path.join(work, c.key + ".npz")) as arrays:
+                yield c.key, {"audio": arrays["audio"], "frames": arrays["frames"],
+                              "label": c.label, "id": c.clip_id}
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        super()._download_and_prepare(dl_manager, download_config=download_config)
+        if not self.keep_work and getattr(self, "_work_dir", None):
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+
+
+def prepare(builder_cls, raw_dir: str, data_dir: str, **builder_kwargs) -> AVBuilder:
+    """Converts `raw_dir` into `data_dir/<name>` unless it is already prepared with the
+    same parameters; refuses to mix parameters with an existing dataset."""
+    raw_dir = os.path.expanduser(raw_dir)
+    data_dir = os.path.expanduser(data_dir)
+    if not os.path.isdir(raw_dir):
+        raise DataPrepError(f"--raw_dir={raw_dir} is not a directory: point it at the "
+                            f"unpacked download ({builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS})")
+    builder = builder_cls(data_dir=data_dir, file_format="array_record", **builder_kwargs)
+    # An interrupted tfds build leaves `incomplete.*` directories; they are never read.
+    base = os.path.join(data_dir, builder.name)
+    if os.path.isdir(base):
+        for entry in os.listdir(base):
+            if entry.startswith("incomplete."):
+                shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+    recorded = builder_cls._recorded_params(data_dir)
+    if recorded is not None:
+        wanted = builder.preparation_metadata()
+        diff = {k: (recorded.get(k), wanted[k]) for k in ("audio", "frames", "split_options")
+                if recorded.get(k) != wanted[k]}
+        if diff:
+            lines = "; ".join(f"{k}: prepared {a} vs asked {b}" for k, (a, b) in diff.items())
+            raise DataPrepError(
+                f"{builder.data_dir} is already prepared with other parameters ({lines}). "
+                "Use another --data_dir or delete that directory to convert again.")
+        print(f"{builder.name} is already prepared in {builder.data_dir}", flush=True)
+        return builder
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=raw_dir))
+    return builder
+
+
+def run_cli(builder_cls, flag_values, split_options: Optional[Mapping[str, Any]] = None):
+    """Shared body of the converters' command lines; a DataPrepError exits with its message."""
+    import sys
+
+    try:
+        builder = prepare(
+            builder_cls, flag_values.raw_dir, flag_values.data_dir,
+            frames=FrameParams(flag_values.num_frames, flag_values.frame_size),
+            audio=builder_cls.DEFAULT_AUDIO, workers=flag_values.workers,
+            keep_work=flag_values.keep_work, split_options=split_options)
+    except DataPrepError as e:
+        sys.exit(f"error: {e}")
+    splits = {s: builder.info.splits[s].num_examples for s in builder.info.splits}
+    print(f"{builder.name}: {splits} in {builder.data_dir}")

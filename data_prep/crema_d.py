@@ -1,0 +1,146 @@
+"""CREMA-D: `AudioWAV/*.wav` + `VideoFlash/*.flv` -> the prepared dataset `crema_d_av`.
+
+    python -m data_prep.crema_d --raw_dir=~/CREMA-D --data_dir=~/avgmm_data \
+        [--split_csv_dir=DIR] [--workers=N] [--num_frames=3] [--frame_size=224]
+
+Clips are named `<actor>_<sentence>_<EMO>_<level>`; the class is EMO (ANG, DIS, FEA,
+HAP, NEU, SAD). Splits: by default a seeded split with the paper's sizes (6,698 train /
+744 test out of 7,442); with `--split_csv_dir`, the `train.csv` / `test.csv` files
+(`<id>,<EMO>` rows) shipped by the public reference code, for results comparable with
+published numbers. Validation is 10% of train, drawn per class with a fixed seed.
+Audio: 22,050 Hz, 3 s, STFT 512 / hop 353, log(|S| + 1e-7) -> 257 x 188 (SPEC §6).
+"""
+
+import csv
+import os
+import re
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import app, flags
+
+from data_prep import convert
+from data_prep.features import CREMA_D_AUDIO
+
+EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+PAPER_TRAIN, PAPER_TEST = 6698, 744
+VALIDATION_FRACTION = 0.1
+SPLIT_SEED = 0
+_NAME = re.compile(r"^\d+_[A-Z]+_([A-Z]{3})_[A-Z]+$")
+
+
+def read_split_csv(path: str) -> Dict[str, str]:
+    """`{clip_id: EMO}` from a reference split file (`<id>,<EMO>` rows, CRLF or LF)."""
+    out = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if not row or not row[0].strip():
+                continue
+            if len(row) < 2 or row[1].strip() not in EMOTIONS:
+                raise convert.DataPrepError(
+                    f"{path}:{lineno}: expected '<clip id>,<EMO>' with EMO in {EMOTIONS}, "
+                    f"got {row!r}")
+            out[row[0].strip()] = row[1].strip()
+    return out
+
+
+class CremaDAv(convert.AVBuilder):
+    """CREMA-D audio-visual emotion recognition (6 classes), prepared for avgmm."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Download CREMA-D (https://github.com/CheyneyComputerScience/CREMA-D) and pass "
+        "its root, the directory holding AudioWAV/ and VideoFlash/, as --raw_dir.")
+    DEFAULT_AUDIO = CREMA_D_AUDIO
+
+    def class_names(self) -> List[str]:
+        return list(EMOTIONS)
+
+    def list_clips(self, manual_dir: str) -> List[convert.Clip]:
+        audio_dir = os.path.join(manual_dir, "AudioWAV")
+        video_dir = os.path.join(manual_dir, "VideoFlash")
+        for d in (audio_dir, video_dir):
+            if not os.path.isdir(d):
+                raise convert.DataPrepError(
+                    f"expected the CREMA-D folder {os.path.basename(d)}/ in {manual_dir} "
+                    f"(it holds {'<clip>.wav' if d == audio_dir else '<clip>.flv'} files); "
+                    "is --raw_dir the CREMA-D root?")
+        wavs = sorted(f[:-4] for f in os.listdir(audio_dir) if f.endswith(".wav"))
+        if not wavs:
+            raise convert.DataPrepError(f"{audio_dir} holds no .wav files")
+        labels = {}
+        for clip in wavs:
+            m = _NAME.match(clip)
+            if m and m.group(1) in EMOTIONS:
+                labels[clip] = m.group(1)
+        if not labels:
+            raise convert.DataPrepError(
+                f"no file in {audio_dir} is named <actor>_<sentence>_<EMO>_<level>.wav")
+        split_of = self._splits(labels)
+        clips = []
+        for clip, split in split_of.items():
+            clips.append(convert.Clip(
+                key=clip, clip_id=clip, label=labels[clip], split=split,
+                video_path=os.path.join(video_dir, clip + ".flv"),
+                audio_path=os.path.join(audio_dir, clip + ".wav")))
+        return clips
+
+    def _splits(self, labels: Dict[str, str]) -> Dict[str, str]:
+        csv_dir: Optional[str] = self.split_options.get("split_csv_dir")
+        if csv_dir:
+            train = read_split_csv(os.path.join(csv_dir, "train.csv"))
+            test = read_split_csv(os.path.join(csv_dir, "test.csv"))
+            named = {**train, **test}
+            absent = sorted(c for c in named if c not in labels)
+            if absent:
+                raise convert.DataPrepError(
+                    f"the split files in {csv_dir} name {len(absent)} clip(s) that have no "
+                    f"WAV in AudioWAV/, e.g. {absent[:3]}; is --raw_dir the complete "
+                    "CREMA-D download?")
+            for clip, emo in named.items():
+                if labels[clip] != emo:
+                    raise convert.DataPrepError(
+                        f"{clip} is labelled {emo} in the split files but its name says "
+                        f"{labels[clip]}")
+            train_ids, test_ids = sorted(train), sorted(test)
+        else:
+            ids = sorted(labels)
+            order = np.random.default_rng(SPLIT_SEED).permutation(len(ids))
+            n_test = int(round(len(ids) * PAPER_TEST / (PAPER_TRAIN + PAPER_TEST)))
+            test_ids = sorted(ids[i] for i in order[:n_test])
+            train_ids = sorted(ids[i] for i in order[n_test:])
+        held = convert.stratified_holdout([labels[c] for c in train_ids],
+                                          VALIDATION_FRACTION, SPLIT_SEED)
+        split_of = {c: ("validation" if h else "train") for c, h in zip(train_ids, held)}
+        split_of.update({c: "test" for c in test_ids})
+        return split_of
+
+
+FLAGS = flags.FLAGS
+
+
+def define_common_flags(default_num_frames: int = 3):
+    flags.DEFINE_string("raw_dir", None, "The unpacked raw download.")
+    flags.DEFINE_string("data_dir", "~/avgmm_data", "tfds data directory to write into.")
+    flags.DEFINE_integer("workers", 0, "Decoding processes (0: all cores).")
+    flags.DEFINE_integer("num_frames", default_num_frames, "Frames stored per clip.")
+    flags.DEFINE_integer("frame_size", 224, "Stored frame height and width.")
+    flags.DEFINE_bool("keep_work", False, "Keep the per-clip decode cache after the build.")
+
+
+def main(argv):
+    del argv
+    options = {}
+    if FLAGS.split_csv_dir:
+        options["split_csv_dir"] = os.path.abspath(os.path.expanduser(FLAGS.split_csv_dir))
+    convert.run_cli(CremaDAv, FLAGS, split_options=options)
+
+
+if __name__ == "__main__":
+    define_common_flags()
+    flags.DEFINE_string("split_csv_dir", None,
+                        "Directory with the reference train.csv / test.csv split files.")
+    flags.mark_flag_as_required("raw_dir")
+    app.run(main)
