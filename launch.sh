@@ -9,6 +9,8 @@ usage() {
   cat <<USAGE
 usage: ./launch.sh COMMAND [ARGS...]
   test [pytest args]          the test suite (fast tests; add '-m slow' for the long ones)
+  prepare crema_d|ave|folder ARGS   convert a raw download (or your CSV) into a dataset, e.g.
+                              ./launch.sh prepare crema_d --raw_dir=~/CREMA-D --data_dir=~/avgmm_data
   demo [--workdir=DIR] [--data_dir=DIR]
                               concat vs adaptive on the embedded avsynth data (offline)
   train CONFIG [--workdir=DIR] [--config.FIELD=VALUE ...] [--fresh]
@@ -41,6 +43,11 @@ cmd=${1:-help}
 case "$cmd" in
   test) exec "$PY" -m pytest -q "$@" ;;
   demo) exec "$PY" -m avgmm.demo "$@" ;;
+  prepare)
+    case "${1:-}" in
+      crema_d|ave|folder) which=$1; shift; exec "$PY" -m "data_prep.$which" "$@" ;;
+      *) echo "launch.sh prepare: name crema_d, ave or folder" >&2; exit 2 ;;
+    esac ;;
   train)
     [ $# -ge 1 ] || { usage >&2; exit 2; }
     config=$1; shift

@@ -11,6 +11,10 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.12",
     "numpy>=1.26",
     "librosa>=0.10",
+    "soundfile>=0.12",
+    # Audio from video containers (AVE's mp4): PyAV's wheels bundle FFmpeg, so no system
+    # ffmpeg binary is needed.
+    "av>=12",
     # Headless wheel: servers and CI have no GUI libraries (libGL), which the plain
     # opencv-python wheel needs at import time.
     "opencv-python-headless>=4.8",

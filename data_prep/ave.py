@@ -25,7 +25,6 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 
 from data_prep import convert
-from data_prep.crema_d import define_common_flags
 from data_prep.features import AVE_AUDIO
 
 # The 28 AVE categories, sorted: the label order of the prepared dataset.
@@ -134,6 +133,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_common_flags()
+    convert.define_common_flags()
     flags.mark_flag_as_required("raw_dir")
     app.run(main)

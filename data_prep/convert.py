@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -106,8 +107,13 @@ def decode_all(clips: Sequence[Clip], audio: AudioParams, frames: FrameParams,
                     failures[key] = reason
                 bar.update()
         else:
-            # spawn: the parent may hold threads (tfds, tqdm) that fork would copy mid-lock.
-            ctx = multiprocessing.get_context("spawn")
+            # fork starts a worker in milliseconds (spawn re-imports tfds, librosa and cv2
+            # in each, about 2 s); the workers only decode files and write npz files. A
+            # process that has imported JAX (multithreaded) must not fork: spawn there.
+            forkable = ("fork" in multiprocessing.get_all_start_methods()
+                        and "jax" not in sys.modules)
+            method = "fork" if forkable else "spawn"
+            ctx = multiprocessing.get_context(method)
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
                 chunk = max(1, min(16, len(tasks) // (4 * workers)))
                 for key, reason in pool.map(_decode_star, tasks, chunksize=chunk):
@@ -119,19 +125,28 @@ def decode_all(clips: Sequence[Clip], audio: AudioParams, frames: FrameParams,
     return failures
 
 
-def stratified_holdout(labels: Sequence[str], fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask choosing `round(fraction * n_c)` items of every class `c` (seeded)."""
+def stratified_split(labels: Sequence[str], val_fraction: float, test_fraction: float,
+                     seed: int) -> List[str]:
+    """Seeded per-class split into 'train' / 'validation' / 'test'.
+
+    Each class gives `round(fraction * n)` items to validation and test; a class that can
+    spare one (small custom datasets) gives at least one to each non-zero fraction.
+    """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    chosen = np.zeros(len(labels), bool)
+    out = np.full(len(labels), "train", dtype=object)
     for c in sorted(set(labels.tolist())):
-        idx = np.flatnonzero(labels == c)
-        # At least one per class when the class can spare it (small custom datasets).
-        take = int(round(fraction * len(idx)))
-        if take == 0 and len(idx) >= 2 and fraction > 0:
-            take = 1
-        chosen[rng.permutation(idx)[:take]] = True
-    return chosen
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = len(idx)
+        n_test = int(round(test_fraction * n))
+        n_val = int(round(val_fraction * n))
+        if val_fraction > 0 and n_val == 0 and n - n_test >= 2:
+            n_val = 1
+        if test_fraction > 0 and n_test == 0 and n - n_val >= 2:
+            n_test = 1
+        out[idx[:n_test]] = "test"
+        out[idx[n_test:n_test + n_val]] = "validation"
+    return out.tolist()
 
 
 class AVBuilder(tfds.core.GeneratorBasedBuilder):
@@ -294,15 +309,28 @@ def prepare(builder_cls, raw_dir: str, data_dir: str, **builder_kwargs) -> AVBui
                 "Use another --data_dir or delete that directory to convert again.")
         print(f"{builder.name} is already prepared in {builder.data_dir}", flush=True)
         return builder
+    # Check the layout before tfds starts (it would only say the directory is empty).
+    builder.list_clips(raw_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=raw_dir))
     return builder
 
 
+def define_common_flags(raw_dir: bool = True) -> None:
+    """absl flags shared by the converters' command lines."""
+    from absl import flags
+
+    if raw_dir:
+        flags.DEFINE_string("raw_dir", None, "The unpacked raw download.")
+    flags.DEFINE_string("data_dir", "~/avgmm_data", "tfds data directory to write into.")
+    flags.DEFINE_integer("workers", 0, "Decoding processes (0: all cores).")
+    flags.DEFINE_integer("num_frames", 3, "Frames stored per clip (evenly sampled).")
+    flags.DEFINE_integer("frame_size", 224, "Stored frame height and width.")
+    flags.DEFINE_bool("keep_work", False, "Keep the per-clip decode cache after the build.")
+
+
 def run_cli(builder_cls, flag_values, split_options: Optional[Mapping[str, Any]] = None):
     """Shared body of the converters' command lines; a DataPrepError exits with its message."""
-    import sys
-
     try:
         builder = prepare(
             builder_cls, flag_values.raw_dir, flag_values.data_dir,

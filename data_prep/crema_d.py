@@ -111,23 +111,13 @@ class CremaDAv(convert.AVBuilder):
             n_test = int(round(len(ids) * PAPER_TEST / (PAPER_TRAIN + PAPER_TEST)))
             test_ids = sorted(ids[i] for i in order[:n_test])
             train_ids = sorted(ids[i] for i in order[n_test:])
-        held = convert.stratified_holdout([labels[c] for c in train_ids],
-                                          VALIDATION_FRACTION, SPLIT_SEED)
-        split_of = {c: ("validation" if h else "train") for c, h in zip(train_ids, held)}
+        split_of = dict(zip(train_ids, convert.stratified_split(
+            [labels[c] for c in train_ids], VALIDATION_FRACTION, 0.0, SPLIT_SEED)))
         split_of.update({c: "test" for c in test_ids})
         return split_of
 
 
 FLAGS = flags.FLAGS
-
-
-def define_common_flags(default_num_frames: int = 3):
-    flags.DEFINE_string("raw_dir", None, "The unpacked raw download.")
-    flags.DEFINE_string("data_dir", "~/avgmm_data", "tfds data directory to write into.")
-    flags.DEFINE_integer("workers", 0, "Decoding processes (0: all cores).")
-    flags.DEFINE_integer("num_frames", default_num_frames, "Frames stored per clip.")
-    flags.DEFINE_integer("frame_size", 224, "Stored frame height and width.")
-    flags.DEFINE_bool("keep_work", False, "Keep the per-clip decode cache after the build.")
 
 
 def main(argv):
@@ -139,7 +129,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_common_flags()
+    convert.define_common_flags()
     flags.DEFINE_string("split_csv_dir", None,
                         "Directory with the reference train.csv / test.csv split files.")
     flags.mark_flag_as_required("raw_dir")

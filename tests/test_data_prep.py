@@ -1,0 +1,330 @@
+"""Converters on generated raw trees in the exact CREMA-D / AVE layouts (real media)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import librosa
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import media_fixtures
+from data_prep import ave, convert, crema_d, features, folder, media
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
+SMALL = convert.FrameParams(num_frames=3, frame_size=32)
+
+
+@pytest.fixture(scope="module")
+def crema_raw(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("crema_raw"))
+    return root, media_fixtures.make_crema_tree(root, per_class=2)
+
+
+@pytest.fixture(scope="module")
+def crema_prepared(crema_raw, tmp_path_factory):
+    root, _ = crema_raw
+    data_dir = str(tmp_path_factory.mktemp("crema_data"))
+    convert.prepare(crema_d.CremaDAv, root, data_dir, frames=SMALL, workers=2)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def ave_raw(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("ave_raw"))
+    return root, media_fixtures.make_ave_tree(root)
+
+
+@pytest.fixture(scope="module")
+def ave_prepared(ave_raw, tmp_path_factory):
+    root, _ = ave_raw
+    data_dir = str(tmp_path_factory.mktemp("ave_data"))
+    convert.prepare(ave.AveAv, root, data_dir, frames=SMALL, workers=1)
+    return data_dir
+
+
+def _all(data_dir, name, split):
+    src = tfds.data_source(name, data_dir=data_dir, split=split)
+    return [src[i] for i in range(len(src))]
+
+
+def test_crema_counts_shapes_labels_and_failure_report(crema_raw, crema_prepared):
+    _, made = crema_raw
+    splits = {s: _all(crema_prepared, "crema_d_av", s) for s in ("train", "validation", "test")}
+    examples = [ex for v in splits.values() for ex in v]
+    ids = [ex["id"].decode() for ex in examples]
+    assert sorted(ids) == sorted(made["good"])  # every good clip once, no broken one
+    assert all(len(v) > 0 for v in splits.values())
+    for ex in examples:
+        assert ex["audio"].dtype == np.float16 and ex["audio"].shape == (257, 188)
+        assert ex["frames"].dtype == np.uint8 and ex["frames"].shape == (3, 32, 32, 3)
+        assert crema_d.EMOTIONS[ex["label"]] == ex["id"].decode().split("_")[2]
+        # Moving content: the three sampled frames differ.
+        assert not np.array_equal(ex["frames"][0], ex["frames"][2])
+    with open(os.path.join(crema_prepared, "crema_d_av", "failures.jsonl")) as f:
+        failures = {r["id"]: r["reason"] for r in map(json.loads, f)}
+    assert set(failures) == set(made["broken"])
+    assert failures["1091_IEO_ANG_LO"] == "empty file (0 bytes)"
+    assert failures["1091_IOM_FEA_HI"] == "silent audio"
+    assert failures["1091_TIE_DIS_MD"].startswith("unreadable audio")
+    assert failures["1091_ITH_HAP_XX"].startswith("unreadable video")
+    info = tfds.builder("crema_d_av", data_dir=crema_prepared).info
+    summary = info.metadata["summary"]["per_split"]
+    assert sum(v["kept"] for v in summary.values()) == len(made["good"])
+    assert sum(v["skipped"] for v in summary.values()) == len(made["broken"])
+    for key, value in {"sample_rate": 22050, "clip_seconds": 3.0, "n_fft": 512,
+                       "hop_length": 353, "normalization": "none", "frame_size": 32,
+                       "num_frames": 3}.items():
+        assert info.metadata[key] == value
+
+
+def test_crema_spectrogram_matches_an_independent_librosa_computation(crema_raw,
+                                                                      crema_prepared):
+    root, made = crema_raw
+    by_id = {ex["id"].decode(): ex for s in ("train", "validation", "test")
+             for ex in _all(crema_prepared, "crema_d_av", s)}
+    for clip in made["good"][:3]:
+        y, _ = librosa.load(os.path.join(root, "AudioWAV", clip + ".wav"), sr=22050)
+        y = np.clip(np.tile(y, 3)[:66150], -1, 1)  # tile, cut to 3 s (clips are >= 2 s)
+        expected = np.log(np.abs(librosa.stft(y, n_fft=512, hop_length=353)) + 1e-7)
+        np.testing.assert_allclose(by_id[clip]["audio"].astype(np.float32), expected,
+                                   rtol=2e-3, atol=2e-3)
+
+
+def test_crema_default_split_is_seeded_and_stratified(crema_raw, tmp_path):
+    root, made = crema_raw
+    builder = crema_d.CremaDAv(data_dir=str(tmp_path), frames=SMALL)
+    a = {c.key: c.split for c in builder.list_clips(root)}
+    b = {c.key: c.split for c in crema_d.CremaDAv(data_dir=str(tmp_path / "x"),
+                                                  frames=SMALL).list_clips(root)}
+    assert a == b
+    n = len(made["good"]) + len(made["broken"])
+    assert sum(s == "test" for s in a.values()) == round(n * 744 / 7442)
+    # Validation takes from every class that can spare a clip.
+    val_classes = {k.split("_")[2] for k, s in a.items() if s == "validation"}
+    assert len(val_classes) >= 5
+
+
+def test_crema_split_csv_files(tmp_path):
+    """Reference split files: an incomplete download is refused; a matching one is used."""
+    train_rows = list(csv.reader(open(os.path.join(SHARED, "crema_d", "train.csv"),
+                                      newline="")))[:10]
+    test_rows = list(csv.reader(open(os.path.join(SHARED, "crema_d", "test.csv"),
+                                     newline="")))[:4]
+    raw = str(tmp_path / "raw")
+    media_fixtures.make_crema_tree(raw, ids=[tuple(r) for r in train_rows + test_rows],
+                                   broken=False)
+    with pytest.raises(convert.DataPrepError, match=r"name \d+ clip\(s\) that have no WAV"):
+        convert.prepare(crema_d.CremaDAv, raw, str(tmp_path / "d0"), frames=SMALL,
+                        workers=1, split_options={"split_csv_dir": os.path.join(SHARED,
+                                                                                "crema_d")})
+    trimmed = tmp_path / "splits"
+    trimmed.mkdir()
+    for name, rows in (("train.csv", train_rows), ("test.csv", test_rows)):
+        with open(trimmed / name, "w", newline="") as f:
+            f.write("".join(f"{a},{b}\r\n" for a, b in rows))  # CRLF like the originals
+    data_dir = str(tmp_path / "d1")
+    convert.prepare(crema_d.CremaDAv, raw, data_dir, frames=SMALL, workers=1,
+                    split_options={"split_csv_dir": str(trimmed)})
+    test_ids = {ex["id"].decode() for ex in _all(data_dir, "crema_d_av", "test")}
+    assert test_ids == {r[0] for r in test_rows}
+    rest = {ex["id"].decode() for s in ("train", "validation")
+            for ex in _all(data_dir, "crema_d_av", s)}
+    assert rest == {r[0] for r in train_rows}
+
+
+def test_rerun_is_idempotent_and_other_parameters_are_refused(crema_raw, crema_prepared):
+    root, _ = crema_raw
+    version_dir = os.path.join(crema_prepared, "crema_d_av", "1.0.0")
+    before = {f: os.path.getmtime(os.path.join(version_dir, f)) for f in os.listdir(version_dir)}
+    convert.prepare(crema_d.CremaDAv, root, crema_prepared, frames=SMALL, workers=2)
+    after = {f: os.path.getmtime(os.path.join(version_dir, f)) for f in os.listdir(version_dir)}
+    assert before == after
+    with pytest.raises(convert.DataPrepError, match=r"already prepared with other parameters"
+                                                    r".*frame_size.: 32.*frame_size.: 64"):
+        convert.prepare(crema_d.CremaDAv, root, crema_prepared,
+                        frames=convert.FrameParams(3, 64), workers=1)
+
+
+def test_interrupted_conversion_reuses_work_and_is_never_half_visible(crema_raw, tmp_path,
+                                                                       monkeypatch):
+    root, made = crema_raw
+    data_dir = str(tmp_path / "data")
+    real_load = np.load
+    calls = {"n": 0}
+
+    def failing_load(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("simulated interruption while writing")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(convert.np, "load", failing_load)
+    with pytest.raises(KeyboardInterrupt):
+        convert.prepare(crema_d.CremaDAv, root, data_dir, frames=SMALL, workers=1)
+    monkeypatch.setattr(convert.np, "load", real_load)
+    # Nothing the loader would accept was left behind...
+    from avgmm.data import pipeline
+
+    with pytest.raises(FileNotFoundError, match="not prepared|not found"):
+        pipeline.load_dataset("crema_d_av", data_dir, 1)
+    # ... and the decoded clips are reused: decoding anything again would fail here.
+    work = os.path.join(data_dir, "crema_d_av_work")
+    assert len([f for f in os.listdir(work) if f.endswith(".npz")]) == len(made["good"])
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a finished clip was decoded again")
+
+    monkeypatch.setattr(media, "read_frames", no_decoding)
+    monkeypatch.setattr(convert.media, "read_frames", no_decoding)
+    original_decode = convert.decode_clip
+
+    def decode_or_fail(clip, *rest):
+        key, reason = original_decode(clip, *rest)
+        assert reason is None or clip.key in made["broken"], reason
+        return key, reason
+
+    monkeypatch.setattr(convert, "decode_clip", decode_or_fail)
+    convert.prepare(crema_d.CremaDAv, root, data_dir, frames=SMALL, workers=1)
+    ds = pipeline.load_dataset("crema_d_av", data_dir, 1)
+    assert sum(ds.meta.num_examples.values()) == len(made["good"])
+    assert not os.path.exists(work)  # the cache is removed after a successful build
+    assert not [d for d in os.listdir(os.path.join(data_dir, "crema_d_av"))
+                if d.startswith("incomplete")]
+
+
+def test_wrong_raw_dirs_give_one_clear_error(tmp_path):
+    with pytest.raises(convert.DataPrepError, match="is not a directory"):
+        convert.prepare(crema_d.CremaDAv, str(tmp_path / "nope"), str(tmp_path / "d"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(convert.DataPrepError, match=r"expected the CREMA-D folder AudioWAV/"):
+        convert.prepare(crema_d.CremaDAv, str(tmp_path / "empty"), str(tmp_path / "d"))
+    (tmp_path / "empty" / "AudioWAV").mkdir()
+    (tmp_path / "empty" / "VideoFlash").mkdir()
+    with pytest.raises(convert.DataPrepError, match=r"holds no \.wav files"):
+        convert.prepare(crema_d.CremaDAv, str(tmp_path / "empty"), str(tmp_path / "d"))
+    with pytest.raises(convert.DataPrepError, match=r"expected the folder AVE/"):
+        convert.prepare(ave.AveAv, str(tmp_path / "empty"), str(tmp_path / "d"))
+    # The command line says the same, without a traceback.
+    out = subprocess.run([sys.executable, "-m", "data_prep.crema_d",
+                          f"--raw_dir={tmp_path}/empty_not_there",
+                          f"--data_dir={tmp_path}/d"], cwd=REPO, capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert out.returncode != 0 and "is not a directory" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_ave_rows_segments_and_normalization(ave_raw, ave_prepared):
+    _, made = ave_raw
+    splits = {s: _all(ave_prepared, "ave_av", s) for s in ("train", "validation", "test")}
+    expected = {s: [line for line in made["splits"][f] if "brokenzz" not in line]
+                for s, f in (("train", "trainSet.txt"), ("validation", "valSet.txt"),
+                             ("test", "testSet.txt"))}
+    for s in splits:
+        assert len(splits[s]) == len(expected[s])
+    ids = [ex["id"].decode() for v in splits.values() for ex in v]
+    # The video with two annotated events gives two samples, one per segment.
+    assert sorted(i for i in ids if i.startswith("vid000a")) == ["vid000a_1_6", "vid000a_6_9"]
+    for ex in (ex for v in splits.values() for ex in v):
+        a = ex["audio"].astype(np.float32)
+        assert a.shape == (257, 1004) and ex["frames"].shape == (3, 32, 32, 3)
+        assert abs(a.mean()) < 1e-2 and abs(a.std() - 1) < 1e-2  # per-sample z-score
+        cat = ave.CATEGORIES[ex["label"]]
+        assert cat in media_fixtures.AVE_CATEGORIES
+    with open(os.path.join(ave_prepared, "ave_av", "failures.jsonl")) as f:
+        failures = [json.loads(line) for line in f]
+    assert [r["id"] for r in failures] == ["brokenzz_0_10"]
+    meta = tfds.builder("ave_av", data_dir=ave_prepared).info.metadata
+    assert meta["hop_length"] == 159 and meta["normalization"] == "zscore"
+    assert meta["summary"]["same_segment_other_label"] == 0
+
+
+def test_ave_segment_audio_is_the_tiled_segment(ave_raw):
+    """The spectrogram of a [start, end) segment equals that of the cut waveform tiled."""
+    root, _ = ave_raw
+    path = os.path.join(root, "AVE", "vid001b.mp4")
+    full = media.load_audio(path, 16000)
+    seg = media.load_audio(path, 16000, start=2.0, end=7.0)
+    np.testing.assert_array_equal(seg, full[32000:112000])
+    spec = features.spectrogram(seg, features.AVE_AUDIO).astype(np.float32)
+    tiled = np.tile(seg, 2)[:160000]
+    ref = np.log(np.abs(librosa.stft(tiled, n_fft=512, hop_length=159, center=False)) + 1e-7)
+    ref = (ref - ref.mean()) / ref.std()
+    np.testing.assert_allclose(spec, ref, atol=1e-2)
+
+
+def test_ave_without_header_and_missing_video(tmp_path):
+    raw = str(tmp_path / "raw")
+    media_fixtures.make_ave_tree(raw, videos=3, header=False, broken=False)
+    rows = ave.read_rows(os.path.join(raw, "Annotations.txt"))
+    assert len(rows) == 4 and rows[0][1] == "vid000a"
+    os.remove(os.path.join(raw, "AVE", "vid002c.mp4"))
+    with pytest.raises(convert.DataPrepError, match=r"name 1 video\(s\) with no mp4.*vid002c"):
+        convert.prepare(ave.AveAv, raw, str(tmp_path / "d"), frames=SMALL, workers=1)
+
+
+def test_folder_converter_with_and_without_splits(crema_raw, ave_raw, tmp_path):
+    croot, made = crema_raw
+    aroot, _ = ave_raw
+    lines = ["video_path,label,split,audio_path"]
+    for clip in made["good"]:
+        lines.append(f"{croot}/VideoFlash/{clip}.flv,{clip.split('_')[2].lower()},,"
+                     f"{croot}/AudioWAV/{clip}.wav")
+    for vid in ("vid001b", "vid002c", "vid003d"):  # audio from the mp4 container itself
+        lines.append(f"{aroot}/AVE/{vid}.mp4,event,,")
+    csv_path = tmp_path / "clips.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    cls = folder.builder_class("my_clips")
+    data_dir = str(tmp_path / "data")
+    convert.prepare(cls, str(tmp_path), data_dir, frames=SMALL, workers=1,
+                    csv_path=str(csv_path))
+    counts = {s: len(tfds.data_source("my_clips", data_dir=data_dir, split=s))
+              for s in ("train", "validation", "test")}
+    assert sum(counts.values()) == len(made["good"]) + 3
+    assert counts["validation"] > 0 and counts["test"] > 0
+    info = tfds.builder("my_clips", data_dir=data_dir).info
+    assert info.features["label"].names == ["ang", "dis", "event", "fea", "hap", "neu", "sad"]
+    # Explicit splits are honoured; mixing rows with and without one is refused.
+    explicit = ["video_path,label,split"] + [
+        f"{croot}/VideoFlash/{c}.flv,{c.split('_')[2]},{'val' if i % 3 else 'train'}"
+        for i, c in enumerate(made["good"])]
+    (tmp_path / "explicit.csv").write_text("\n".join(explicit) + "\n")
+    with pytest.raises(convert.DataPrepError, match="give one in every row or in none"):
+        bad = explicit + [f"{croot}/VideoFlash/{made['good'][0]}.flv,ANG"]
+        (tmp_path / "bad.csv").write_text("\n".join(bad) + "\n")
+        folder.FolderAv(data_dir=str(tmp_path / "x"), csv_path=str(tmp_path / "bad.csv"),
+                        frames=SMALL).list_clips("")
+    clips = folder.FolderAv(data_dir=str(tmp_path / "y"), csv_path=str(tmp_path / "explicit.csv"),
+                            frames=SMALL).list_clips("")
+    assert {c.split for c in clips} == {"train", "validation"}
+
+
+@pytest.mark.parametrize("name", ["crema", "ave"])
+def test_trainer_runs_the_paper_configs_on_fixture_data(name, crema_prepared, ave_prepared,
+                                                        tmp_path):
+    import importlib
+
+    from avgmm import train
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.data.data_dir = crema_prepared if name == "crema" else ave_prepared
+    config.model.width = 4
+    config.model.stage_sizes = (1, 1)
+    config.data.image_size = 32
+    config.data.prefetch = 0
+    config.batch_size = config.eval_batch_size = 2
+    config.num_devices = 1
+    config.schedule.warmup_epochs = 1
+    config.schedule.adaptive_steps = 1
+    config.schedule.epochs_per_step = 1
+    results = train.train_and_evaluate(config, str(tmp_path / name))
+    assert results["gmm_fits"] == 1 and 0 <= results["test_accuracy"] <= 1
+    # The loader refuses data prepared with other parameters than the config expects.
+    config.data.expect.hop_length = 160
+    with pytest.raises(ValueError, match=r"prepared with hop_length=\d+ but the config "
+                                         r"expects hop_length=160"):
+        train.train_and_evaluate(config, str(tmp_path / (name + "_bad")))
