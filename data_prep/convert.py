@@ -329,8 +329,17 @@ def define_common_flags(raw_dir: bool = True) -> None:
     flags.DEFINE_bool("keep_work", False, "Keep the per-clip decode cache after the build.")
 
 
+def quiet_library_logs(flag_values) -> None:
+    """tfds logs every file it writes at INFO; keep WARNING unless --verbosity was given."""
+    from absl import logging
+
+    if not flag_values["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
 def run_cli(builder_cls, flag_values, split_options: Optional[Mapping[str, Any]] = None):
     """Shared body of the converters' command lines; a DataPrepError exits with its message."""
+    quiet_library_logs(flag_values)
     try:
         builder = prepare(
             builder_cls, flag_values.raw_dir, flag_values.data_dir,

@@ -118,6 +118,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    convert.quiet_library_logs(FLAGS)
     try:
         cls = builder_class(FLAGS.name)
         audio = AudioParams(sample_rate=FLAGS.sample_rate, clip_seconds=FLAGS.clip_seconds,
