@@ -19,7 +19,12 @@ usage: ./launch.sh COMMAND [ARGS...]
   ablations CONFIG [--seeds N] [--workdir=DIR] [--dry-run] [--config.FIELD=VALUE ...]
                               the paper's Table 2 (alpha/beta/gamma = 0, no GMM weights,
                               concat baseline) and Table 3 (SGD/Adam, reset or not) runs,
-                              one after another; --dry-run prints the commands (for a cluster)
+                              one after another, then the report; --dry-run prints the
+                              commands (to send them to a cluster)
+  analyze --workdir=DIR [--checkpoint=best|latest|EPOCH] [--split=train]
+                              plots and the per-sample imbalance.csv of one run
+  report RUN_OR_FOLDER... [--out=DIR]
+                              results table (Markdown + CSV), seeds pooled
 Multi-GPU: every run uses all local GPUs (jax.pmap); restrict with CUDA_VISIBLE_DEVICES or
 --config.num_devices=N. The global batch must divide by the device count.
 USAGE
@@ -43,6 +48,8 @@ cmd=${1:-help}
 case "$cmd" in
   test) exec "$PY" -m pytest -q "$@" ;;
   demo) exec "$PY" -m avgmm.demo "$@" ;;
+  analyze) exec "$PY" -m avgmm.analyze "$@" ;;
+  report) exec "$PY" -m avgmm.report "$@" ;;
   prepare)
     case "${1:-}" in
       crema_d|ave|folder) which=$1; shift; exec "$PY" -m "data_prep.$which" "$@" ;;
@@ -77,7 +84,9 @@ case "$cmd" in
               --config.seed="$seed" $overrides "${extra[@]+"${extra[@]}"}")
         if [ "$dry" = 1 ]; then printf '%q ' "${line[@]}"; echo; else "${line[@]}"; fi
       done
-    done ;;
+    done
+    report=("$PY" -m avgmm.report "$root" --out="$root")
+    if [ "$dry" = 1 ]; then printf '%q ' "${report[@]}"; echo; else "${report[@]}"; fi ;;
   help|-h|--help) usage ;;
   *) echo "launch.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

@@ -306,10 +306,11 @@ class Parallel:
         return jax.device_get(jax.tree.map(lambda x: x[0], tree))
 
     def shard(self, batch: Dict[str, np.ndarray]):
-        """Global host batch `[B, ...]` -> `[n_devices, B / n_devices, ...]` on devices."""
+        """Global host batch `[B, ...]` -> `[n_devices, B / n_devices, ...]` on devices
+        (host-only entries such as clip ids stay behind)."""
         return jax.device_put(
-            {k: v.reshape((self.n, -1) + v.shape[1:]) for k, v in batch.items()},
-            self.sharding)
+            {k: v.reshape((self.n, -1) + v.shape[1:]) for k, v in batch.items()
+             if k not in pipeline.HOST_KEYS}, self.sharding)
 
 
 # --------------------------------------------------------------------------- loop parts
@@ -330,7 +331,6 @@ def evaluate(par: Parallel, state, ds: pipeline.Dataset, split: str,
     n_batches = math.ceil(ds.meta.num_examples[split] / batch_size)
     totals = None
     for batch in _progress(ds.eval_batches(split, batch_size), n_batches, f"eval {split}"):
-        batch = {k: v for k, v in batch.items() if k != "imbalanced"}
         sums = par.eval_step(state, par.shard(batch))
         sums = jax.tree.map(lambda x: x[0], sums)  # psum'ed: every device holds the total
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -348,20 +348,23 @@ def collect_gaps(par: Parallel, state, ds: pipeline.Dataset, split: str, batch_s
     """Gaps of every sample of a split in inference mode.
 
     Returns the device-side `[n_devices, n_local]` gap and mask arrays (for the on-device
-    fit) and host arrays in dataset index order (for logs and reports).
+    fit) and host arrays in dataset index order (for logs and reports): index, id, label,
+    gap, p_audio, p_visual, and the ground-truth `imbalanced` flag where the data has one.
     """
     n = ds.meta.num_examples[split]
-    gaps, masks, host = [], [], {"index": [], "gap": [], "p_audio": [], "p_visual": []}
+    gaps, masks, host = [], [], {}
     for batch in _progress(ds.eval_batches(split, batch_size), math.ceil(n / batch_size),
                            f"gaps {split}"):
-        sharded = par.shard({k: v for k, v in batch.items() if k != "imbalanced"})
+        sharded = par.shard(batch)
         out = par.gap_step(state, sharded)
         gaps.append(out["gap"])
         masks.append(sharded["mask"])
         real = batch["mask"]
-        host["index"].append(batch["index"][real])
-        for k in ("gap", "p_audio", "p_visual"):
-            host[k].append(np.asarray(out[k]).reshape(-1)[real])
+        rows = {k: batch[k][real] for k in ("index", "id", "label", "imbalanced")
+                if k in batch}
+        rows.update({k: np.asarray(v).reshape(-1)[real] for k, v in out.items()})
+        for k, v in rows.items():
+            host.setdefault(k, []).append(v)
     dev_gaps = jnp.concatenate(gaps, axis=1)
     dev_mask = jnp.concatenate(masks, axis=1)
     host = {k: np.concatenate(v) for k, v in host.items()}
@@ -375,11 +378,11 @@ def collect_gaps(par: Parallel, state, ds: pipeline.Dataset, split: str, batch_s
     return dev_gaps, dev_mask, host
 
 
-def gmm_auc(ds: pipeline.Dataset, gmm: gmm_lib.GMMParams, host_gaps) -> Optional[float]:
+def gmm_auc(gmm: gmm_lib.GMMParams, host_gaps) -> Optional[float]:
     """ROC AUC of the imbalanced posterior against the ground-truth flag (synthetic data)."""
-    if not ds.meta.has_imbalance_flag:
+    if "imbalanced" not in host_gaps:
         return None
-    flags = ds.field("train", "imbalanced").astype(bool)[host_gaps["index"]]
+    flags = host_gaps["imbalanced"].astype(bool)
     post = np.asarray(gmm_lib.posteriors(gmm, host_gaps["gap"]))[:, 1]
     return utils.roc_auc(post, flags)
 
@@ -389,9 +392,10 @@ def _save_fit(workdir: str, fit_index: int, epoch: int, gmm: gmm_lib.GMMParams, 
     path = os.path.join(workdir, "gmm_fits")
     os.makedirs(path, exist_ok=True)
     params = {k: np.asarray(v) for k, v in gmm.to_dict().items()}
+    arrays = dict(host, id=np.asarray(host["id"], dtype=str))
     tmp = os.path.join(path, f".fit_{fit_index:03d}.npz")
     with open(tmp, "wb") as f:
-        np.savez(f, epoch=epoch, **host, **{f"gmm_{k}": v for k, v in params.items()})
+        np.savez(f, epoch=epoch, **arrays, **{f"gmm_{k}": v for k, v in params.items()})
     os.replace(tmp, os.path.join(path, f"fit_{fit_index:03d}.npz"))
 
 
@@ -472,7 +476,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 fit.update(fit_index=adaptive_step, seconds=time.time() - start,
                            gap_mean=float(host_gaps["gap"].mean()),
                            gap_std=float(host_gaps["gap"].std()))
-                auc = gmm_auc(ds, gmm, host_gaps)
+                auc = gmm_auc(gmm, host_gaps)
                 if auc is not None:
                     fit["auc_imbalanced"] = auc
                 if fit["fallback"]:
@@ -487,7 +491,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             for batch in _progress(ds.train_batches(config.batch_size, epoch, config.seed,
                                                     config.data.prefetch),
                                    steps_per_epoch, f"epoch {epoch + 1}/{n_epochs}"):
-                batch.pop("imbalanced", None)
                 batch["position"] = positions
                 state, step_terms = step_fn(state, par.shard(batch), lambda_t)
                 terms.append(step_terms)
@@ -555,7 +558,7 @@ def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, m
         dev_gaps, dev_mask, host = collect_gaps(par, state, ds, "train", bs)
         gmm = par.unreplicate(par.fit_gmm(dev_gaps, dev_mask))
         results["final_gmm"] = gmm.to_dict()
-        results["final_gmm_auc_imbalanced"] = gmm_auc(ds, gmm, host)
+        results["final_gmm_auc_imbalanced"] = gmm_auc(gmm, host)
     results = utils.to_python(results)
     tmp = os.path.join(workdir, ".results.json")
     with open(tmp, "w", encoding="utf-8") as f:

@@ -154,9 +154,17 @@ class Checkpointer:
         if best:
             self.best.save(epoch, args=self._args(state, meta))
 
-    def restore(self, template: Any, which: str = "latest") -> Optional[Tuple[Any, Dict]]:
-        manager = self.latest if which == "latest" else self.best
-        step = manager.latest_step()
+    def restore(self, template: Any, which: Any = "latest") -> Optional[Tuple[Any, Dict]]:
+        """`(state, meta)` of the newest checkpoint (`latest`), the best-validation one
+        (`best`) or the one saved after epoch `which` (an int); None if there is none."""
+        manager = self.best if which == "best" else self.latest
+        if which in ("latest", "best"):
+            step = manager.latest_step()
+        else:
+            step = int(which)
+            if step not in manager.all_steps():
+                raise ValueError(f"no checkpoint after epoch {step}; saved: "
+                                 f"{sorted(manager.all_steps())} (older ones are not kept)")
         if step is None:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)

@@ -20,8 +20,10 @@ def test_avsynth_features_splits_and_flag(tiny_data_dir):
     assert ds.meta.num_classes == 3 and ds.meta.num_examples == {
         "train": 48, "validation": 16, "test": 16}
     assert ds.meta.params["degraded_fraction"] == pytest.approx(0.15)
-    flags = ds.field("train", "imbalanced")
+    batch = ds.read("train", range(48))
+    flags = batch["imbalanced"]
     assert flags.dtype == bool and 0 < flags.sum() < len(flags)
+    assert list(batch["id"][:2]) == [src[0]["id"].decode(), src[1]["id"].decode()]
 
 
 def test_degraded_clips_have_no_visual_signal():

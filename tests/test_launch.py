@@ -16,6 +16,8 @@ def test_ablations_dry_run_lists_tables_2_and_3_for_each_seed():
                   "--config.batch_size=32")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
+    assert lines.pop() == ("py -m avgmm.report runs/ablations/crema "
+                           "--out=runs/ablations/crema")
     assert len(lines) == 18
     assert all(line.startswith("py -m avgmm.main --config=configs/crema.py") for line in lines)
     assert all("--config.batch_size=32" in line for line in lines)

@@ -11,13 +11,15 @@ Order is a pure function of `(seed, epoch)`, so a resumed run sees the same batc
 import dataclasses
 import queue
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 Batch = Dict[str, np.ndarray]
 SPLITS = ("train", "validation", "test")
+# Batch entries for the host only (reports); the rest goes to the devices.
+HOST_KEYS = ("id", "imbalanced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,22 +92,12 @@ class Dataset:
             "frames": np.stack([r["frames"][self.frame_index] for r in records]),
             "label": np.asarray([r["label"] for r in records], np.int32),
             "index": np.asarray(indices, np.int32),
+            "id": np.asarray([r["id"].decode() if isinstance(r["id"], bytes) else str(r["id"])
+                              for r in records], dtype=object),
         }
         if self.meta.has_imbalance_flag:
             batch["imbalanced"] = np.asarray([r["imbalanced"] for r in records], bool)
         return batch
-
-    def ids(self, split: str) -> List[str]:
-        """Clip ids of a split in index order."""
-        out = []
-        for r in self.sources[split].__getitems__(list(range(len(self.sources[split])))):
-            out.append(r["id"].decode() if isinstance(r["id"], bytes) else str(r["id"]))
-        return out
-
-    def field(self, split: str, name: str) -> np.ndarray:
-        """One scalar feature (e.g. `label`, `imbalanced`) for a whole split, index order."""
-        src = self.sources[split]
-        return np.asarray([r[name] for r in src.__getitems__(list(range(len(src))))])
 
     def train_batches(self, batch_size: int, epoch: int, seed: int,
                       prefetch: int = 2) -> Iterator[Batch]:

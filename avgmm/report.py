@@ -1,0 +1,199 @@
+"""Results tables in the layout of the paper's Tables 1-3, from finished runs.
+
+    python -m avgmm.report runs/a runs/b ... [--out=DIR] [--nopaper]
+
+Each argument is a workdir or a folder of workdirs (searched recursively for
+`results.json`). Runs whose configs differ only in the seed form one row: mean and
+sample standard deviation (n - 1) over seeds. Rows are named after the paper's method
+and ablations (Baseline (Concat), w/o L_MM (alpha = 0), ...) and, where a row matches one
+of the paper's rows on CREMA-D or AVE, the paper's number stands beside ours. Writes
+`report.md` and `report.csv` into `--out` (default: the common parent of the runs).
+"""
+
+import csv
+import json
+import os
+import statistics
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from absl import app, flags
+
+from avgmm import utils
+
+# Tables 1-3 of the paper (accuracy %, the peers' protocol).
+PAPER = {
+    ("CREMA-D", "full"): 80.65, ("AVE", "full"): 70.90,
+    ("CREMA-D", "concat"): 67.47, ("AVE", "concat"): 64.56,
+    ("CREMA-D", "alpha0"): 76.88, ("AVE", "alpha0"): 63.93,
+    ("CREMA-D", "beta0"): 79.30, ("AVE", "beta0"): 68.66,
+    ("CREMA-D", "gamma0"): 78.63, ("AVE", "gamma0"): 68.66,
+    ("CREMA-D", "no_gmm_weights"): 77.42, ("AVE", "no_gmm_weights"): 67.16,
+    ("CREMA-D", "adam_reset"): 79.91, ("AVE", "adam_reset"): 70.90,
+    ("CREMA-D", "sgd_no_reset"): 78.76, ("AVE", "sgd_no_reset"): 67.91,
+    ("CREMA-D", "adam_no_reset"): 75.67, ("AVE", "adam_no_reset"): 66.67,
+}
+LABELS = {
+    "full": "Ours (full; SGD, reset state)", "concat": "Baseline (Concat)",
+    "warmup_only": "Warm-up loss only", "alpha0": "w/o L_MM (alpha = 0)",
+    "beta0": "w/o |g|^2 (beta = 0)", "gamma0": "w/o |g - mu_0|^2 (gamma = 0)",
+    "no_gmm_weights": "w/o GMM weights (w = 1)", "adam_reset": "Adam (reset state)",
+    "sgd_no_reset": "SGD (same state)", "adam_no_reset": "Adam (same state)",
+}
+DATASETS = {"crema_d_av": "CREMA-D", "ave_av": "AVE"}
+METRICS = (("test_accuracy", "test acc (best val)"),
+           ("last_epoch.accuracy", "test acc (last epoch)"),
+           ("test_accuracy_audio", "audio-only"), ("test_accuracy_visual", "visual-only"),
+           ("peer_protocol_best_test_accuracy", "best test over epochs (peers' protocol)"))
+GROUPING_IGNORES = set(utils.RUNTIME_FIELDS) | {"seed"}
+
+
+class ReportError(Exception):
+    """Nothing to report, or a run that cannot be read; the message says which."""
+
+
+def find_runs(paths: Sequence[str]) -> List[str]:
+    """Workdirs with a `results.json` at or below each path."""
+    runs = []
+    for p in paths:
+        p = os.path.expanduser(p)
+        if not os.path.isdir(p):
+            raise ReportError(f"{p} is not a directory")
+        found = sorted(d for d, _, files in os.walk(p) if "results.json" in files)
+        if not found:
+            raise ReportError(f"{p} holds no finished run (no results.json below it)")
+        runs.extend(found)
+    return runs
+
+
+def ablation_name(config: Dict[str, Any]) -> Tuple[str, Optional[str]]:
+    """`(label, paper key)` of a run: which of the paper's rows its config is, if any."""
+    if config["method"] == "concat":
+        return LABELS["concat"], "concat"
+    if config["method"] == "warmup_only":
+        return LABELS["warmup_only"], None
+    loss, opt = config["loss"], config["optimizer"]
+    changes = []
+    if loss["alpha"] == 0:
+        changes.append("alpha0")
+    if loss["beta"] == 0:
+        changes.append("beta0")
+    if loss["gamma"] == 0:
+        changes.append("gamma0")
+    if not loss["use_gmm_weights"]:
+        changes.append("no_gmm_weights")
+    optimizer = (opt["name"], opt["reset_between_phases"])
+    if optimizer != ("sgd", True):
+        changes.append(f"{opt['name']}_{'reset' if optimizer[1] else 'no_reset'}")
+    if not changes:
+        return LABELS["full"], "full"
+    if len(changes) == 1:
+        return LABELS[changes[0]], changes[0]
+    return " + ".join(LABELS[c] for c in changes), None
+
+
+def _get(d: Dict[str, Any], dotted: str):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def load(run: str) -> Dict[str, Any]:
+    try:
+        with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        with open(os.path.join(run, "results.json"), encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ReportError(f"cannot read the run in {run}: {e}") from e
+    return {"run": run, "config": config, "results": results}
+
+
+def aggregate(runs: Sequence[Dict[str, Any]], paper: bool = True) -> List[Dict[str, Any]]:
+    """One row per config (seeds pooled): mean and sample std of every metric."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for r in runs:
+        flat = {k: v for k, v in utils.flatten_dict(r["config"], "").items()
+                if k.replace("/", ".") not in GROUPING_IGNORES}
+        groups.setdefault(json.dumps(flat, sort_keys=True), []).append(r)
+    rows = []
+    for members in groups.values():
+        config = members[0]["config"]
+        label, key = ablation_name(config)
+        dataset = DATASETS.get(config["data"]["name"], config["data"]["name"])
+        row = {"dataset": dataset, "method": label, "seeds": len(members),
+               "runs": [m["run"] for m in members]}
+        for metric, _ in METRICS:
+            values = [100.0 * float(_get(m["results"], metric)) for m in members]
+            row[metric] = statistics.fmean(values)
+            row[metric + ".std"] = statistics.stdev(values) if len(values) > 1 else None
+        if paper:
+            row["paper"] = PAPER.get((dataset, key)) if key else None
+        rows.append(row)
+    order = list(LABELS.values())
+    rows.sort(key=lambda r: (r["dataset"], order.index(r["method"])
+                             if r["method"] in order else len(order), r["method"]))
+    return rows
+
+
+def _cell(row, metric) -> str:
+    std = row.get(metric + ".std")
+    return f"{row[metric]:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def markdown(rows: List[Dict[str, Any]], paper: bool = True) -> str:
+    header = ["dataset", "method", "seeds"] + [name for _, name in METRICS]
+    if paper:
+        header.append("paper (best test over epochs)")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["dataset"], r["method"], str(r["seeds"])]
+        cells += [_cell(r, m) for m, _ in METRICS]
+        if paper:
+            cells.append("" if r.get("paper") is None else f"{r['paper']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write(rows: List[Dict[str, Any]], out_dir: str, paper: bool = True) -> Tuple[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    md_path, csv_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.csv")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write("Accuracy (%) on the test split; mean ± sample std over seeds.\n\n")
+        f.write(markdown(rows, paper) + "\n")
+    fields = ["dataset", "method", "seeds"]
+    for m, _ in METRICS:
+        fields += [m, m + ".std"]
+    if paper:
+        fields.append("paper")
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return md_path, csv_path
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", None, "Where to write report.md and report.csv.")
+flags.DEFINE_bool("paper", True, "Show the paper's number beside matching rows.")
+
+
+def main(argv):
+    paths = argv[1:]
+    if not paths:
+        sys.exit("usage: python -m avgmm.report RUN_OR_FOLDER [...] [--out=DIR]")
+    try:
+        runs = [load(r) for r in find_runs(paths)]
+    except ReportError as e:
+        sys.exit(f"error: {e}")
+    rows = aggregate(runs, FLAGS.paper)
+    out = FLAGS.out or os.path.commonpath([os.path.abspath(r["run"]) for r in runs])
+    if len(runs) == 1:
+        out = FLAGS.out or os.path.dirname(os.path.abspath(runs[0]["run"]))
+    print(markdown(rows, FLAGS.paper))
+    for path in write(rows, out, FLAGS.paper):
+        print(path)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,121 @@
+"""avgmm.analyze and avgmm.report on tiny real runs."""
+
+import csv
+import json
+import os
+import statistics
+
+import numpy as np
+import pytest
+
+from avgmm import analyze, report, train
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory, tiny_data_dir):
+    """Two tiny adaptive runs that differ only in the seed, plus one concat run."""
+    from configs import tiny
+
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for name, seed, method in (("s0", 0, "adaptive"), ("s1", 1, "adaptive"),
+                               ("concat", 0, "concat")):
+        config = tiny.get_config()
+        config.data.data_dir = tiny_data_dir
+        config.seed, config.method = seed, method
+        runs[name] = str(root / name)
+        train.train_and_evaluate(config, runs[name])
+    return root, runs
+
+
+def test_analyze_writes_plots_and_per_sample_report(two_seeds):
+    _, runs = two_seeds
+    out = analyze.analyze(runs["s0"], checkpoint="best", split="train")
+    names = sorted(os.path.basename(p) for p in out["plots"])
+    assert names == ["accuracy.png", "gmm_evolution.png", "gmm_fit_0.png", "gmm_fit_1.png",
+                     "losses.png"]
+    for path in out["plots"]:
+        with open(path, "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+        assert os.path.getsize(path) > 5000  # a drawn figure, not an empty canvas
+    with open(out["imbalance_csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 48  # one row per training clip
+    assert len({r["id"] for r in rows}) == 48
+    post = np.array([float(r["posterior_imbalanced"]) for r in rows])
+    assert np.all((post >= 0) & (post <= 1))
+    assert np.all(np.diff(post) <= 1e-6)  # most imbalanced first
+    for r in rows:
+        np.testing.assert_allclose(float(r["gap"]), float(r["p_audio"]) - float(r["p_visual"]),
+                                   atol=2e-6)
+        expected = "audio" if float(r["gap"]) > 0 else "visual"
+        assert r["dominant_modality"] == expected
+        assert r["label"].startswith("class_")
+
+
+def test_analyze_scores_other_checkpoints_and_splits(two_seeds):
+    _, runs = two_seeds
+    out = analyze.analyze(runs["concat"], checkpoint=2, split="validation")
+    with open(out["imbalance_csv"], newline="") as f:
+        assert len(list(csv.DictReader(f))) == 16
+    # A concat run has no GMM fits: only the accuracy and loss figures.
+    assert sorted(os.path.basename(p) for p in out["plots"]) == ["accuracy.png", "losses.png"]
+    with pytest.raises(ValueError, match=r"no checkpoint after epoch 9; saved: \[1, 2, 3\]"):
+        analyze.analyze(runs["concat"], checkpoint=9)
+
+
+def test_analyze_errors_are_clear(tmp_path):
+    with pytest.raises(analyze.AnalysisError, match="holds no run"):
+        analyze.analyze(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(analyze.AnalysisError, match="no epoch yet"):
+        analyze.analyze(str(tmp_path))
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\nnot json\n')
+    with pytest.raises(analyze.AnalysisError, match=r"metrics.jsonl:2 is not valid JSON"):
+        analyze.analyze(str(tmp_path))
+
+
+def test_report_pools_seeds_into_mean_and_spread(two_seeds, tmp_path):
+    root, runs = two_seeds
+    results = {}
+    for name, path in runs.items():
+        with open(os.path.join(path, "results.json")) as f:
+            results[name] = json.load(f)
+    rows = report.aggregate([report.load(r) for r in report.find_runs([str(root)])])
+    assert len(rows) == 2
+    full = next(r for r in rows if r["method"].startswith("Ours"))
+    concat = next(r for r in rows if r["method"] == "Baseline (Concat)")
+    assert full["seeds"] == 2 and concat["seeds"] == 1
+    accs = [100 * results[s]["test_accuracy"] for s in ("s0", "s1")]
+    assert full["test_accuracy"] == pytest.approx(statistics.fmean(accs))
+    assert full["test_accuracy.std"] == pytest.approx(statistics.stdev(accs))
+    last = [100 * results[s]["last_epoch"]["accuracy"] for s in ("s0", "s1")]
+    assert full["last_epoch.accuracy"] == pytest.approx(statistics.fmean(last))
+    assert concat["test_accuracy.std"] is None
+    assert full["paper"] is None  # avsynth is not one of the paper's datasets
+    md_path, csv_path = report.write(rows, str(tmp_path))
+    md = open(md_path).read()
+    assert f"{statistics.fmean(accs):.2f} ± {statistics.stdev(accs):.2f}" in md
+    assert md.count("\n|") == 4  # header, separator and two rows
+    with open(csv_path, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 and float(table[0]["seeds"]) in (1, 2)
+
+
+def test_report_names_ablations_and_paper_numbers():
+    from configs import crema
+
+    config = json.loads(crema.get_config().to_json())
+    assert report.ablation_name(config) == (report.LABELS["full"], "full")
+    config["loss"]["beta"] = 0.0
+    assert report.ablation_name(config)[1] == "beta0"
+    config["loss"]["beta"] = 1.0
+    config["optimizer"].update(name="adam", reset_between_phases=False)
+    label, key = report.ablation_name(config)
+    assert key == "adam_no_reset" and report.PAPER[("CREMA-D", key)] == 75.67
+    config["loss"]["gamma"] = 0.0
+    assert report.ablation_name(config)[1] is None  # two changes: no paper row
+    with pytest.raises(report.ReportError, match="no finished run"):
+        report.find_runs([os.path.dirname(__file__)])
