@@ -25,6 +25,8 @@ usage: ./launch.sh COMMAND [ARGS...]
                               plots and the per-sample imbalance.csv of one run
   report RUN_OR_FOLDER... [--out=DIR]
                               results table (Markdown + CSV), seeds pooled
+  bench [train_step|gmm|input_pipeline|data_prep] [ARGS]
+                              the benchmarks (all four without a name); see benchmarks/README.md
 Multi-GPU: every run uses all local GPUs (jax.pmap); restrict with CUDA_VISIBLE_DEVICES or
 --config.num_devices=N. The global batch must divide by the device count.
 USAGE
@@ -49,6 +51,14 @@ case "$cmd" in
   test) exec "$PY" -m pytest -q "$@" ;;
   demo) exec "$PY" -m avgmm.demo "$@" ;;
   analyze) exec "$PY" -m avgmm.analyze "$@" ;;
+  bench)
+    case "${1:-all}" in
+      train_step|input_pipeline|data_prep) which=$1; shift; exec "$PY" "benchmarks/$which.py" "$@" ;;
+      gmm) shift; exec "$PY" benchmarks/gmm_bench.py "$@" ;;
+      all) for b in train_step.py gmm_bench.py input_pipeline.py data_prep.py; do
+             "$PY" "benchmarks/$b"; done ;;
+      *) echo "launch.sh bench: unknown benchmark '$1'" >&2; exit 2 ;;
+    esac ;;
   report) exec "$PY" -m avgmm.report "$@" ;;
   prepare)
     case "${1:-}" in

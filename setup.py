@@ -42,5 +42,9 @@ setuptools.setup(
     extras_require={
         "cuda12": ["jax[cuda12]"],
         "test": ["pytest>=7", "scikit-learn>=1.3"],
+        # benchmarks/train_step.py's PyTorch reference. Pinned: on the project's CPU
+        # machines 2.13.0 is a local CPU wheel; an unpinned torch pulls a multi-GB CUDA
+        # build. On a GPU machine install the CUDA torch of your choice instead.
+        "bench": ["torch==2.13.0"],
     },
 )

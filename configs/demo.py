@@ -17,7 +17,7 @@ def get_config():
     config.schedule.warmup_epochs = 4
     config.schedule.adaptive_steps = 3
     config.schedule.epochs_per_step = 2
-    config.optimizer.learning_rate = 0.02  # a narrow model on few epochs wants a larger step
+    config.optimizer.learning_rate = 0.01  # a narrow model on few epochs wants a larger step
     config.optimizer.lr_schedule = "constant"
     config.batch_size = 64
     config.eval_batch_size = 256
