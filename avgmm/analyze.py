@@ -24,7 +24,6 @@ from absl import app, flags, logging
 
 from avgmm import gmm as gmm_lib
 from avgmm import plots, train, utils
-from avgmm.data import pipeline
 
 
 class AnalysisError(Exception):
@@ -88,8 +87,7 @@ def score(config: ml_collections.ConfigDict, workdir: str, which: Any,
     The posterior uses the GMM saved in that checkpoint; a checkpoint without a fitted
     GMM (concat, warm-up) gets one fitted to the scored gaps, and says so.
     """
-    ds = pipeline.load_dataset(config.data.name, os.path.expanduser(config.data.data_dir),
-                               config.data.num_frames, dict(config.data.expect))
+    ds = train.open_dataset(config)
     if split not in ds.meta.num_examples:
         raise AnalysisError(f"--split={split}: the dataset has {list(ds.meta.num_examples)}")
     devices = train.select_devices(config)
@@ -154,10 +152,14 @@ def analyze(workdir: str, checkpoint: Any = "best", split: str = "train",
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Workdir of a training run.")
-flags.DEFINE_string("checkpoint", "best", "best, latest, or an epoch number.")
-flags.DEFINE_enum("split", "train", ["train", "validation", "test"], "Split to score.")
-flags.DEFINE_bool("score", True, "Score a checkpoint into imbalance.csv.")
+
+
+def define_flags() -> None:
+    """Command-line flags (defined only when run as a program)."""
+    flags.DEFINE_string("workdir", None, "Workdir of a training run.")
+    flags.DEFINE_string("checkpoint", "best", "best, latest, or an epoch number.")
+    flags.DEFINE_enum("split", "train", ["train", "validation", "test"], "Split to score.")
+    flags.DEFINE_bool("score", True, "Score a checkpoint into imbalance.csv.")
 
 
 def main(argv):
@@ -180,5 +182,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flag_as_required("workdir")
     app.run(main)

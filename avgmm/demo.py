@@ -17,10 +17,14 @@ from avgmm import train
 from avgmm.data import avsynth
 from configs import demo as demo_config
 
-flags.DEFINE_string("workdir", "runs/demo", "Parent directory of the two runs.")
-flags.DEFINE_string("data_dir", "~/avgmm_data", "Where avsynth is (or will be) prepared.")
-flags.DEFINE_list("methods", ["concat", "adaptive"], "Methods to compare.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Command-line flags (defined only when run as a program)."""
+    flags.DEFINE_string("workdir", "runs/demo", "Parent directory of the two runs.")
+    flags.DEFINE_string("data_dir", "~/avgmm_data", "Where avsynth is (or will be) prepared.")
+    flags.DEFINE_list("methods", ["concat", "adaptive"], "Methods to compare.")
 
 
 def results_table(results: dict) -> str:
@@ -59,4 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -31,6 +31,12 @@ def main(argv):
     # Multi-host launches (SLURM, GKE, ...) set the coordinator through the environment.
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_NTASKS", "1") != "1":
         jax.distributed.initialize()
+        if jax.process_count() > 1:
+            # Each host would need its own slice of every batch and a single writer of
+            # metrics and reports; until then, refuse rather than train on duplicated data.
+            raise app.UsageError(
+                f"{jax.process_count()} processes: multi-host training is not supported yet. "
+                "Run one process per machine; it uses all of the machine's GPUs.")
     results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
     print(json.dumps(results, indent=2, sort_keys=True))
 

@@ -174,8 +174,12 @@ def write(rows: List[Dict[str, Any]], out_dir: str, paper: bool = True) -> Tuple
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "Where to write report.md and report.csv.")
-flags.DEFINE_bool("paper", True, "Show the paper's number beside matching rows.")
+
+
+def define_flags() -> None:
+    """Command-line flags (defined only when run as a program)."""
+    flags.DEFINE_string("out", None, "Where to write report.md and report.csv.")
+    flags.DEFINE_bool("paper", True, "Show the paper's number beside matching rows.")
 
 
 def main(argv):
@@ -196,4 +200,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

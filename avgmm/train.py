@@ -122,6 +122,17 @@ def select_devices(config: ml_collections.ConfigDict):
     return devices[:n]
 
 
+def open_dataset(config: ml_collections.ConfigDict) -> pipeline.Dataset:
+    """The config's prepared dataset, its parameters checked, cached if asked for."""
+    data_dir = os.path.expanduser(config.data.data_dir)
+    cache_dir = None
+    if config.data.cache:
+        cache_dir = os.path.expanduser(config.data.cache_dir or
+                                       os.path.join(data_dir, "avgmm_cache"))
+    return pipeline.load_dataset(config.data.name, data_dir, config.data.num_frames,
+                                 dict(config.data.expect), cache_dir=cache_dir)
+
+
 # --------------------------------------------------------------------------- state
 def make_model(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,
                axis_name: Optional[str] = AXIS) -> AVClassifier:
@@ -352,19 +363,23 @@ def collect_gaps(par: Parallel, state, ds: pipeline.Dataset, split: str, batch_s
     gap, p_audio, p_visual, and the ground-truth `imbalanced` flag where the data has one.
     """
     n = ds.meta.num_examples[split]
-    gaps, masks, host = [], [], {}
+    outs, masks, host = [], [], {}
     for batch in _progress(ds.eval_batches(split, batch_size), math.ceil(n / batch_size),
                            f"gaps {split}"):
         sharded = par.shard(batch)
-        out = par.gap_step(state, sharded)
-        gaps.append(out["gap"])
+        # Device results stay on the device until the end: no per-batch sync, so reading
+        # the next batch overlaps the forward pass.
+        outs.append(par.gap_step(state, sharded))
         masks.append(sharded["mask"])
         real = batch["mask"]
-        rows = {k: batch[k][real] for k in ("index", "id", "label", "imbalanced")
-                if k in batch}
-        rows.update({k: np.asarray(v).reshape(-1)[real] for k, v in out.items()})
-        for k, v in rows.items():
-            host.setdefault(k, []).append(v)
+        for k in ("index", "id", "label", "imbalanced"):
+            if k in batch:
+                host.setdefault(k, []).append(batch[k][real])
+    gaps = [o["gap"] for o in outs]
+    real_rows = np.concatenate([np.asarray(m).reshape(-1) for m in jax.device_get(masks)])
+    for k in ("gap", "p_audio", "p_visual"):
+        values = jax.device_get([o[k] for o in outs])
+        host[k] = [np.concatenate([np.asarray(v).reshape(-1) for v in values])[real_rows]]
     dev_gaps = jnp.concatenate(gaps, axis=1)
     dev_mask = jnp.concatenate(masks, axis=1)
     host = {k: np.concatenate(v) for k, v in host.items()}
@@ -425,8 +440,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     os.makedirs(workdir, exist_ok=True)
     utils.check_or_save_config(config, workdir)
 
-    ds = pipeline.load_dataset(config.data.name, os.path.expanduser(config.data.data_dir),
-                               config.data.num_frames, dict(config.data.expect))
+    ds = open_dataset(config)
     if ds.meta.num_examples["train"] < config.batch_size:
         raise ValueError(f"config.batch_size={config.batch_size} exceeds the "
                          f"{ds.meta.num_examples['train']} training examples")

@@ -68,13 +68,14 @@ def collection_vs_epoch(config_name: str):
     import importlib
 
     from avgmm import train
-    from avgmm.data import avsynth, pipeline
+    from avgmm.data import avsynth
 
     config = importlib.import_module(f"configs.{config_name}").get_config()
     with tempfile.TemporaryDirectory() as tmp:
         builder_config = "default" if config.data.name.endswith("default") else "tiny"
         avsynth.prepare(tmp, builder_config)
-        ds = pipeline.load_dataset(config.data.name, tmp, config.data.num_frames)
+        config.data.data_dir = tmp
+        ds = train.open_dataset(config)
         par = train.Parallel(train.select_devices(config), config, ds.meta)
         tx = train.make_optimizer(config, ds.steps_per_epoch(config.batch_size))
         state = par.replicate(train.create_train_state(config, ds.meta, tx))

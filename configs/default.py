@@ -19,6 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_frames = 1  # frames per clip fed to the visual encoder
     config.data.image_size = 224
     config.data.prefetch = 2  # host batches read ahead in a background thread
+    # Decode each split once into .npy memory maps (see avgmm/data/pipeline.py): tfds
+    # record decoding alone cannot feed a GPU. cache_dir "" = <data_dir>/avgmm_cache.
+    config.data.cache = True
+    config.data.cache_dir = ""
     # Preparation parameters the dataset must have been built with (name -> value); the
     # loader refuses a dataset that recorded something else.
     config.data.expect = ml_collections.ConfigDict()

@@ -104,3 +104,26 @@ def test_eval_frames_is_a_plain_resize_and_normalization():
     np.testing.assert_allclose(out[0, 0, 0, 0], (1 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD,
                                rtol=1e-6)
     assert augment.eval_frames(frames, 16).shape == (1, 1, 16, 16, 3)
+
+
+def test_cached_reads_equal_record_reads(tiny_data_dir, tmp_path):
+    direct = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=2)
+    cached = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=2,
+                                   cache_dir=str(tmp_path / "cache"))
+    assert set(cached.cache) == {"train", "validation", "test"}
+    for split, idx in (("train", [5, 0, 47, 5, 12]), ("test", list(range(16)))):
+        a, b = direct.read(split, idx), cached.read(split, idx)
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+            assert a[key].dtype == b[key].dtype, key
+    # Only the frames the model uses are cached; a second open reuses the files.
+    frames = cached.cache["train"]["frames"]
+    assert frames.shape == (48, 2, 16, 16, 3) and isinstance(frames, np.memmap)
+    again = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=2,
+                                  cache_dir=str(tmp_path / "cache"))
+    assert again.cache["train"]["frames"].filename == frames.filename
+    # Another frame choice is another cache.
+    one = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=1,
+                                cache_dir=str(tmp_path / "cache"))
+    assert one.cache["train"]["frames"].filename != frames.filename
