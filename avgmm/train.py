@@ -438,12 +438,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             elif os.path.exists(target):
                 os.remove(target)
     os.makedirs(workdir, exist_ok=True)
-    utils.check_or_save_config(config, workdir)
+    utils.check_config(config, workdir)
 
     ds = open_dataset(config)
     if ds.meta.num_examples["train"] < config.batch_size:
         raise ValueError(f"config.batch_size={config.batch_size} exceeds the "
                          f"{ds.meta.num_examples['train']} training examples")
+    # Saved once the config has proven usable: a typo fixed on the next try is no conflict.
+    utils.save_config(config, workdir)
     steps_per_epoch = ds.steps_per_epoch(config.batch_size)
     tx = make_optimizer(config, steps_per_epoch)
     par = Parallel(devices, config, ds.meta)

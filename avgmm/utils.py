@@ -111,22 +111,33 @@ def config_diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> Dict[str, T
             if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RUNTIME_FIELDS}
 
 
-def check_or_save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Saves the resolved config, or refuses a workdir whose saved config differs."""
+def run_started(workdir: str) -> bool:
+    """Whether a workdir holds trained epochs (metrics or checkpoints), not just a config."""
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    has_ckpt = os.path.isdir(latest) and any(d.isdigit() for d in os.listdir(latest))
+    return has_ckpt or bool(read_metrics(workdir))
+
+
+def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses a workdir whose run was started with a different config."""
     path = os.path.join(workdir, "config.json")
-    new = config_to_dict(config)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-        diff = config_diff(saved, new)
-        if diff:
-            lines = "\n".join(f"  {k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(
-                f"workdir {workdir} holds a run with a different config:\n{lines}\n"
-                "Resume it with the same config, choose another --workdir, or pass --fresh "
-                "to delete its checkpoints and metrics and start over.")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(new, f, indent=2, sort_keys=True)
+    if not (os.path.exists(path) and run_started(workdir)):
+        return
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    diff = config_diff(saved, config_to_dict(config))
+    if diff:
+        lines = "\n".join(f"  {k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"workdir {workdir} holds a run with a different config:\n{lines}\n"
+            "Resume it with the same config, choose another --workdir, or pass --fresh "
+            "to delete its checkpoints and metrics and start over.")
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes the resolved config as `config.json`."""
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- checkpoints

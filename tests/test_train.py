@@ -179,8 +179,9 @@ def test_bad_config_is_refused_before_compiling(tiny_config, tmp_path, field, va
     setattr(node, leaf, value)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         train.train_and_evaluate(config, str(tmp_path / "bad"))
-    # Nothing was trained: no checkpoint exists.
+    # Nothing was trained, and nothing was saved that a corrected retry would trip over.
     assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+    assert not os.path.exists(tmp_path / "bad" / "config.json")
 
 
 def test_reset_optimizer_zeroes_moments_and_keeps_schedule(tiny_config, tiny_data_dir):
