@@ -36,7 +36,8 @@ setuptools.setup(
     description="GMM-guided adaptive loss for balanced audio-visual learning (JAX/Flax).",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["avgmm", "avgmm.*", "configs", "data_prep", "data_prep.*"]),
+    packages=setuptools.find_packages(
+        include=["avgmm", "avgmm.*", "configs", "data_prep", "data_prep.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={

@@ -13,9 +13,8 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections

@@ -27,7 +27,6 @@ sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from avgmm.data import augment, avsynth, pipeline  # noqa: E402
 

@@ -43,9 +43,8 @@ class AudioParams:
     @property
     def shape(self):
         """`(F, T)` of the spectrogram."""
-        n = self.num_samples
-        frames = 1 + n // self.hop_length if self.center else 1 + (n - self.n_fft) // self.hop_length
-        return (self.n_fft // 2 + 1, frames)
+        n = self.num_samples if self.center else self.num_samples - self.n_fft
+        return (self.n_fft // 2 + 1, 1 + n // self.hop_length)
 
     def as_metadata(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
