@@ -10,7 +10,6 @@ plus the bytes per prepared example. Asserts nothing.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -21,6 +20,7 @@ sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
 import media_fixtures  # noqa: E402
 from data_prep import ave, convert, crema_d  # noqa: E402
+from bench_results import append_jsonl  # noqa: E402
 
 
 def dir_bytes(path: str) -> int:
@@ -69,9 +69,7 @@ def main():
         print(f"{r['dataset']:>8} {r['workers']:>7} {r['clips']:>5} "
               f"{r['decode_clips_per_s']:>14.2f} {r['total_clips_per_s']:>13.2f} "
               f"{r['bytes_per_example'] / 1024:>10.0f}")
-        if args.json:
-            with open(args.json, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"bench": "data_prep", **r}) + "\n")
+        append_jsonl(args.json, {"bench": "data_prep", **r})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ collection over the training split plus the GMM fit. Asserts nothing.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ sys.path.insert(0, REPO)
 
 from avgmm import gmm as gmm_lib  # noqa: E402
 from avgmm.gmm import fit_gmm  # noqa: E402
+from bench_results import append_jsonl  # noqa: E402
 
 
 def gap_like(n: int, seed: int = 0) -> np.ndarray:
@@ -139,18 +139,14 @@ def main():
         print(f"{n:>10} {row['ours_ms']:>9.2f} {row['compile_ms']:>10.0f} "
               f"{row['sklearn_ms']:>10.1f} {row['speedup']:>7.1f}x {diff:>12.2e} "
               f"{row['iters_ours']:>4}/{row['iters_sklearn']:<4} {str(recompiled):>10}")
-        if args.json:
-            with open(args.json, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"bench": "gmm", **row}) + "\n")
+        append_jsonl(args.json, {"bench": "gmm", **row})
     if args.collection != "none":
         r = collection_vs_epoch(args.collection)
         print(f"\n# gap collection + GMM fit vs one training epoch ({r['config']} config, "
               f"{r['train_examples']} training examples)")
         print(f"epoch {r['epoch_s']:.2f} s | collection + fit {r['collection_s']:.2f} s | "
               f"ratio {100 * r['ratio']:.0f}%")
-        if args.json:
-            with open(args.json, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"bench": "gap_collection", **r}) + "\n")
+        append_jsonl(args.json, {"bench": "gap_collection", **r})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ the same shapes: the loader should deliver at least twice as many. Asserts nothi
 
 import argparse
 import functools
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from avgmm.data import augment, avsynth, pipeline  # noqa: E402
+from bench_results import append_jsonl  # noqa: E402
 
 
 def build(data_dir: str, n: int, frame_size: int) -> str:
@@ -97,15 +97,11 @@ def main():
     for source, rows in results.items():
         print(f"{source:>8} {rows['read']:>15.0f} {rows['device']:>10.0f} "
               f"{rows['augment']:>10.0f} {rows['cache_build_s']:>13.1f}")
-        if args.json:
-            with open(args.json, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"bench": "input_pipeline", "source": source,
-                                    "batch": args.batch, "examples": args.examples,
-                                    "frame_size": args.frame_size,
-                                    **{f"{k}_samples_per_s": v for k, v in rows.items()
-                                       if k != "cache_build_s"},
-                                    "cache_build_s": rows["cache_build_s"],
-                                    "device": dev.device_kind}) + "\n")
+        append_jsonl(args.json, {
+            "bench": "input_pipeline", "source": source, "batch": args.batch,
+            "examples": args.examples, "frame_size": args.frame_size,
+            **{f"{k}_samples_per_s": v for k, v in rows.items() if k != "cache_build_s"},
+            "cache_build_s": rows["cache_build_s"], "device": dev.device_kind})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ the CI smoke run. Asserts nothing.
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import sys
@@ -32,6 +31,7 @@ from avgmm import gmm as gmm_lib  # noqa: E402
 from avgmm import train  # noqa: E402
 from avgmm.data.pipeline import DatasetMeta  # noqa: E402
 from configs import default  # noqa: E402
+from bench_results import append_jsonl  # noqa: E402
 
 SHAPES = {
     # name: [(label, audio [F, T], frames, frame size, width, stage sizes)]
@@ -146,13 +146,10 @@ def main():
                           f"{r['samples_per_s']:>13.1f} {r['flops_per_sample'] / 1e9:>12.2f} "
                           f"{r['achieved_tflops']:>8.3f} "
                           f"{(t if t else float('nan')):>15.1f} {ratio:>9.2f}", flush=True)
-                    if args.json:
-                        with open(args.json, "a", encoding="utf-8") as f:
-                            f.write(json.dumps({
-                                "bench": "train_step", "shape": label, "batch": batch,
-                                "dtype": dtype, "loss": loss_name, **r,
-                                "torch_samples_per_s": t, "ratio": ratio,
-                                "device": dev.device_kind}) + "\n")
+                    append_jsonl(args.json, {
+                        "bench": "train_step", "shape": label, "batch": batch,
+                        "dtype": dtype, "loss": loss_name, **r, "torch_samples_per_s": t,
+                        "ratio": ratio, "device": dev.device_kind})
 
 
 if __name__ == "__main__":

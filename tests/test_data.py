@@ -127,3 +127,10 @@ def test_cached_reads_equal_record_reads(tiny_data_dir, tmp_path):
     one = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=1,
                                 cache_dir=str(tmp_path / "cache"))
     assert one.cache["train"]["frames"].filename != frames.filename
+
+
+def test_unwritable_cache_dir_names_the_fix(tiny_data_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError, match=r"config\.data\.cache_dir .* config\.data\.cache=False"):
+        pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(blocker / "x"))

@@ -104,7 +104,14 @@ class Dataset:
                           "params": self.meta.params}, sort_keys=True, default=str)
         root = os.path.join(os.path.expanduser(cache_dir), self.meta.name.replace("/", "_"),
                             hashlib.sha1(key.encode()).hexdigest()[:12])
-        self.cache = {s: self._cached_split(s, os.path.join(root, s)) for s in self.sources}
+        try:
+            self.cache = {s: self._cached_split(s, os.path.join(root, s))
+                          for s in self.sources}
+        except OSError as e:
+            raise OSError(
+                f"cannot write the decoded cache under {root} ({e}); set "
+                "config.data.cache_dir to a writable folder with room for it, or "
+                "config.data.cache=False to read the records directly (slower)") from e
 
     def _cached_split(self, split: str, path: str) -> Dict[str, np.ndarray]:
         """Memory maps of a split's decoded arrays, building them on first use."""
