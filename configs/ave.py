@@ -8,6 +8,7 @@ batch 64, weight decay 1e-4, StepLR(70, 0.1). Not stated, ours: 30 warm-up epoch
 """
 
 from configs import default
+from data_prep import features
 
 
 def get_config():
@@ -15,10 +16,8 @@ def get_config():
     config.data.name = "ave_av"
     config.data.num_frames = 3
     config.data.image_size = 224
-    # SPEC §6: 16 kHz tiled to 10 s, STFT 512 / hop 159, log then per-sample z-score.
-    config.data.expect.sample_rate = 16000
-    config.data.expect.clip_seconds = 10.0
-    config.data.expect.n_fft = 512
-    config.data.expect.hop_length = 159
-    config.data.expect.normalization = "zscore"
+    # The preprocessing the data must have (SPEC §6: 16 kHz tiled to 10 s, STFT 512 /
+    # hop 159, log, per-sample z-score), taken from the converter itself: the loader
+    # refuses a dataset that recorded other values.
+    config.data.expect.update(features.AVE_AUDIO.as_metadata())
     return config

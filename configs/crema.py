@@ -8,6 +8,7 @@ Not stated, our choice: 30 warm-up epochs + 7 adaptive steps x 10 epochs (100 ep
 """
 
 from configs import default
+from data_prep import features
 
 
 def get_config():
@@ -15,10 +16,8 @@ def get_config():
     config.data.name = "crema_d_av"
     config.data.num_frames = 1
     config.data.image_size = 224
-    # SPEC §6: 22,050 Hz, 3 s, STFT 512 / hop 353, log(|S| + 1e-7) -> 257 x 188.
-    config.data.expect.sample_rate = 22050
-    config.data.expect.clip_seconds = 3.0
-    config.data.expect.n_fft = 512
-    config.data.expect.hop_length = 353
-    config.data.expect.normalization = "none"
+    # The preprocessing the data must have (SPEC §6: 22,050 Hz, 3 s, STFT 512 / hop 353,
+    # log(|S| + 1e-7) -> 257 x 188), taken from the converter itself: the loader
+    # refuses a dataset that recorded other values.
+    config.data.expect.update(features.CREMA_D_AUDIO.as_metadata())
     return config
