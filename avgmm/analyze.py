@@ -49,13 +49,16 @@ def load_run(workdir: str):
 
 
 def load_fits(workdir: str) -> List[Dict[str, Any]]:
-    """Every saved GMM fit: gaps, parameters and the epoch it was made before."""
+    """Every saved GMM fit: gaps, parameters, the epochs completed when it was made, and
+    whether its labelling was ambiguous."""
     fits = []
     for path in sorted(glob.glob(os.path.join(workdir, "gmm_fits", "fit_*.npz"))):
         with np.load(path) as z:
             params = {k[4:]: float(z[k]) for k in z.files
                       if k.startswith("gmm_") and k[4:].split("_")[0] in ("pi", "mu", "var")}
-            fits.append({"gaps": z["gap"], "params": params, "epoch": int(z["epoch"])})
+            fits.append({"gaps": z["gap"], "params": params, "epoch": int(z["epoch"]),
+                         "ambiguous": bool(z["gmm_ambiguous"]) if "gmm_ambiguous" in z.files
+                         else False})
     return fits
 
 
@@ -67,8 +70,7 @@ def draw_plots(workdir: str, records: List[Dict], fits: List[Dict]) -> List[str]
     for k, fit in enumerate(fits):
         path = os.path.join(out, f"gmm_fit_{k}.png")
         plots.gmm_fit(path, fit["gaps"], fit["params"],
-                      f"GMM fit {k} on {len(fit['gaps'])} training gaps "
-                      f"(before epoch {fit['epoch'] + 1})")
+                      f"GMM {plots.fit_title(k, fit)} on {len(fit['gaps'])} training gaps")
         written.append(path)
     if fits:
         path = os.path.join(out, "gmm_evolution.png")

@@ -1,4 +1,4 @@
-"""Two-component 1-D Gaussian mixture fitted by EM in `jnp` (paper eq. 8-9, SPEC §3).
+"""Two-component 1-D Gaussian mixture fitted by EM in `jnp` (paper eq. 8-9).
 
 The recipe follows `sklearn.mixture.GaussianMixture(n_components=2)` step for step, so
 that both give the same fit: hard 2-means labels as the start, M-step with `reg_covar`
@@ -14,6 +14,12 @@ Degenerate input (fewer than 2 samples, all values equal, or a component whose t
 responsibility falls below `MIN_COMPONENT_MASS` samples) yields the one-component fallback: weights
 `[1, 0]`, both means and variances those of the data, so every sample is balanced
 (`w_imb = 0`), `fallback=True` and never a NaN.
+
+Once training has balanced the modalities the gaps become unimodal and the two components
+split one peak: "nearest to 0 = balanced" then labels an arbitrary half of it. Every fit
+therefore also reports the BIC of the one- and two-component models; a two-component fit
+whose BIC is not lower is flagged `ambiguous`, and `select="bic"` replaces it by the
+one-component fallback (every sample balanced).
 """
 
 import functools
@@ -47,7 +53,12 @@ class GMMParams:
         `score`).
       n_iter: EM iterations run.
       converged: whether the change in mean log-likelihood fell below `tol`.
-      fallback: whether the one-component fallback was used (degenerate input).
+      fallback: whether the one-component fallback was used (degenerate input, or the
+        BIC preferred one component under `select="bic"`).
+      bic_one: BIC of a single Gaussian on the same data (2 free parameters).
+      bic_two: BIC of the two-component EM fit (5 free parameters).
+      ambiguous: the data do not support two components (`bic_two >= bic_one`) while
+        two were kept: which one is "balanced" is then arbitrary.
     """
 
     weights: jnp.ndarray
@@ -57,6 +68,9 @@ class GMMParams:
     n_iter: jnp.ndarray
     converged: jnp.ndarray
     fallback: jnp.ndarray
+    bic_one: jnp.ndarray
+    bic_two: jnp.ndarray
+    ambiguous: jnp.ndarray
 
     @classmethod
     def unfitted(cls) -> "GMMParams":
@@ -67,7 +81,10 @@ class GMMParams:
                    log_likelihood=jnp.zeros((), jnp.float32),
                    n_iter=jnp.zeros((), jnp.int32),
                    converged=jnp.zeros((), bool),
-                   fallback=jnp.ones((), bool))
+                   fallback=jnp.ones((), bool),
+                   bic_one=jnp.zeros((), jnp.float32),
+                   bic_two=jnp.zeros((), jnp.float32),
+                   ambiguous=jnp.zeros((), bool))
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain Python numbers (JSON-safe) for logs and metrics files."""
@@ -81,6 +98,9 @@ class GMMParams:
             "n_iter": int(arr(self.n_iter)),
             "converged": bool(arr(self.converged)),
             "fallback": bool(arr(self.fallback)),
+            "bic_one": float(arr(self.bic_one)),
+            "bic_two": float(arr(self.bic_two)),
+            "ambiguous": bool(arr(self.ambiguous)),
         }
 
 
@@ -168,8 +188,11 @@ def _two_means_labels(x, valid, n):
     return x > threshold
 
 
-@functools.partial(jax.jit, static_argnames=("max_iters", "tol", "reg_covar"))
-def _fit(x, valid, *, max_iters, tol, reg_covar):
+SELECTIONS = ("two", "bic")
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters", "tol", "reg_covar", "select"))
+def _fit(x, valid, *, max_iters, tol, reg_covar, select):
     x = jnp.where(valid > 0, x, 0.0)
     n_valid = valid.sum()
     n = jnp.maximum(n_valid, 1.0)
@@ -201,6 +224,16 @@ def _fit(x, valid, *, max_iters, tol, reg_covar):
     var = (jnp.square(x - mean) * valid).sum() / n + reg_covar
     one = (jnp.array([1.0, 0.0]), jnp.full((2,), mean), jnp.full((2,), var))
     one_score = (_component_log_density(x, mean, var) * valid).sum() / n
+    # BIC = -2 log L + k log n; k = 2 (mean, variance) vs 5 (two of each and a weight).
+    log_n = jnp.log(n)
+    bic_one = -2.0 * n * one_score + 2.0 * log_n
+    bic_two = -2.0 * n * score + 5.0 * log_n
+    one_is_better = ~(bic_two < bic_one) & ~fallback
+    if select == "bic":
+        fallback = fallback | one_is_better
+        ambiguous = jnp.zeros((), bool)
+    else:
+        ambiguous = one_is_better
     weights, means, variances = jax.tree.map(
         lambda a, b: jnp.where(fallback, b, a), params, one)
     score = jnp.where(fallback, one_score, score)
@@ -209,11 +242,12 @@ def _fit(x, valid, *, max_iters, tol, reg_covar):
     order = jnp.where(jnp.abs(means[1]) < jnp.abs(means[0]), jnp.array([1, 0]), jnp.array([0, 1]))
     return GMMParams(weights=weights[order], means=means[order], variances=variances[order],
                      log_likelihood=score, n_iter=n_iter, converged=converged,
-                     fallback=fallback)
+                     fallback=fallback, bic_one=bic_one, bic_two=bic_two,
+                     ambiguous=ambiguous)
 
 
 def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: int = 100,
-            tol: float = 1e-3, reg_covar: float = 1e-6) -> GMMParams:
+            tol: float = 1e-3, reg_covar: float = 1e-6, select: str = "two") -> GMMParams:
     """Fits the two-component mixture to 1-D data by EM.
 
     Args:
@@ -223,6 +257,9 @@ def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: in
       max_iters: cap on EM iterations.
       tol: convergence threshold on the change of the mean log-likelihood.
       reg_covar: non-negative floor added to each variance.
+      select: `two` keeps the two-component fit whenever EM gives one (flagging it
+        `ambiguous` when its BIC is not lower than one Gaussian's); `bic` keeps it only
+        when its BIC is lower, else returns the one-component fallback.
 
     Returns:
       `GMMParams` with index 0 the balanced component (mean nearest 0).
@@ -238,6 +275,8 @@ def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: in
         raise ValueError(f"tol must be > 0, got {tol}")
     if not reg_covar >= 0:
         raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     x = jnp.asarray(x, jnp.float32)
     if x.ndim == 2 and x.shape[1] == 1:
         x = x[:, 0]
@@ -256,4 +295,5 @@ def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: in
                 f"{bad[0]} (value {float(x[bad[0]])}); the gaps must come from finite logits. "
                 "Check the model outputs for NaN (e.g. a too-large learning rate).")
     valid = (valid & finite).astype(jnp.float32)
-    return _fit(x, valid, max_iters=int(max_iters), tol=float(tol), reg_covar=float(reg_covar))
+    return _fit(x, valid, max_iters=int(max_iters), tol=float(tol), reg_covar=float(reg_covar),
+                select=select)

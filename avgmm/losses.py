@@ -1,10 +1,10 @@
-"""Losses of the method (SPEC §2): concat baseline, warm-up (eq. 7), adaptive (eq. 10).
+"""Losses of the method: concat baseline, warm-up (eq. 7), adaptive (eq. 10).
 
 Every loss takes logits and integer labels, returns `(scalar_loss, terms)` where `terms`
 is a dict of scalar batch means for logging. Batch losses are means over samples.
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,9 @@ def adaptive_loss(fused_logits: jnp.ndarray, audio_logits: jnp.ndarray,
                   visual_logits: jnp.ndarray, labels: jnp.ndarray,
                   gmm: gmm_lib.GMMParams, *, alpha: float, beta: float, gamma: float,
                   lambda_t: jnp.ndarray | float,
-                  use_gmm_weights: bool = True) -> Tuple[jnp.ndarray, Terms]:
+                  use_gmm_weights: bool = True,
+                  posterior_gap: Optional[jnp.ndarray] = None,
+                  unimodal_weight: float = 0.0) -> Tuple[jnp.ndarray, Terms]:
     """Adaptive loss (eq. 10), per sample and then averaged over the batch.
 
     `L_i = alpha * w_bal_i * CE_i(f) + lambda_t * (beta * g_i^2
@@ -62,12 +64,18 @@ def adaptive_loss(fused_logits: jnp.ndarray, audio_logits: jnp.ndarray,
     The gap `g_i` is differentiable; the posteriors `w_bal_i, w_imb_i` of the current gap
     under `gmm` (the mixture fitted at the start of this adaptive step) and `mu_0` are
     constants. `use_gmm_weights=False` is the Table 2 ablation with `w_bal = w_imb = 1`.
+
+    `posterior_gap` (optional `[B]`) is the gap the posteriors are computed from when it
+    is not the current one (`loss.posteriors_from=refit`: each sample's inference-mode gap
+    collected for the last GMM fit). `unimodal_weight` w > 0 adds
+    `w * (CE(l_a) + CE(l_v))` per sample: not in the paper's eq. 10, our switch.
     """
     ce_fused = cross_entropy(fused_logits, labels)
     gap = modality_gap(audio_logits, visual_logits, labels)
     gmm = jax.tree.map(jax.lax.stop_gradient, gmm)
     if use_gmm_weights:
-        post = jax.lax.stop_gradient(gmm_lib.posteriors(gmm, jax.lax.stop_gradient(gap)))
+        source = gap if posterior_gap is None else posterior_gap
+        post = jax.lax.stop_gradient(gmm_lib.posteriors(gmm, jax.lax.stop_gradient(source)))
         w_bal, w_imb = post[:, 0], post[:, 1]
     else:
         w_bal = w_imb = jnp.ones_like(gap)
@@ -76,8 +84,15 @@ def adaptive_loss(fused_logits: jnp.ndarray, audio_logits: jnp.ndarray,
     gap_sq = jnp.square(gap)
     gap_shift = w_imb * jnp.square(gap - mu_0)
     per_sample = alpha * weighted_ce + lambda_t * (beta * gap_sq + gamma * gap_shift)
+    terms = {}
+    if unimodal_weight:
+        ce_audio = cross_entropy(audio_logits, labels)
+        ce_visual = cross_entropy(visual_logits, labels)
+        per_sample = per_sample + unimodal_weight * (ce_audio + ce_visual)
+        terms = {"ce_audio": ce_audio.mean(), "ce_visual": ce_visual.mean()}
     loss = per_sample.mean()
     return loss, {
+        **terms,
         "loss": loss,
         "ce_fused": ce_fused.mean(),
         "weighted_ce": weighted_ce.mean(),

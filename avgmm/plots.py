@@ -55,7 +55,8 @@ def gmm_fit(path: str, gaps: np.ndarray, params: Mapping[str, float], title: str
 def gmm_evolution(path: str, fits: Sequence[Dict]) -> None:
     """All fits as small multiples, plus the imbalanced weight and means across fits.
 
-    `fits`: dicts with `gaps`, `params` (pi_k, mu_k, var_k) and `epoch`.
+    `fits`: dicts with `gaps`, `params` (pi_k, mu_k, var_k), `epoch` (epochs completed
+    when the fit was made) and `ambiguous` (the gaps did not support two components).
     """
     n = len(fits)
     cols = min(4, n)
@@ -63,7 +64,7 @@ def gmm_evolution(path: str, fits: Sequence[Dict]) -> None:
     fig = plt.figure(figsize=(3.2 * cols + 0.5, 2.6 * rows))
     for i, fit in enumerate(fits):
         ax = fig.add_subplot(rows, cols, i + 1)
-        _draw_fit(ax, fit["gaps"], fit["params"], f"fit {i} (before epoch {fit['epoch'] + 1})")
+        _draw_fit(ax, fit["gaps"], fit["params"], fit_title(i, fit))
         ax.legend().set_visible(False)
         ax.xaxis.label.set_size(7)
     ax = fig.add_subplot(rows, 1, rows)
@@ -85,11 +86,18 @@ def gmm_evolution(path: str, fits: Sequence[Dict]) -> None:
     plt.close(fig)
 
 
+def fit_title(index: int, fit: Dict) -> str:
+    """`fit k (after epoch N)`, flagged when the labelling of the components is arbitrary."""
+    flag = " [ambiguous: 1 component by BIC]" if fit.get("ambiguous") else ""
+    return f"fit {index} (after epoch {fit['epoch']}){flag}"
+
+
 def _mark_phases(ax, records: List[Dict]) -> None:
+    # Records are numbered by epochs completed: epoch N's line is drawn between N-1 and N.
     first_adaptive = next((r["epoch"] for r in records if r["phase"] == "adaptive"), None)
     if first_adaptive is not None:
-        ax.axvline(first_adaptive + 0.5, color="0.3", lw=1.2, label="adaptive phase starts")
-    refits = [r["epoch"] + 0.5 for r in records if "gmm_fit" in r]
+        ax.axvline(first_adaptive - 0.5, color="0.3", lw=1.2, label="adaptive phase starts")
+    refits = [r["epoch"] - 0.5 for r in records if "gmm_fit" in r]
     for i, x in enumerate(refits):
         ax.axvline(x, color=COLOURS["imbalanced"], ls=":", lw=1,
                    label="GMM refit" if i == 0 else None)
@@ -97,7 +105,7 @@ def _mark_phases(ax, records: List[Dict]) -> None:
 
 def accuracy(path: str, records: List[Dict]) -> None:
     """Validation accuracy per epoch: multimodal, audio-only, visual-only."""
-    epochs = [r["epoch"] + 1 for r in records]
+    epochs = [r["epoch"] for r in records]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key, name in (("accuracy", "multimodal"), ("accuracy_audio", "audio"),
                       ("accuracy_visual", "visual")):
@@ -120,7 +128,7 @@ LOSS_TERMS = ("loss", "ce_fused", "ce_audio", "ce_visual", "weighted_ce", "gap_s
 
 def losses(path: str, records: List[Dict]) -> None:
     """Every training loss term per epoch (terms absent in a phase are not drawn there)."""
-    epochs = np.array([r["epoch"] + 1 for r in records])
+    epochs = np.array([r["epoch"] for r in records])
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for term in LOSS_TERMS:
         values = np.array([r["train"].get(term, np.nan) for r in records], float)

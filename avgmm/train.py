@@ -31,6 +31,8 @@ from avgmm.data import augment, pipeline
 from avgmm.models import AVClassifier
 
 METHODS = ("concat", "warmup_only", "adaptive")
+LAMBDA_EPOCHS = ("adaptive", "step", "global")
+POSTERIORS_FROM = ("batch", "refit")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -38,11 +40,16 @@ AXIS = "batch"
 
 
 class TrainState(train_state.TrainState):
-    """Parameters, optimizer, BatchNorm statistics, the GMM in force and epochs done."""
+    """Parameters, optimizer, BatchNorm statistics, the GMM in force and epochs done.
+
+    `fit_gaps` holds every training sample's inference-mode gap collected for the GMM fit
+    in force (by dataset index), for `loss.posteriors_from=refit`.
+    """
 
     batch_stats: Any
     gmm: gmm_lib.GMMParams
     epoch: jnp.ndarray
+    fit_gaps: jnp.ndarray
 
 
 # --------------------------------------------------------------------------- config
@@ -68,6 +75,23 @@ def epoch_phase(config: ml_collections.ConfigDict, epoch: int) -> Tuple[str, int
     return "adaptive", e // config.schedule.epochs_per_step, e
 
 
+def lambda_exponent(config: ml_collections.ConfigDict, epoch: int) -> int:
+    """The `e` of `lambda_t = lambda_decay ** e` for a 0-based adaptive epoch.
+
+    `loss.lambda_epoch`: `adaptive` counts adaptive epochs completed across steps; `step`
+    restarts at 0 with each GMM refit (Algorithm 1's inner loop read literally); `global`
+    counts every epoch completed, warm-up included.
+    """
+    _, _, e = epoch_phase(config, epoch)
+    if e < 0:
+        return 0
+    if config.loss.lambda_epoch == "step":
+        return e % config.schedule.epochs_per_step
+    if config.loss.lambda_epoch == "global":
+        return epoch
+    return e
+
+
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Raises ValueError naming the field and the allowed values; runs before compiling."""
     def need(ok: bool, field: str, allowed: str):
@@ -91,6 +115,15 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     for f in ("loss.alpha", "loss.beta", "loss.gamma"):
         need(functools.reduce(getattr, f.split("."), config) >= 0, f, "a number >= 0")
     need(0 < config.loss.lambda_decay <= 1, "loss.lambda_decay", "a number in (0, 1]")
+    need(config.loss.lambda_epoch in LAMBDA_EPOCHS, "loss.lambda_epoch",
+         f"one of {LAMBDA_EPOCHS}")
+    need(config.loss.posteriors_from in POSTERIORS_FROM, "loss.posteriors_from",
+         f"one of {POSTERIORS_FROM}")
+    need(config.loss.unimodal_weight >= 0, "loss.unimodal_weight", "a number >= 0")
+    need(config.gmm.select in gmm_lib.SELECTIONS, "gmm.select",
+         f"one of {gmm_lib.SELECTIONS}")
+    need(isinstance(config.optimizer.reset_schedule, bool), "optimizer.reset_schedule",
+         "True or False")
     need(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "a number > 0")
     need(0 <= config.optimizer.momentum < 1, "optimizer.momentum", "a number in [0, 1)")
     need(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0")
@@ -157,8 +190,8 @@ def make_optimizer(config: ml_collections.ConfigDict,
                    steps_per_epoch: int) -> optax.GradientTransformation:
     """SGD with momentum or Adam, weight decay added to the gradient (as in PyTorch).
 
-    The learning rate is an injected hyper-parameter driven by the injection's step count,
-    which `reset_optimizer` carries over: resetting clears the moments, not the schedule.
+    The learning rate is an injected hyper-parameter whose schedule keeps its own step
+    count in the optimizer state; `reset_optimizer` decides whether a reset keeps it.
     """
     o = config.optimizer
 
@@ -173,10 +206,19 @@ def make_optimizer(config: ml_collections.ConfigDict,
         learning_rate=learning_rate_schedule(config, steps_per_epoch))
 
 
-def reset_optimizer(state: TrainState) -> TrainState:
-    """Fresh optimizer moments (zero momentum / Adam moments), same schedule position."""
+def reset_optimizer(state: TrainState, reset_schedule: bool = False) -> TrainState:
+    """Fresh optimizer moments (zero momentum / Adam moments).
+
+    `reset_schedule=False` keeps the learning-rate schedule where it was: the injected
+    hyper-parameters and the schedule's own step count (`hyperparams_states`, which drives
+    it; the outer `count` alone does not) are carried over. True re-creates optimizer and
+    schedule together, as building both anew in PyTorch would.
+    """
     fresh = state.tx.init(state.params)
-    fresh = fresh._replace(count=state.opt_state.count)
+    if not reset_schedule:
+        old = state.opt_state
+        fresh = fresh._replace(count=old.count, hyperparams=old.hyperparams,
+                               hyperparams_states=old.hyperparams_states)
     return state.replace(opt_state=fresh)
 
 
@@ -192,7 +234,8 @@ def create_train_state(config: ml_collections.ConfigDict, meta: pipeline.Dataset
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=variables["batch_stats"],
                              gmm=gmm_lib.GMMParams.unfitted(),
-                             epoch=jnp.zeros((), jnp.int32))
+                             epoch=jnp.zeros((), jnp.int32),
+                             fit_gaps=jnp.zeros((meta.num_examples["train"],), jnp.float32))
 
 
 # --------------------------------------------------------------------------- steps
@@ -205,7 +248,7 @@ def _forward(model, state, params, batch, frames, train: bool):
 
 
 def compute_loss(loss_name: str, logits, labels, gmm: gmm_lib.GMMParams,
-                 lambda_t, loss_config: ml_collections.ConfigDict):
+                 lambda_t, loss_config: ml_collections.ConfigDict, posterior_gap=None):
     """Dispatches to the loss of a phase; returns `(loss, terms)`."""
     if loss_name == "concat":
         return losses.concat_loss(logits.fused, labels)
@@ -214,7 +257,8 @@ def compute_loss(loss_name: str, logits, labels, gmm: gmm_lib.GMMParams,
     return losses.adaptive_loss(
         logits.fused, logits.audio, logits.visual, labels, gmm,
         alpha=loss_config.alpha, beta=loss_config.beta, gamma=loss_config.gamma,
-        lambda_t=lambda_t, use_gmm_weights=loss_config.use_gmm_weights)
+        lambda_t=lambda_t, use_gmm_weights=loss_config.use_gmm_weights,
+        posterior_gap=posterior_gap, unimodal_weight=loss_config.unimodal_weight)
 
 
 def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], lambda_t: jnp.ndarray, *,
@@ -227,10 +271,14 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], lambda_t: jnp.n
     keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(batch["position"])
     frames = augment.train_frames(batch["frames"], keys, config.data.image_size)
     labels = batch["label"]
+    posterior_gap = None
+    if config.loss.posteriors_from == "refit":
+        posterior_gap = state.fit_gaps[batch["index"]]
 
     def loss_fn(params):
         logits, mutated = _forward(model, state, params, batch, frames, train=True)
-        loss, terms = compute_loss(loss_name, logits, labels, state.gmm, lambda_t, config.loss)
+        loss, terms = compute_loss(loss_name, logits, labels, state.gmm, lambda_t, config.loss,
+                                   posterior_gap)
         return loss, (terms, mutated["batch_stats"], logits)
 
     grads, (terms, batch_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -265,7 +313,7 @@ def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray], *, model: AVClas
 
 def gap_step(state: TrainState, batch: Dict[str, jnp.ndarray], *, model: AVClassifier,
              image_size: int) -> Dict[str, jnp.ndarray]:
-    """Per-sample gap and true-class probabilities in inference mode (SPEC §4 step a)."""
+    """Per-sample gap and true-class probabilities in inference mode (Algorithm 1, step a)."""
     frames = augment.eval_frames(batch["frames"], image_size)
     logits, _ = _forward(model, state, state.params, batch, frames, train=False)
     labels = batch["label"]
@@ -276,11 +324,12 @@ def gap_step(state: TrainState, batch: Dict[str, jnp.ndarray], *, model: AVClass
 
 def fit_gathered_gmm(gaps: jnp.ndarray, mask: jnp.ndarray, *, gmm_config,
                      axis_name: str = AXIS) -> gmm_lib.GMMParams:
-    """Gathers every device's gaps and fits the GMM on the full array (SPEC §4 step b)."""
+    """Gathers every device's gaps and fits the GMM on the full array (Algorithm 1, step b)."""
     gaps = jax.lax.all_gather(gaps, axis_name, tiled=True)
     mask = jax.lax.all_gather(mask, axis_name, tiled=True)
     return gmm_lib.fit_gmm(gaps, mask=mask, max_iters=gmm_config.max_iters,
-                           tol=gmm_config.tol, reg_covar=gmm_config.reg_covar)
+                           tol=gmm_config.tol, reg_covar=gmm_config.reg_covar,
+                           select=gmm_config.select)
 
 
 # --------------------------------------------------------------------------- parallel
@@ -460,7 +509,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
         host_state = template
     start_epoch = int(host_state.epoch)
-    utils.truncate_metrics(workdir, start_epoch)
+    # Records are numbered by epochs completed (1-based); keep those up to the checkpoint.
+    utils.truncate_metrics(workdir, start_epoch + 1)
     state = par.replicate(host_state)
     del template, host_state
 
@@ -473,11 +523,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     try:
         for epoch in range(start_epoch, n_epochs):
             loss_name, adaptive_step, e = epoch_phase(config, epoch)
-            record: Dict[str, Any] = {"epoch": epoch, "phase": loss_name,
+            # Epochs are counted as "epochs completed" (1-based) in every output.
+            record: Dict[str, Any] = {"epoch": epoch + 1, "phase": loss_name,
                                       "adaptive_step": adaptive_step}
             if (loss_name == "adaptive" and e == 0
                     and config.optimizer.reset_between_phases):
-                host = reset_optimizer(par.unreplicate(state))
+                host = reset_optimizer(par.unreplicate(state),
+                                       config.optimizer.reset_schedule)
                 record["optimizer_reset"] = {"moment_norm": _trace_norm(host.opt_state)}
                 state = par.replicate(host)
             if loss_name == "adaptive" and e % config.schedule.epochs_per_step == 0:
@@ -485,7 +537,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 dev_gaps, dev_mask, host_gaps = collect_gaps(par, state, ds, "train",
                                                              config.eval_batch_size)
                 fitted = par.fit_gmm(dev_gaps, dev_mask)
-                state = state.replace(gmm=fitted)
+                state = state.replace(gmm=fitted, fit_gaps=par.replicate(
+                    np.asarray(host_gaps["gap"], np.float32)))
                 gmm = par.unreplicate(fitted)
                 fit = gmm.to_dict()
                 fit.update(fit_index=adaptive_step, seconds=time.time() - start,
@@ -495,12 +548,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 if auc is not None:
                     fit["auc_imbalanced"] = auc
                 if fit["fallback"]:
-                    logging.warning("GMM fit %d fell back to one component (degenerate "
-                                    "gaps): every sample counts as balanced.", adaptive_step)
+                    _say(f"GMM fit {adaptive_step}: one component (degenerate gaps, or "
+                         "gmm.select=bic preferred one): every sample counts as balanced")
+                elif fit["ambiguous"]:
+                    _say(f"GMM fit {adaptive_step}: labelling ambiguous: the gaps do not "
+                         f"support two components (BIC two {fit['bic_two']:.1f} >= one "
+                         f"{fit['bic_one']:.1f}); gmm.select=bic treats them as balanced")
                 record["gmm_fit"] = fit
                 _save_fit(workdir, adaptive_step, epoch, gmm, host_gaps)
                 meta["gmm_fits"] = adaptive_step + 1
-            lambda_t = np.float32(config.loss.lambda_decay ** max(e, 0))
+                meta["ambiguous_fits"] = (list(meta.get("ambiguous_fits", []))
+                                          + ([adaptive_step] if fit["ambiguous"] else []))
+            lambda_t = np.float32(config.loss.lambda_decay ** lambda_exponent(config, epoch))
             step_fn = par.train_steps[loss_name]
             start, terms = time.time(), []
             for batch in _progress(ds.train_batches(config.batch_size, epoch, config.seed,
@@ -521,10 +580,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             record["test"] = evaluate(par, state, ds, "test", config.eval_batch_size)
             best = record["val"]["accuracy"] > meta["best_val_accuracy"]
             if best:
-                meta.update(best_val_accuracy=record["val"]["accuracy"], best_epoch=epoch)
+                meta.update(best_val_accuracy=record["val"]["accuracy"], best_epoch=epoch + 1)
             if record["test"]["accuracy"] > meta["peer_best_test_accuracy"]:
                 meta.update(peer_best_test_accuracy=record["test"]["accuracy"],
-                            peer_best_epoch=epoch)
+                            peer_best_epoch=epoch + 1)
             writer.write(record, step=epoch + 1)
             gmm_note = ""
             if "gmm_fit" in record:
@@ -566,6 +625,8 @@ def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, m
         "peer_protocol_best_test_accuracy": meta["peer_best_test_accuracy"],
         "peer_protocol_best_epoch": meta["peer_best_epoch"],
         "gmm_fits": meta["gmm_fits"],
+        # Fits whose gaps did not support two components (labelling arbitrary).
+        "gmm_ambiguous_fits": list(meta.get("ambiguous_fits", [])),
         "num_devices": par.n,
     }
     if ds.meta.has_imbalance_flag:

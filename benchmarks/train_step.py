@@ -56,7 +56,8 @@ def jax_case(label, audio_shape, tv, size, width, stages, batch, dtype, loss_nam
         state = state.replace(gmm=gmm_lib.GMMParams(
             weights=jnp.array([0.85, 0.15]), means=jnp.array([0.0, 0.5]),
             variances=jnp.array([0.01, 0.04]), log_likelihood=jnp.zeros(()),
-            n_iter=jnp.array(1), converged=jnp.array(True), fallback=jnp.array(False)))
+            n_iter=jnp.array(1), converged=jnp.array(True), fallback=jnp.array(False),
+            bic_one=jnp.zeros(()), bic_two=jnp.zeros(()), ambiguous=jnp.array(False)))
     model = train.make_model(config, meta, axis_name=None)
     step = jax.jit(functools.partial(train.train_step, model=model, loss_name=loss_name,
                                      config=config, axis_name=None), donate_argnums=(0,))

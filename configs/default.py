@@ -39,6 +39,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.gamma = 1.0
     config.loss.lambda_decay = 0.96  # lambda_t = 0.96 ** e (paper)
     config.loss.use_gmm_weights = True  # False: the "w/o w" ablation of Table 2
+    # The e of lambda_t = 0.96 ** e, a reading the paper leaves open: adaptive (adaptive
+    # epochs completed, across steps) | step (Algorithm 1 literally: restarts at 0 with
+    # every GMM refit) | global (every epoch completed, warm-up included).
+    config.loss.lambda_epoch = "adaptive"
+    # Gap that the posteriors w_bal, w_imb are computed from: batch (the sample's current,
+    # train-mode gap) | refit (its inference-mode gap collected for the last GMM fit).
+    config.loss.posteriors_from = "batch"
+    # Ours, not the paper's eq. 10: w > 0 adds w * (CE(l_a) + CE(l_v)) to the adaptive loss.
+    config.loss.unimodal_weight = 0.0
 
     # Algorithm 1. The paper does not state these; ours split about 100 epochs into a
     # warm-up long enough for the unimodal branches to converge and 10 adaptive steps.
@@ -51,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.gmm.max_iters = 100
     config.gmm.tol = 1e-3
     config.gmm.reg_covar = 1e-6
+    # two: always two components (a fit to unimodal gaps is flagged ambiguous) | bic: keep
+    # two only where their BIC beats one Gaussian's, else every sample is balanced.
+    config.gmm.select = "two"
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"  # sgd (momentum) or adam
@@ -66,6 +78,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.lr_decay = 0.1
     # Re-initialize the optimizer state when the adaptive phase starts (paper §4.5).
     config.optimizer.reset_between_phases = True
+    # What the reset re-creates: False, the moments only (the schedule keeps its position);
+    # True, optimizer and learning-rate schedule both, as re-creating both in PyTorch does.
+    config.optimizer.reset_schedule = False
 
     config.batch_size = 64  # global, over all devices (paper)
     config.eval_batch_size = 64

@@ -1,4 +1,4 @@
-"""The jnp EM against scikit-learn, and its degenerate cases (SPEC §3)."""
+"""The jnp EM against scikit-learn, its degenerate cases and its BIC model selection."""
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +128,7 @@ def test_gmm_params_is_a_pytree_usable_under_jit():
     x, _ = _bimodal(5)
     p = gmm_lib.fit_gmm(x)
     leaves, treedef = jax.tree.flatten(p)
-    assert len(leaves) == 7
+    assert len(leaves) == 10
     rebuilt = jax.tree.unflatten(treedef, leaves)
     np.testing.assert_allclose(
         jax.jit(gmm_lib.posteriors)(rebuilt, x), gmm_lib.posteriors(p, x), atol=1e-6)
@@ -139,3 +139,36 @@ def test_gmm_params_is_a_pytree_usable_under_jit():
     d = p.to_dict()
     assert set(d) >= {"pi_0", "pi_1", "mu_0", "mu_1", "var_0", "var_1", "fallback"}
     assert isinstance(d["mu_0"], float)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bic_of_both_models_matches_sklearn(seed):
+    x, _ = _bimodal(seed)
+    fit = gmm_lib.fit_gmm(x)
+    x64 = x[:, None].astype(np.float64)
+    for k, key in ((1, "bic_one"), (2, "bic_two")):
+        ref = GaussianMixture(n_components=k, random_state=0, tol=1e-6).fit(x64).bic(x64)
+        np.testing.assert_allclose(float(getattr(fit, key)), ref, rtol=2e-3)
+
+
+def test_unimodal_gaps_are_flagged_and_bic_selection_keeps_one_component():
+    # After adaptive training the gaps form one peak: two components split it arbitrarily.
+    x = np.random.default_rng(0).normal(0.05, 0.1, 4000).astype(np.float32)
+    two = gmm_lib.fit_gmm(x, select="two")
+    assert not bool(two.fallback) and bool(two.ambiguous)
+    assert float(two.bic_two) >= float(two.bic_one)
+    bic = gmm_lib.fit_gmm(x, select="bic")
+    assert bool(bic.fallback) and not bool(bic.ambiguous)
+    np.testing.assert_allclose(np.asarray(gmm_lib.posteriors(bic, x))[:, 1], 0.0)
+
+
+def test_bimodal_gaps_keep_two_components_under_bic():
+    x, _ = _bimodal(3)
+    two, bic = gmm_lib.fit_gmm(x, select="two"), gmm_lib.fit_gmm(x, select="bic")
+    assert not bool(two.ambiguous) and not bool(bic.fallback)
+    np.testing.assert_allclose(np.asarray(bic.means), np.asarray(two.means))
+
+
+def test_unknown_selection_is_refused():
+    with pytest.raises(ValueError, match="select must be one of"):
+        gmm_lib.fit_gmm(np.zeros(4, np.float32), select="aic")

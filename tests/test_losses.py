@@ -1,4 +1,4 @@
-"""Losses against NumPy computations written from the equations of SPEC §2."""
+"""Losses against NumPy computations written from the equations of the paper (eq. 6-10)."""
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,8 @@ def gmm():
     return gmm_lib.GMMParams(
         weights=jnp.array([0.8, 0.2]), means=jnp.array([0.02, 0.45]),
         variances=jnp.array([0.01, 0.04]), log_likelihood=jnp.zeros(()),
-        n_iter=jnp.array(3), converged=jnp.array(True), fallback=jnp.array(False))
+        n_iter=jnp.array(3), converged=jnp.array(True), fallback=jnp.array(False),
+        bic_one=jnp.zeros(()), bic_two=jnp.zeros(()), ambiguous=jnp.array(False))
 
 
 def test_gap_and_simple_losses(batch):
@@ -126,3 +127,29 @@ def test_adaptive_gradient_flows_to_logits_not_to_gmm(batch, gmm):
     np.testing.assert_allclose(jax.grad(loss_fn)(jnp.asarray(la), jnp.asarray(lv), floats),
                                jax.grad(fixed_weights)(jnp.asarray(la), jnp.asarray(lv)),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_posteriors_from_a_given_gap_replace_the_current_gaps(batch, gmm):
+    fused, la, lv, y = batch
+    # posteriors_from=refit: w_bal, w_imb come from the gap collected for the fit.
+    refit_gap = np.linspace(-0.9, 0.9, B).astype(np.float32)
+    loss, terms = losses.adaptive_loss(fused, la, lv, y, gmm, alpha=1.0, beta=0.0, gamma=1.0,
+                                       lambda_t=1.0, posterior_gap=jnp.asarray(refit_gap))
+    w = np.stack([g * _np_normal(refit_gap, m, v) for g, m, v in
+                  zip(np.asarray(gmm.weights), np.asarray(gmm.means),
+                      np.asarray(gmm.variances))], 1)
+    w = w / w.sum(1, keepdims=True)
+    gap = _np_softmax(la)[np.arange(B), y] - _np_softmax(lv)[np.arange(B), y]
+    expected = w[:, 0] * _np_ce(fused, y) + w[:, 1] * (gap - float(gmm.means[0])) ** 2
+    np.testing.assert_allclose(float(loss), expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(terms["w_imb_mean"]), w[:, 1].mean(), rtol=1e-5)
+
+
+def test_unimodal_weight_adds_the_unimodal_cross_entropies(batch, gmm):
+    fused, la, lv, y = batch
+    kwargs = dict(alpha=1.0, beta=1.0, gamma=1.0, lambda_t=0.9)
+    base, _ = losses.adaptive_loss(fused, la, lv, y, gmm, **kwargs)
+    loss, terms = losses.adaptive_loss(fused, la, lv, y, gmm, unimodal_weight=0.5, **kwargs)
+    extra = 0.5 * (_np_ce(la, y) + _np_ce(lv, y)).mean()
+    np.testing.assert_allclose(float(loss), float(base) + extra, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["ce_audio"]), _np_ce(la, y).mean(), rtol=1e-5)

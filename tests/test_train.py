@@ -28,7 +28,8 @@ def test_every_method_runs_all_phases_and_writes_its_files(tiny_config, tmp_path
     workdir = str(tmp_path / method)
     results = train.train_and_evaluate(config, workdir)
     records = _records(workdir)
-    assert [r["epoch"] for r in records] == [0, 1, 2]
+    # Epochs are "epochs completed" (1-based) in metrics, results and checkpoint folders.
+    assert [r["epoch"] for r in records] == [1, 2, 3]
     phases = [r["phase"] for r in records]
     expected = {"concat": ["concat"] * 3, "warmup_only": ["warmup"] * 3,
                 "adaptive": ["warmup", "adaptive", "adaptive"]}[method]
@@ -49,18 +50,23 @@ def test_every_method_runs_all_phases_and_writes_its_files(tiny_config, tmp_path
     for key in ("test_accuracy", "test_accuracy_audio", "test_accuracy_visual",
                 "last_epoch", "peer_protocol_best_test_accuracy", "final_gmm_auc_imbalanced"):
         assert key in results
-    best_epoch = max(range(3), key=lambda e: (records[e]["val"]["accuracy"], -e))
+    best_epoch = max(range(3), key=lambda e: (records[e]["val"]["accuracy"], -e)) + 1
     assert results["best_epoch"] == best_epoch
+    assert str(best_epoch) in os.listdir(os.path.join(workdir, "checkpoints", "best"))
     assert results["peer_protocol_best_test_accuracy"] == max(r["test"]["accuracy"]
                                                                for r in records)
     fits = [r for r in records if "gmm_fit" in r]
     if method == "adaptive":
         # adaptive_steps = 2 refits, one at the start of each adaptive step.
-        assert results["gmm_fits"] == 2 and [r["epoch"] for r in fits] == [1, 2]
+        assert results["gmm_fits"] == 2 and [r["epoch"] for r in fits] == [2, 3]
+        for key in ("bic_one", "bic_two", "ambiguous"):
+            assert key in fits[0]["gmm_fit"]
+        assert results["gmm_ambiguous_fits"] == [
+            r["gmm_fit"]["fit_index"] for r in fits if r["gmm_fit"]["ambiguous"]]
         assert sorted(os.listdir(os.path.join(workdir, "gmm_fits"))) == [
             "fit_000.npz", "fit_001.npz"]
         fit = np.load(os.path.join(workdir, "gmm_fits", "fit_000.npz"))
-        assert fit["gap"].shape == (48,)
+        assert fit["gap"].shape == (48,) and int(fit["epoch"]) == 1  # after warm-up epoch 1
         np.testing.assert_allclose(fit["gap"], fit["p_audio"] - fit["p_visual"], atol=1e-6)
         # The GMM in force during an epoch is the one fitted at its step's start.
         assert records[1]["gmm"] == {k: v for k, v in records[1]["gmm_fit"].items()
@@ -129,7 +135,7 @@ def test_kill_and_resume_gives_the_uninterrupted_result(tiny_config, tmp_path):
     assert not os.path.exists(os.path.join(killed, "results.json"))
 
     resumed = train.train_and_evaluate(config, killed)
-    assert [r["epoch"] for r in _records(killed)] == [0, 1, 2, 3, 4]
+    assert [r["epoch"] for r in _records(killed)] == [1, 2, 3, 4, 5]
     params_a, step_a = _final_params(straight)
     params_b, step_b = _final_params(killed)
     assert step_a == step_b == 5
@@ -184,6 +190,43 @@ def test_bad_config_is_refused_before_compiling(tiny_config, tmp_path, field, va
     assert not os.path.exists(tmp_path / "bad" / "config.json")
 
 
+def _applied_learning_rates(config, ds, n_steps, reset_at, reset_schedule):
+    """The learning rate each of `n_steps` SGD steps actually applied (momentum and weight
+    decay off, so a step moves every parameter by exactly -lr * grad)."""
+    config.optimizer.momentum = 0.0
+    config.optimizer.weight_decay = 0.0
+    tx = train.make_optimizer(config, steps_per_epoch=1)
+    state = train.create_train_state(config, ds.meta, tx)
+    grads = jax.tree.map(np.ones_like, state.params)
+    rates = []
+    for step in range(n_steps):
+        if step == reset_at:
+            state = train.reset_optimizer(state, reset_schedule)
+        before = jax.tree.leaves(state.params)[0]
+        state = state.apply_gradients(grads=grads)
+        rates.append(float(np.mean(before - jax.tree.leaves(state.params)[0])))
+    return np.asarray(rates)
+
+
+@pytest.mark.parametrize("reset_schedule", [False, True])
+def test_reset_keeps_or_restarts_the_learning_rate_schedule(tiny_config, tiny_data_dir,
+                                                            reset_schedule):
+    # StepLR every 4 epochs (1 step per epoch here), reset after 2: the decay boundary at
+    # step 4 lies after the reset, as crema.py's epoch 70 lies after its reset at 30.
+    config = tiny_config
+    config.optimizer.lr_schedule = "step"
+    config.optimizer.lr_step_epochs = 4
+    config.optimizer.lr_decay = 0.1
+    lr = config.optimizer.learning_rate
+    ds = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1)
+    rates = _applied_learning_rates(config, ds, 8, reset_at=2, reset_schedule=reset_schedule)
+    if reset_schedule:  # a new scheduler: the boundary moves to 4 steps after the reset
+        expected = [lr] * 6 + [lr * 0.1] * 2
+    else:  # the schedule keeps its position: the first step after step 4 is decayed
+        expected = [lr] * 4 + [lr * 0.1] * 4
+    np.testing.assert_allclose(rates, expected, rtol=1e-4)
+
+
 def test_reset_optimizer_zeroes_moments_and_keeps_schedule(tiny_config, tiny_data_dir):
     config = tiny_config
     ds = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1)
@@ -212,3 +255,48 @@ def test_every_config_file_builds_and_validates():
     assert crema.optimizer.name == "sgd" and crema.optimizer.momentum == 0.9
     assert crema.optimizer.learning_rate == 2e-3 and crema.batch_size == 64
     assert train.total_epochs(crema) == 100 and crema.model.width == 64
+
+
+@pytest.mark.parametrize("mode,expected", [
+    # warm-up 2 epochs, then 3 adaptive steps of 2 epochs: e for epochs 0..7.
+    ("adaptive", [0, 0, 0, 1, 2, 3, 4, 5]),
+    ("step", [0, 0, 0, 1, 0, 1, 0, 1]),
+    ("global", [0, 0, 2, 3, 4, 5, 6, 7]),
+])
+def test_lambda_exponent_readings(tiny_config, mode, expected):
+    config = tiny_config
+    config.schedule.warmup_epochs, config.schedule.adaptive_steps = 2, 3
+    config.schedule.epochs_per_step = 2
+    config.loss.lambda_epoch = mode
+    assert [train.lambda_exponent(config, e) for e in range(8)] == expected
+
+
+def test_posteriors_from_refit_keeps_the_fit_gaps_in_the_state(tiny_config, tmp_path):
+    config = tiny_config
+    config.loss.posteriors_from = "refit"
+    config.gmm.select = "bic"
+    workdir = str(tmp_path / "refit")
+    results = train.train_and_evaluate(config, workdir)
+    assert results["gmm_fits"] == 2
+    ds = train.open_dataset(config)
+    template = train.create_train_state(config, ds.meta, train.make_optimizer(config, 3))
+    ckpt = utils.Checkpointer(workdir)
+    state, _ = ckpt.restore(template)
+    ckpt.close()
+    # The state carries the gaps of the last fit, in dataset index order.
+    fit = np.load(os.path.join(workdir, "gmm_fits", "fit_001.npz"))
+    np.testing.assert_array_equal(fit["index"], np.arange(48))
+    np.testing.assert_allclose(np.asarray(state.fit_gaps), fit["gap"], atol=1e-6)
+    assert np.any(np.asarray(state.fit_gaps) != 0)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("loss.lambda_epoch", "epoch"), ("loss.posteriors_from", "train"),
+    ("loss.unimodal_weight", -1.0), ("gmm.select", "aic"),
+])
+def test_open_choice_fields_are_validated(tiny_config, field, value):
+    config = tiny_config
+    section, leaf = field.split(".")
+    setattr(getattr(config, section), leaf, value)
+    with pytest.raises(ValueError, match=rf"config\.{field}="):
+        train.validate_config(config, num_devices=1)
