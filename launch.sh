@@ -19,8 +19,9 @@ usage: ./launch.sh COMMAND [ARGS...]
   ablations CONFIG [--seeds N] [--workdir=DIR] [--dry-run] [--config.FIELD=VALUE ...]
                               the paper's Table 2 (alpha/beta/gamma = 0, no GMM weights,
                               concat baseline) and Table 3 (SGD/Adam, reset or not) runs,
-                              one after another, then the report; --dry-run prints the
-                              commands (to send them to a cluster)
+                              plus the open readings (lambda epoch, posteriors source,
+                              unimodal terms, schedule reset, BIC selection), one after
+                              another, then the report; --dry-run prints the commands
   analyze --workdir=DIR [--checkpoint=best|latest|EPOCH] [--split=train]
                               plots and the per-sample imbalance.csv of one run
   report RUN_OR_FOLDER... [--out=DIR]
@@ -43,6 +44,13 @@ ABLATIONS=(
   "sgd_no_reset:--config.optimizer.reset_between_phases=False"
   "adam_reset:--config.optimizer.name=adam"
   "adam_no_reset:--config.optimizer.name=adam --config.optimizer.reset_between_phases=False"
+  # Readings the paper leaves open (README, "Method notes"), each against "full".
+  "lambda_step:--config.loss.lambda_epoch=step"
+  "lambda_global:--config.loss.lambda_epoch=global"
+  "posteriors_refit:--config.loss.posteriors_from=refit"
+  "unimodal_w1:--config.loss.unimodal_weight=1.0"
+  "reset_schedule:--config.optimizer.reset_schedule=True"
+  "gmm_bic:--config.gmm.select=bic"
 )
 
 cmd=${1:-help}

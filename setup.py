@@ -3,7 +3,7 @@
 import setuptools
 
 # Everything a run needs; nothing here is pinned beyond the versions the project was
-# tested with as a floor (see JAX_NOTES: jax 0.10 / flax 0.12 / orbax 0.12).
+# tested with as a floor (jax 0.10 / flax 0.12 / orbax 0.12).
 INSTALL_REQUIRES = [
     "jax>=0.10",
     "flax>=0.12",

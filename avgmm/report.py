@@ -39,6 +39,10 @@ LABELS = {
     "beta0": "w/o |g|^2 (beta = 0)", "gamma0": "w/o |g - mu_0|^2 (gamma = 0)",
     "no_gmm_weights": "w/o GMM weights (w = 1)", "adam_reset": "Adam (reset state)",
     "sgd_no_reset": "SGD (same state)", "adam_no_reset": "Adam (same state)",
+    # Readings the paper leaves open (not in its tables).
+    "lambda_step": "lambda epoch restarts each step", "lambda_global": "lambda epoch global",
+    "posteriors_refit": "posteriors of the refit gaps", "unimodal": "+ unimodal CE (ours)",
+    "reset_schedule": "reset restarts LR schedule", "gmm_bic": "GMM selected by BIC",
 }
 DATASETS = {"crema_d_av": "CREMA-D", "ave_av": "AVE"}
 METRICS = (("test_accuracy", "test acc (best val)"),
@@ -85,6 +89,20 @@ def ablation_name(config: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     optimizer = (opt["name"], opt["reset_between_phases"])
     if optimizer != ("sgd", True):
         changes.append(f"{opt['name']}_{'reset' if optimizer[1] else 'no_reset'}")
+    # Configs written before these fields existed read as the defaults.
+    if loss.get("lambda_epoch", "adaptive") != "adaptive":
+        changes.append(f"lambda_{loss['lambda_epoch']}")
+    if loss.get("posteriors_from", "batch") == "refit":
+        changes.append("posteriors_refit")
+    if opt.get("reset_schedule", False) and opt["reset_between_phases"]:
+        changes.append("reset_schedule")
+    if config.get("gmm", {}).get("select", "two") == "bic":
+        changes.append("gmm_bic")
+    unimodal = loss.get("unimodal_weight", 0.0)
+    if unimodal:
+        label = f"{LABELS['unimodal']} w = {unimodal:g}"
+        return (label if not changes else
+                " + ".join([LABELS[c] for c in changes] + [label])), None
     if not changes:
         return LABELS["full"], "full"
     if len(changes) == 1:
@@ -136,6 +154,11 @@ def aggregate(runs: Sequence[Dict[str, Any]], paper: bool = True) -> List[Dict[s
     return rows
 
 
+def _escape(cell: str) -> str:
+    """A Markdown table cell: `|` would end the cell (labels such as `w/o |g|^2`)."""
+    return cell.replace("|", "\\|")
+
+
 def _cell(row, metric) -> str:
     std = row.get(metric + ".std")
     return f"{row[metric]:.2f}" + (f" ± {std:.2f}" if std is not None else "")
@@ -151,7 +174,7 @@ def markdown(rows: List[Dict[str, Any]], paper: bool = True) -> str:
         cells += [_cell(r, m) for m, _ in METRICS]
         if paper:
             cells.append("" if r.get("paper") is None else f"{r['paper']:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 ResNet-18 trunks as in torchvision (BasicBlock, [2, 2, 2, 2], no classifier), the audio
 stem on one channel, frames folded into the batch and pooled over time and space, ONE
 linear layer on the concatenated features split into the unimodal logits (eq. 3), the
-warm-up and adaptive losses of SPEC §2, SGD with momentum and weight decay. Written the
+warm-up and adaptive losses of the paper (eq. 7 and 10), SGD with momentum and weight decay. Written the
 way the public reference code of this benchmark is, so the comparison is what a
 researcher would otherwise run.
 """

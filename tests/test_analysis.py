@@ -108,6 +108,7 @@ def test_report_names_ablations_and_paper_numbers():
     from configs import crema
 
     config = json.loads(crema.get_config().to_json())
+    base = json.loads(json.dumps(config))
     assert report.ablation_name(config) == (report.LABELS["full"], "full")
     config["loss"]["beta"] = 0.0
     assert report.ablation_name(config)[1] == "beta0"
@@ -117,5 +118,30 @@ def test_report_names_ablations_and_paper_numbers():
     assert key == "adam_no_reset" and report.PAPER[("CREMA-D", key)] == 75.67
     config["loss"]["gamma"] = 0.0
     assert report.ablation_name(config)[1] is None  # two changes: no paper row
+    # The paper's open readings are named, never mistaken for the full method.
+    for section, field, value, label in (
+            ("loss", "lambda_epoch", "step", "lambda_step"),
+            ("loss", "posteriors_from", "refit", "posteriors_refit"),
+            ("gmm", "select", "bic", "gmm_bic")):
+        changed = json.loads(json.dumps(base))
+        changed.setdefault(section, {})[field] = value
+        assert report.ablation_name(changed) == (report.LABELS[label], label)
+    changed = json.loads(json.dumps(base))
+    changed["loss"]["unimodal_weight"] = 0.5
+    assert report.ablation_name(changed)[0].endswith("w = 0.5")
+
+
+def test_report_markdown_escapes_pipes_in_labels():
+    row = {"dataset": "CREMA-D", "method": report.LABELS["beta0"], "seeds": 1,
+           "paper": 79.3}
+    for metric, _ in report.METRICS:
+        row[metric], row[metric + ".std"] = 50.0, None
+    table = report.markdown([row])
+    header, _, line = table.splitlines()
+    # Split on unescaped pipes only: the row has as many cells as the header.
+    import re
+    split = lambda s: [c for c in re.split(r"(?<!\\)\|", s)[1:-1]]  # noqa: E731
+    assert len(split(line)) == len(split(header))
+    assert split(line)[1].strip() == "w/o \\|g\\|^2 (beta = 0)"
     with pytest.raises(report.ReportError, match="no finished run"):
         report.find_runs([os.path.dirname(__file__)])

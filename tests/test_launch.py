@@ -18,16 +18,21 @@ def test_ablations_dry_run_lists_tables_2_and_3_for_each_seed():
     lines = out.stdout.strip().splitlines()
     assert lines.pop() == ("py -m avgmm.report runs/ablations/crema "
                            "--out=runs/ablations/crema")
-    assert len(lines) == 18
+    assert len(lines) == 30  # 15 runs per seed
     assert all(line.startswith("py -m avgmm.main --config=configs/crema.py") for line in lines)
     assert all("--config.batch_size=32" in line for line in lines)
-    joined = "\n".join(lines[:9])
+    joined = "\n".join(lines[:15])
     for override in ("--config.loss.alpha=0", "--config.loss.beta=0", "--config.loss.gamma=0",
                      "--config.loss.use_gmm_weights=False", "--config.method=concat",
                      "--config.optimizer.name=adam",
-                     "--config.optimizer.reset_between_phases=False"):
+                     "--config.optimizer.reset_between_phases=False",
+                     # the paper's open readings
+                     "--config.loss.lambda_epoch=step", "--config.loss.lambda_epoch=global",
+                     "--config.loss.posteriors_from=refit",
+                     "--config.loss.unimodal_weight=1.0",
+                     "--config.optimizer.reset_schedule=True", "--config.gmm.select=bic"):
         assert override in joined
-    assert "--workdir=runs/ablations/crema/full/seed1 --config.seed=1" in lines[9]
+    assert "--workdir=runs/ablations/crema/full/seed1 --config.seed=1" in lines[15]
 
 
 def test_unknown_command_fails_with_usage():
