@@ -22,6 +22,11 @@ usage: ./launch.sh COMMAND [ARGS...]
                               plus the open readings (lambda epoch, posteriors source,
                               unimodal terms, schedule reset, BIC selection), one after
                               another, then the report; --dry-run prints the commands
+  study CONFIG [--seeds N] [--workdir=DIR] [--dry-run] [--config.FIELD=VALUE ...]
+                              the reproduction study (README, "Does it work?"): concat,
+                              warmup_only, the paper's adaptive loss and its ablations,
+                              the open readings and our changes, N seeds each, then the
+                              tables and figures of python -m avgmm.study
   analyze --workdir=DIR [--checkpoint=best|latest|EPOCH] [--split=train]
                               plots and the per-sample imbalance.csv of one run
   report RUN_OR_FOLDER... [--out=DIR]
@@ -53,6 +58,48 @@ ABLATIONS=(
   "gmm_bic:--config.gmm.select=bic"
 )
 
+# The reproduction study: the paper's method as printed (eq. 10, no unimodal terms), its
+# ablations and open readings, and our changes (labelled "ours" in the README).
+PAPER="--config.loss.unimodal_weight=0 --config.loss.gap_gradient=both"
+STUDY=(
+  "concat:--config.method=concat"
+  "warmup_only:--config.method=warmup_only"
+  "paper:$PAPER"
+  "paper_alpha0:$PAPER --config.loss.alpha=0"
+  "paper_beta0:$PAPER --config.loss.beta=0"
+  "paper_gamma0:$PAPER --config.loss.gamma=0"
+  "paper_no_gmm_weights:$PAPER --config.loss.use_gmm_weights=False"
+  "paper_no_reset:$PAPER --config.optimizer.reset_between_phases=False"
+  "paper_lambda_step:$PAPER --config.loss.lambda_epoch=step"
+  "paper_posteriors_refit:$PAPER --config.loss.posteriors_from=refit"
+  "paper_reset_schedule:$PAPER --config.optimizer.reset_schedule=True"
+  "paper_gmm_bic:$PAPER --config.gmm.select=bic"
+  "ours_unimodal:--config.loss.gap_gradient=both"
+  "ours:"
+)
+
+# Runs NAME:OVERRIDES entries for each seed under ROOT, then a summary command.
+sweep() {
+  local root=$1 seeds=$2 dry=$3 summary=$4; shift 4
+  local entries=() extra=() seen=0
+  for a in "$@"; do
+    if [ "$a" = "--" ]; then seen=1; continue; fi
+    if [ $seen = 0 ]; then entries+=("$a"); else extra+=("$a"); fi
+  done
+  for ((seed = 0; seed < seeds; seed++)); do
+    for entry in "${entries[@]}"; do
+      name=${entry%%:*}; overrides=${entry#*:}
+      # shellcheck disable=SC2206
+      line=("$PY" -m avgmm.main --config="$config" --workdir="$root/$name/seed$seed"
+            --config.seed="$seed" $overrides "${extra[@]+"${extra[@]}"}")
+      if [ "$dry" = 1 ]; then printf '%q ' "${line[@]}"; echo; else "${line[@]}"; fi
+    done
+  done
+  # shellcheck disable=SC2206
+  local report=("$PY" -m $summary)
+  if [ "$dry" = 1 ]; then printf '%q ' "${report[@]}"; echo; else "${report[@]}"; fi
+}
+
 cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -81,10 +128,11 @@ case "$cmd" in
       *) exec "$PY" -m avgmm.main --config="$config" \
            --workdir="runs/$(basename "${config%%:*}" .py)" "$@" ;;
     esac ;;
-  ablations)
+  ablations|study)
     [ $# -ge 1 ] || { usage >&2; exit 2; }
     config=$1; shift
-    seeds=1; dry=0; root="runs/ablations/$(basename "${config%%:*}" .py)"; extra=()
+    seeds=1; dry=0; root="runs/$cmd/$(basename "${config%%:*}" .py)"; extra=()
+    [ "$cmd" = study ] && seeds=3
     while [ $# -gt 0 ]; do
       case "$1" in
         --seeds) seeds=$2; shift 2 ;;
@@ -94,17 +142,13 @@ case "$cmd" in
         *) extra+=("$1"); shift ;;
       esac
     done
-    for ((seed = 0; seed < seeds; seed++)); do
-      for entry in "${ABLATIONS[@]}"; do
-        name=${entry%%:*}; overrides=${entry#*:}
-        # shellcheck disable=SC2206
-        line=("$PY" -m avgmm.main --config="$config" --workdir="$root/$name/seed$seed"
-              --config.seed="$seed" $overrides "${extra[@]+"${extra[@]}"}")
-        if [ "$dry" = 1 ]; then printf '%q ' "${line[@]}"; echo; else "${line[@]}"; fi
-      done
-    done
-    report=("$PY" -m avgmm.report "$root" --out="$root")
-    if [ "$dry" = 1 ]; then printf '%q ' "${report[@]}"; echo; else "${report[@]}"; fi ;;
+    if [ "$cmd" = ablations ]; then
+      sweep "$root" "$seeds" "$dry" "avgmm.report $root --out=$root" "${ABLATIONS[@]}" \
+        -- "${extra[@]+"${extra[@]}"}"
+    else
+      sweep "$root" "$seeds" "$dry" "avgmm.study $root" "${STUDY[@]}" \
+        -- "${extra[@]+"${extra[@]}"}"
+    fi ;;
   help|-h|--help) usage ;;
   *) echo "launch.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

@@ -55,7 +55,8 @@ def adaptive_loss(fused_logits: jnp.ndarray, audio_logits: jnp.ndarray,
                   lambda_t: jnp.ndarray | float,
                   use_gmm_weights: bool = True,
                   posterior_gap: Optional[jnp.ndarray] = None,
-                  unimodal_weight: float = 0.0) -> Tuple[jnp.ndarray, Terms]:
+                  unimodal_weight: float = 0.0,
+                  gap_gradient: str = "both") -> Tuple[jnp.ndarray, Terms]:
     """Adaptive loss (eq. 10), per sample and then averaged over the batch.
 
     `L_i = alpha * w_bal_i * CE_i(f) + lambda_t * (beta * g_i^2
@@ -69,9 +70,19 @@ def adaptive_loss(fused_logits: jnp.ndarray, audio_logits: jnp.ndarray,
     is not the current one (`loss.posteriors_from=refit`: each sample's inference-mode gap
     collected for the last GMM fit). `unimodal_weight` w > 0 adds
     `w * (CE(l_a) + CE(l_v))` per sample: not in the paper's eq. 10, our switch.
+    `gap_gradient="weaker"` (ours) lets the gap terms' gradient reach only the modality
+    whose true-class probability is lower, so that closing the gap can raise the weaker
+    modality but never lower the stronger one; the value of every term is unchanged.
     """
     ce_fused = cross_entropy(fused_logits, labels)
-    gap = modality_gap(audio_logits, visual_logits, labels)
+    if gap_gradient == "weaker":
+        p_a = true_class_probability(audio_logits, labels)
+        p_v = true_class_probability(visual_logits, labels)
+        audio_leads = p_a >= p_v
+        gap = (jnp.where(audio_leads, jax.lax.stop_gradient(p_a), p_a)
+               - jnp.where(audio_leads, p_v, jax.lax.stop_gradient(p_v)))
+    else:
+        gap = modality_gap(audio_logits, visual_logits, labels)
     gmm = jax.tree.map(jax.lax.stop_gradient, gmm)
     if use_gmm_weights:
         source = gap if posterior_gap is None else posterior_gap

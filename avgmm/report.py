@@ -43,6 +43,7 @@ LABELS = {
     "lambda_step": "lambda epoch restarts each step", "lambda_global": "lambda epoch global",
     "posteriors_refit": "posteriors of the refit gaps", "unimodal": "+ unimodal CE (ours)",
     "reset_schedule": "reset restarts LR schedule", "gmm_bic": "GMM selected by BIC",
+    "gap_weaker": "gap gradient to the weaker modality (ours)",
 }
 DATASETS = {"crema_d_av": "CREMA-D", "ave_av": "AVE"}
 METRICS = (("test_accuracy", "test acc (best val)"),
@@ -98,6 +99,8 @@ def ablation_name(config: Dict[str, Any]) -> Tuple[str, Optional[str]]:
         changes.append("reset_schedule")
     if config.get("gmm", {}).get("select", "two") == "bic":
         changes.append("gmm_bic")
+    if loss.get("gap_gradient", "both") == "weaker":
+        changes.append("gap_weaker")
     unimodal = loss.get("unimodal_weight", 0.0)
     if unimodal:
         label = f"{LABELS['unimodal']} w = {unimodal:g}"

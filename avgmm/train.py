@@ -33,6 +33,7 @@ from avgmm.models import AVClassifier
 METHODS = ("concat", "warmup_only", "adaptive")
 LAMBDA_EPOCHS = ("adaptive", "step", "global")
 POSTERIORS_FROM = ("batch", "refit")
+GAP_GRADIENTS = ("both", "weaker")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -120,6 +121,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     need(config.loss.posteriors_from in POSTERIORS_FROM, "loss.posteriors_from",
          f"one of {POSTERIORS_FROM}")
     need(config.loss.unimodal_weight >= 0, "loss.unimodal_weight", "a number >= 0")
+    need(config.loss.gap_gradient in GAP_GRADIENTS, "loss.gap_gradient",
+         f"one of {GAP_GRADIENTS}")
     need(config.gmm.select in gmm_lib.SELECTIONS, "gmm.select",
          f"one of {gmm_lib.SELECTIONS}")
     need(isinstance(config.optimizer.reset_schedule, bool), "optimizer.reset_schedule",
@@ -258,7 +261,8 @@ def compute_loss(loss_name: str, logits, labels, gmm: gmm_lib.GMMParams,
         logits.fused, logits.audio, logits.visual, labels, gmm,
         alpha=loss_config.alpha, beta=loss_config.beta, gamma=loss_config.gamma,
         lambda_t=lambda_t, use_gmm_weights=loss_config.use_gmm_weights,
-        posterior_gap=posterior_gap, unimodal_weight=loss_config.unimodal_weight)
+        posterior_gap=posterior_gap, unimodal_weight=loss_config.unimodal_weight,
+        gap_gradient=loss_config.gap_gradient)
 
 
 def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], lambda_t: jnp.ndarray, *,
@@ -308,6 +312,10 @@ def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray], *, model: AVClas
         "gap": (gap * mask).sum(),
         "gap_sq": (gap * gap * mask).sum(),
     }
+    if "imbalanced" in batch:  # ground truth of the data: accuracy on the degraded clips
+        flagged = batch["imbalanced"].astype(jnp.float32) * mask
+        sums["count_degraded"] = flagged.sum()
+        sums["correct_degraded"] = ((logits.fused.argmax(-1) == labels) * flagged).sum()
     return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
 
 
@@ -396,11 +404,17 @@ def evaluate(par: Parallel, state, ds: pipeline.Dataset, split: str,
     t = {k: float(v) for k, v in jax.device_get(totals).items()}
     count = max(t["count"], 1.0)
     gap_mean = t["gap"] / count
-    return {"accuracy": t["correct"] / count, "accuracy_audio": t["correct_audio"] / count,
-            "accuracy_visual": t["correct_visual"] / count, "loss": t["ce_fused"] / count,
-            "gap_mean": gap_mean,
-            "gap_std": math.sqrt(max(t["gap_sq"] / count - gap_mean**2, 0.0)),
-            "count": int(t["count"])}
+    out = {"accuracy": t["correct"] / count, "accuracy_audio": t["correct_audio"] / count,
+           "accuracy_visual": t["correct_visual"] / count, "loss": t["ce_fused"] / count,
+           "gap_mean": gap_mean,
+           "gap_std": math.sqrt(max(t["gap_sq"] / count - gap_mean**2, 0.0)),
+           "count": int(t["count"])}
+    if "count_degraded" in t:
+        degraded, clean = t["count_degraded"], t["count"] - t["count_degraded"]
+        out["accuracy_degraded"] = t["correct_degraded"] / degraded if degraded else None
+        out["accuracy_clean"] = ((t["correct"] - t["correct_degraded"]) / clean
+                                 if clean else None)
+    return out
 
 
 def collect_gaps(par: Parallel, state, ds: pipeline.Dataset, split: str, batch_size: int):
@@ -547,6 +561,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 auc = gmm_auc(gmm, host_gaps)
                 if auc is not None:
                     fit["auc_imbalanced"] = auc
+                    meta["fit_aucs"] = list(meta.get("fit_aucs", [])) + [auc]
                 if fit["fallback"]:
                     _say(f"GMM fit {adaptive_step}: one component (degenerate gaps, or "
                          "gmm.select=bic preferred one): every sample counts as balanced")
@@ -620,7 +635,9 @@ def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, m
         "test_accuracy_visual": best["accuracy_visual"],
         "best_val_accuracy": meta["best_val_accuracy"],
         "best_epoch": meta["best_epoch"],
-        "last_epoch": {k: last[k] for k in ("accuracy", "accuracy_audio", "accuracy_visual")},
+        "last_epoch": {k: last[k] for k in ("accuracy", "accuracy_audio", "accuracy_visual",
+                                            "accuracy_degraded", "accuracy_clean")
+                       if k in last},
         # Every public peer picks its epoch on the test set; only comparable with theirs.
         "peer_protocol_best_test_accuracy": meta["peer_best_test_accuracy"],
         "peer_protocol_best_epoch": meta["peer_best_epoch"],
@@ -630,6 +647,10 @@ def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, m
         "num_devices": par.n,
     }
     if ds.meta.has_imbalance_flag:
+        results["test_accuracy_degraded"] = best["accuracy_degraded"]
+        results["test_accuracy_clean"] = best["accuracy_clean"]
+        # How well each fit's imbalanced posterior found the degraded training clips.
+        results["gmm_fit_aucs"] = list(meta.get("fit_aucs", []))
         # How well a GMM on the final model's training gaps finds the degraded clips.
         dev_gaps, dev_mask, host = collect_gaps(par, state, ds, "train", bs)
         gmm = par.unreplicate(par.fit_gmm(dev_gaps, dev_mask))

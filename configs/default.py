@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.posteriors_from = "batch"
     # Ours, not the paper's eq. 10: w > 0 adds w * (CE(l_a) + CE(l_v)) to the adaptive loss.
     config.loss.unimodal_weight = 0.0
+    # Ours: both (eq. 10: the gap terms' gradient reaches both modalities) | weaker (only
+    # the modality with the lower true-class probability, which they can only raise).
+    config.loss.gap_gradient = "both"
 
     # Algorithm 1. The paper does not state these; ours split about 100 epochs into a
     # warm-up long enough for the unimodal branches to converge and 10 adaptive steps.

@@ -153,3 +153,25 @@ def test_unimodal_weight_adds_the_unimodal_cross_entropies(batch, gmm):
     extra = 0.5 * (_np_ce(la, y) + _np_ce(lv, y)).mean()
     np.testing.assert_allclose(float(loss), float(base) + extra, rtol=1e-5)
     np.testing.assert_allclose(float(terms["ce_audio"]), _np_ce(la, y).mean(), rtol=1e-5)
+
+
+def test_weaker_gap_gradient_raises_the_weaker_modality_only(batch, gmm):
+    fused, la, lv, y = batch
+    kwargs = dict(alpha=0.0, beta=1.0, gamma=1.0, lambda_t=1.0)
+
+    def loss(la, lv, mode):
+        return losses.adaptive_loss(fused, la, lv, y, gmm, gap_gradient=mode, **kwargs)[0]
+
+    both = loss(la, lv, "both")
+    np.testing.assert_allclose(float(loss(la, lv, "weaker")), float(both), rtol=1e-6)
+    ga, gv = jax.grad(loss, argnums=(0, 1))(jnp.asarray(la), jnp.asarray(lv), "weaker")
+    p_a = _np_softmax(la)[np.arange(B), y]
+    p_v = _np_softmax(lv)[np.arange(B), y]
+    audio_leads = p_a >= p_v
+    # The leading modality's logits get no gradient from the gap terms...
+    np.testing.assert_array_equal(np.asarray(ga)[audio_leads], 0.0)
+    np.testing.assert_array_equal(np.asarray(gv)[~audio_leads], 0.0)
+    # ...and a descent step raises the weaker modality's true-class probability.
+    assert np.all(np.asarray(gv)[audio_leads, y[audio_leads]] < 0)
+    assert np.all(np.asarray(ga)[~audio_leads, y[~audio_leads]] < 0)
+    assert audio_leads.any() and (~audio_leads).any()
