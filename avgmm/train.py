@@ -139,6 +139,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
          "model.stage_sizes", "a non-empty tuple of integers >= 1, e.g. (2, 2, 2, 2)")
     need(config.data.image_size >= 8, "data.image_size", "an integer >= 8")
     need(config.data.num_frames >= 1, "data.num_frames", "an integer >= 1")
+    need(isinstance(config.data.augment, bool), "data.augment", "True or False")
+    need(isinstance(config.data.flip, bool), "data.flip", "True or False")
+    need(_is_range(config.data.crop_scale, 1.0), "data.crop_scale",
+         "a pair (low, high) with 0 < low <= high <= 1, e.g. (0.08, 1.0)")
+    need(_is_range(config.data.crop_ratio, float("inf")), "data.crop_ratio",
+         "a pair (low, high) with 0 < low <= high, e.g. (0.75, 1.333)")
     for f in ("batch_size", "eval_batch_size"):
         size = getattr(config, f)
         need(size >= 1, f, "an integer >= 1")
@@ -146,6 +152,15 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
              f"a multiple of the device count ({num_devices}); e.g. "
              f"{max(num_devices, size // num_devices * num_devices)}, or set "
              "config.num_devices to a divisor of it")
+
+
+def _is_range(value, upper: float) -> bool:
+    """A `(low, high)` pair of numbers with `0 < low <= high <= upper`."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return False
+    return 0 < low <= high <= upper
 
 
 def select_devices(config: ml_collections.ConfigDict):
@@ -273,7 +288,7 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], lambda_t: jnp.n
     # One key per sample from its position in the global batch: the same augmentation
     # whatever the number of devices.
     keys = jax.vmap(lambda p: jax.random.fold_in(step_key, p))(batch["position"])
-    frames = augment.train_frames(batch["frames"], keys, config.data.image_size)
+    frames = augment.train_frames_from_config(batch["frames"], keys, config.data)
     labels = batch["label"]
     posterior_gap = None
     if config.loss.posteriors_from == "refit":

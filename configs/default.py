@@ -18,6 +18,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.data_dir = "~/avgmm_data"
     config.data.num_frames = 1  # frames per clip fed to the visual encoder
     config.data.image_size = 224
+    # Training-time frame augmentation (on the device): a random resized crop covering
+    # `crop_scale` of the frame's area with an aspect ratio in `crop_ratio`, resized to
+    # image_size, then a left-right flip with probability 1/2. augment=False uses the
+    # evaluation resize instead. The defaults are the ImageNet recipe of the benchmarks'
+    # reference code; digits (configs/av_mnist.py) want a milder crop and no flip.
+    config.data.augment = True
+    config.data.crop_scale = (0.08, 1.0)
+    config.data.crop_ratio = (3 / 4, 4 / 3)
+    config.data.flip = True
     config.data.prefetch = 2  # host batches read ahead in a background thread
     # Decode each split once into .npy memory maps (see avgmm/data/pipeline.py): tfds
     # record decoding alone cannot feed a GPU. cache_dir "" = <data_dir>/avgmm_cache.

@@ -211,10 +211,18 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
                 "frames": dataclasses.asdict(self.frames),
                 "split_options": self.split_options, "class_names": self._names()}
 
+    def extra_features(self) -> Dict[str, Any]:
+        """Features beyond audio, frames, label and id (e.g. ground-truth flags)."""
+        return {}
+
+    def flat_metadata(self) -> Dict[str, Any]:
+        """Parameters recorded at the top level of the metadata, where loaders check them."""
+        return {**self.audio.as_metadata(), **dataclasses.asdict(self.frames)}
+
     def _info(self) -> tfds.core.DatasetInfo:
         f, t = self.audio.shape
         n, s = self.frames.num_frames, self.frames.frame_size
-        flat = {**self.audio.as_metadata(), **dataclasses.asdict(self.frames)}
+        flat = self.flat_metadata()
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.__doc__,
@@ -227,6 +235,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
                                                encoding=tfds.features.Encoding.BYTES),
                 "label": tfds.features.ClassLabel(names=self._names()),
                 "id": tfds.features.Text(),
+                **self.extra_features(),
             }),
             # Flat copies of the parameters so that loaders can check them by name.
             metadata=tfds.core.MetadataDict(preparation=self.preparation_metadata(),

@@ -74,3 +74,6 @@ CREMA_D_AUDIO = AudioParams(sample_rate=22050, clip_seconds=3.0, n_fft=512, hop_
                             center=True, normalization="none")
 AVE_AUDIO = AudioParams(sample_rate=16000, clip_seconds=10.0, n_fft=512, hop_length=159,
                         center=False, normalization="zscore")
+# 8 kHz (FSDD's native rate), 1 s; a 126-point STFT with hop 125 gives 64 x 65.
+AV_MNIST_AUDIO = AudioParams(sample_rate=8000, clip_seconds=1.0, n_fft=126, hop_length=125,
+                             center=True, normalization="none")

@@ -103,14 +103,15 @@ class FolderAv(convert.AVBuilder):
         return clips
 
 
-def builder_class(name: str):
-    """`FolderAv` registered under the tfds name `name` (snake_case)."""
+def builder_class(name: str, base=None):
+    """`base` (default `FolderAv`) registered under the tfds name `name` (snake_case)."""
+    base = base or FolderAv
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise convert.DataPrepError(f"--name={name!r}: use lower_snake_case, e.g. my_av")
-    if name == FolderAv.name:
-        return FolderAv
+    if name == base.name:
+        return base
     camel = "".join(p.capitalize() for p in name.split("_"))
-    return type(camel, (FolderAv,), {"__doc__": FolderAv.__doc__, "__module__": __name__})
+    return type(camel, (base,), {"__doc__": base.__doc__, "__module__": base.__module__})
 
 
 FLAGS = flags.FLAGS

@@ -106,6 +106,73 @@ def test_eval_frames_is_a_plain_resize_and_normalization():
     assert augment.eval_frames(frames, 16).shape == (1, 1, 16, 16, 3)
 
 
+def _keys(n, seed=0):
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))
+
+
+def test_augment_false_is_exactly_the_eval_resize():
+    frames = jnp.asarray(np.random.default_rng(1).integers(0, 256, (3, 1, 20, 24, 3)),
+                         jnp.uint8)
+    out = augment.train_frames(frames, _keys(3), 16, augment=False)
+    np.testing.assert_array_equal(out, augment.eval_frames(frames, 16))
+    # The config fields reach it: data.augment=False in a config does the same.
+    from configs import default
+
+    data = default.get_config().data
+    data.image_size, data.augment = 16, False
+    np.testing.assert_array_equal(augment.train_frames_from_config(frames, _keys(3), data), out)
+    data.augment = True
+    assert not np.allclose(augment.train_frames_from_config(frames, _keys(3), data), out)
+
+
+def test_flip_false_never_flips():
+    """With a crop of the whole frame, the only change left is the flip."""
+    ramp = np.tile(np.linspace(0, 255, 20)[None, :, None], (20, 1, 3))  # left-right ramp
+    frames = jnp.asarray(np.broadcast_to(ramp, (32, 1, 20, 20, 3)), jnp.uint8)
+    plain = np.asarray(augment.eval_frames(frames, 16))
+    whole = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    kept = np.asarray(augment.train_frames(frames, _keys(32), 16, flip=False, **whole))
+    np.testing.assert_allclose(kept, plain, atol=1e-4)
+    flipped = np.asarray(augment.train_frames(frames, _keys(32), 16, flip=True, **whole))
+    mirrored = [np.allclose(f, plain[0, :, :, ::-1], atol=1e-4) for f in flipped]
+    same = [np.allclose(f, plain[0], atol=1e-4) for f in flipped]
+    assert all(m or s for m, s in zip(mirrored, same))
+    assert 5 < sum(mirrored) < 27  # about half: the flip=True draw does flip
+
+
+@pytest.mark.parametrize("scale", [(0.3, 0.5), (0.8, 1.0)])
+def test_crop_area_stays_in_the_scale_range(scale):
+    boxes = jax.vmap(lambda k: augment._crop_box(k, 40, 40, scale, (3 / 4, 4 / 3)))(
+        _keys(300))
+    top, left, h, w = (np.asarray(b) for b in boxes)
+    area = h * w / 1600
+    tol = 0.03  # each side is rounded to whole pixels
+    assert area.min() >= scale[0] - tol and area.max() <= scale[1] + tol
+    assert area.min() < scale[0] + 0.05 and area.max() > scale[1] - 0.05  # the range is used
+    assert np.all(top + h <= 40) and np.all(left + w <= 40)
+    default = jax.vmap(lambda k: augment._crop_box(k, 40, 40, (0.08, 1.0), (3 / 4, 4 / 3)))(
+        _keys(300))
+    default_area = np.asarray(default[2]) * np.asarray(default[3]) / 1600
+    assert np.mean((default_area < scale[0] - tol) | (default_area > scale[1] + tol)) > 0.2
+
+
+@pytest.mark.parametrize("field,value", [("crop_scale", (0.5, 0.2)), ("crop_scale", (0.0, 1.0)),
+                                         ("crop_scale", (0.5, 1.5)), ("crop_scale", 0.5),
+                                         ("crop_ratio", (0.0, 1.0)), ("crop_ratio", (2.0, 1.0)),
+                                         ("augment", 1), ("flip", "no")])
+def test_bad_augmentation_fields_are_refused_before_compiling(field, value):
+    import ml_collections
+
+    from avgmm import train
+    from configs import default
+
+    config = default.get_config()
+    config.data = ml_collections.ConfigDict({**config.data.to_dict(), field: value})
+    with pytest.raises(ValueError, match=rf"config\.data\.{field}=.* is not allowed"):
+        train.validate_config(config, num_devices=1)
+    train.validate_config(default.get_config(), num_devices=1)
+
+
 def test_cached_reads_equal_record_reads(tiny_data_dir, tmp_path):
     direct = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=2)
     cached = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=2,

@@ -1,5 +1,8 @@
 """Frame preprocessing on the device: random resized crop, flip, ImageNet normalization.
 
+The crop's area and aspect ranges and the flip are `config.data` fields (`augment`,
+`crop_scale`, `crop_ratio`, `flip`); the defaults are the usual ImageNet recipe.
+
 Running it inside the jitted train step keeps the host loader a cheap gather, and makes
 the augmentation a pure function of a key: per-sample keys are derived from the step and
 the sample's position in the global batch, so the result does not depend on how the batch
@@ -53,7 +56,8 @@ def _crop_resize(image: jnp.ndarray, box, size: int) -> jnp.ndarray:
 
 def train_frames(frames: jnp.ndarray, keys: jax.Array, size: int,
                  scale: Tuple[float, float] = (0.08, 1.0),
-                 ratio: Tuple[float, float] = (3 / 4, 4 / 3)) -> jnp.ndarray:
+                 ratio: Tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True,
+                 augment: bool = True) -> jnp.ndarray:
     """Random resized crop + horizontal flip of every frame, then normalization.
 
     Args:
@@ -61,8 +65,14 @@ def train_frames(frames: jnp.ndarray, keys: jax.Array, size: int,
       keys: `[B]` PRNG keys, one per clip (each frame gets its own draw, as the reference
         code transforms frames independently).
       size: output height and width.
+      scale: range of the crop's area as a fraction of the frame's.
+      ratio: range of the crop's aspect ratio (width / height), drawn log-uniformly.
+      flip: mirror each frame left-right with probability 1/2.
+      augment: False skips crop and flip: exactly `eval_frames`.
     Returns: float32 `[B, Tv, size, size, 3]`.
     """
+    if not augment:
+        return eval_frames(frames, size)
     b, tv, h, w, _ = frames.shape
     frame_keys = jax.vmap(lambda k: jax.random.split(k, tv))(keys).reshape(b * tv)
 
@@ -70,10 +80,20 @@ def train_frames(frames: jnp.ndarray, keys: jax.Array, size: int,
         k_box, k_flip = jax.random.split(key)
         out = _crop_resize(image.astype(jnp.float32), _crop_box(k_box, h, w, scale, ratio),
                            size)
+        if not flip:
+            return out
         return jnp.where(jax.random.bernoulli(k_flip), out[:, ::-1], out)
 
     out = jax.vmap(one)(frames.reshape((b * tv, h, w, 3)), frame_keys)
     return normalize(out.reshape((b, tv, size, size, 3)))
+
+
+def train_frames_from_config(frames: jnp.ndarray, keys: jax.Array, data_config) -> jnp.ndarray:
+    """`train_frames` with the size and augmentation fields of `config.data`."""
+    return train_frames(frames, keys, data_config.image_size,
+                        scale=tuple(data_config.crop_scale),
+                        ratio=tuple(data_config.crop_ratio), flip=data_config.flip,
+                        augment=data_config.augment)
 
 
 def eval_frames(frames: jnp.ndarray, size: int) -> jnp.ndarray:

@@ -1,0 +1,35 @@
+"""AV-MNIST (spoken + handwritten digits, 10 classes), sized for 2 CPU cores.
+
+Prepare the data first, e.g. offline from the FSDD recordings and scikit-learn's digits:
+`python -m data_prep.av_mnist --fsdd_dir=.../recordings --digits_dir=sklearn
+--visual_noise_fraction=0.3` (see the README's AV-MNIST section). A narrow ResNet-18
+(width 16) on 64 x 65 spectrograms and one 28 x 28 image; a few minutes on 2 cores.
+"""
+
+from configs import default
+from data_prep import features
+
+
+def get_config():
+    config = default.get_config()
+    config.data.name = "av_mnist"
+    config.data.num_frames = 1
+    config.data.image_size = 28
+    # Digits are not mirror-symmetric (a flipped 2 is no 2) and small crops cut strokes
+    # off: a mild crop, no flip.
+    config.data.crop_scale = (0.7, 1.0)
+    config.data.crop_ratio = (0.85, 1.18)
+    config.data.flip = False
+    # The converter's recipe (8 kHz, 1 s, STFT 126 / hop 125 -> 64 x 65) and image size.
+    config.data.expect.update(features.AV_MNIST_AUDIO.as_metadata())
+    config.data.expect.frame_size = 28
+    config.model.width = 16
+    config.schedule.warmup_epochs = 6
+    config.schedule.adaptive_steps = 3
+    config.schedule.epochs_per_step = 2
+    config.optimizer.learning_rate = 0.01  # a narrow model on few epochs wants a larger step
+    config.optimizer.lr_schedule = "constant"
+    config.batch_size = 64
+    config.eval_batch_size = 256
+    config.log_every_steps = 10
+    return config
