@@ -16,7 +16,7 @@ def get_config():
     config.data.name = "crema_d_av"
     config.data.num_frames = 1
     config.data.image_size = 224
-    # The preprocessing the data must have (SPEC §6: 22,050 Hz, 3 s, STFT 512 / hop 353,
+    # The preprocessing the data must have (22,050 Hz, 3 s, STFT 512 / hop 353,
     # log(|S| + 1e-7) -> 257 x 188), taken from the converter itself: the loader
     # refuses a dataset that recorded other values.
     config.data.expect.update(features.CREMA_D_AUDIO.as_metadata())

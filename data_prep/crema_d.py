@@ -8,7 +8,7 @@ HAP, NEU, SAD). Splits: by default a seeded split with the paper's sizes (6,698 
 744 test out of 7,442); with `--split_csv_dir`, the `train.csv` / `test.csv` files
 (`<id>,<EMO>` rows) shipped by the public reference code, for results comparable with
 published numbers. Validation is 10% of train, drawn per class with a fixed seed.
-Audio: 22,050 Hz, 3 s, STFT 512 / hop 353, log(|S| + 1e-7) -> 257 x 188 (SPEC §6).
+Audio: 22,050 Hz, 3 s, STFT 512 / hop 353, log(|S| + 1e-7) -> 257 x 188.
 """
 
 import csv
@@ -48,8 +48,11 @@ def read_split_csv(path: str) -> Dict[str, str]:
 class CremaDAv(convert.AVBuilder):
     """CREMA-D audio-visual emotion recognition (6 classes), prepared for avgmm."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Records spectrogram_recipe and split_source; same audio and frames.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download CREMA-D (https://github.com/CheyneyComputerScience/CREMA-D) and pass "
         "its root, the directory holding AudioWAV/ and VideoFlash/, as --raw_dir.")

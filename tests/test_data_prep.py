@@ -78,6 +78,7 @@ def test_crema_counts_shapes_labels_and_failure_report(crema_raw, crema_prepared
     assert sum(v["skipped"] for v in summary.values()) == len(made["broken"])
     for key, value in {"sample_rate": 22050, "clip_seconds": 3.0, "n_fft": 512,
                        "hop_length": 353, "normalization": "none", "frame_size": 32,
+                       "spectrogram_recipe": "stft_log_magnitude",
                        "num_frames": 3}.items():
         assert info.metadata[key] == value
 
@@ -141,7 +142,7 @@ def test_crema_split_csv_files(tmp_path):
 
 def test_rerun_is_idempotent_and_other_parameters_are_refused(crema_raw, crema_prepared):
     root, _ = crema_raw
-    version_dir = os.path.join(crema_prepared, "crema_d_av", "1.0.0")
+    version_dir = os.path.join(crema_prepared, "crema_d_av", str(crema_d.CremaDAv.VERSION))
     before = {f: os.path.getmtime(os.path.join(version_dir, f)) for f in os.listdir(version_dir)}
     convert.prepare(crema_d.CremaDAv, root, crema_prepared, frames=SMALL, workers=2)
     after = {f: os.path.getmtime(os.path.join(version_dir, f)) for f in os.listdir(version_dir)}
@@ -242,21 +243,108 @@ def test_ave_rows_segments_and_normalization(ave_raw, ave_prepared):
     assert [r["id"] for r in failures] == ["brokenzz_0_10"]
     meta = tfds.builder("ave_av", data_dir=ave_prepared).info.metadata
     assert meta["hop_length"] == 159 and meta["normalization"] == "zscore"
+    assert meta["spectrogram_recipe"] == "scipy_psd_log"
     assert meta["summary"]["same_segment_other_label"] == 0
 
 
 def test_ave_segment_audio_is_the_tiled_segment(ave_raw):
-    """The spectrogram of a [start, end) segment equals that of the cut waveform tiled."""
+    """The spectrogram of a [start, end) segment is the PMR recipe on the cut waveform
+    tiled to 10 s: scipy's power spectral density, log, per-sample z-score."""
+    from scipy import signal
+
     root, _ = ave_raw
     path = os.path.join(root, "AVE", "vid001b.mp4")
     full = media.load_audio(path, 16000)
     seg = media.load_audio(path, 16000, start=2.0, end=7.0)
     np.testing.assert_array_equal(seg, full[32000:112000])
-    spec = features.spectrogram(seg, features.AVE_AUDIO).astype(np.float32)
-    tiled = np.tile(seg, 2)[:160000]
-    ref = np.log(np.abs(librosa.stft(tiled, n_fft=512, hop_length=159, center=False)) + 1e-7)
-    ref = (ref - ref.mean()) / ref.std()
-    np.testing.assert_allclose(spec, ref, atol=1e-2)
+    spec = features.log_spectrogram(seg, features.AVE_AUDIO)
+    tiled = np.clip(np.tile(seg, 2)[:160000], -1, 1)
+    _, _, psd = signal.spectrogram(tiled, 16000, nperseg=512, noverlap=353)
+    ref = np.log(psd + 1e-7)
+    ref = (ref - ref.mean()) / (ref.std() + 1e-9)
+    assert spec.shape == ref.shape == (257, 1004)
+    np.testing.assert_allclose(spec, ref, rtol=1e-5, atol=1e-5)
+    # The stored float16 feature is the same up to float16 rounding.
+    np.testing.assert_allclose(features.spectrogram(seg, features.AVE_AUDIO), ref,
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_ave_recipe_is_scipys_spectrogram_not_an_stft_magnitude():
+    """A synthetic 3.3 s segment with a loud and a quiet tone: tiled to exactly 160,000
+    samples, clipped, then scipy.signal.spectrogram with its defaults."""
+    from scipy import signal
+
+    rng = np.random.default_rng(0)
+    t = np.arange(int(3.3 * 16000)) / 16000
+    seg = (1.4 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.sin(2 * np.pi * 3000 * t)
+           + 0.001 * rng.standard_normal(len(t))).astype(np.float32)  # clips at +-1
+    x = np.clip(np.concatenate([seg] * 4)[:160000], -1.0, 1.0)
+    _, _, psd = signal.spectrogram(x, 16000, nperseg=512, noverlap=353)
+    ref = np.log(psd + 1e-7)
+    ref = (ref - ref.mean()) / (ref.std() + 1e-9)
+    spec = features.log_spectrogram(seg, features.AVE_AUDIO)
+    assert spec.shape == features.AVE_AUDIO.shape == (257, 1004)
+    np.testing.assert_allclose(spec, ref, rtol=1e-5, atol=1e-5)
+    assert features.AVE_AUDIO.as_metadata()["spectrogram_recipe"] == "scipy_psd_log"
+    # CREMA-D keeps its librosa STFT magnitude recipe.
+    assert features.CREMA_D_AUDIO.spectrogram_recipe == "stft_log_magnitude"
+    assert features.CREMA_D_AUDIO.shape == (257, 188)
+    with pytest.raises(ValueError, match="center=False"):
+        features.AudioParams(16000, 10.0, center=True, spectrogram_recipe="scipy_psd_log")
+
+
+def _as_old_ave(prepared: str, old_dir: str, drop_recipe: bool = True) -> None:
+    """A copy of a prepared AVE set as the previous converter left it: version 1.0.0 and
+    no `spectrogram_recipe` in its metadata."""
+    import shutil
+
+    src = os.path.join(prepared, "ave_av", str(ave.AveAv.VERSION))
+    dst = os.path.join(old_dir, "ave_av", "1.0.0")
+    shutil.copytree(src, dst)
+    info_path = os.path.join(dst, "dataset_info.json")
+    with open(info_path) as f:
+        info = json.load(f)
+    info["version"] = "1.0.0"
+    with open(info_path, "w") as f:
+        json.dump(info, f)
+    meta_path = os.path.join(dst, "metadata.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if drop_recipe:
+        meta.pop("spectrogram_recipe")
+        meta["preparation"]["audio"].pop("spectrogram_recipe")
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+
+
+def test_an_ave_set_from_the_old_converter_is_refused(ave_prepared, tmp_path):
+    from avgmm.data import pipeline
+    from configs import ave as ave_config
+
+    old = str(tmp_path / "old")
+    _as_old_ave(ave_prepared, old)
+    expect = dict(ave_config.get_config().data.expect)
+    assert expect["spectrogram_recipe"] == "scipy_psd_log"
+    with pytest.raises(ValueError) as e:
+        pipeline.load_dataset("ave_av", old, 3, expect)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "older converter (version 1.0.0; this code reads 2.0.0)" in message
+    assert f"python -m data_prep.ave --raw_dir=... --data_dir={old}" in message
+    # Where the converters are not importable, tfds reads the old version from its files
+    # and the recipe the config expects is missing: the same advice.
+    script = (
+        "import sys; sys.modules['data_prep.ave'] = None\n"
+        "from avgmm.data import pipeline\n"
+        f"try:\n    pipeline.load_dataset('ave_av', {old!r}, 3, {expect!r})\n"
+        "except ValueError as e:\n    print('REFUSED', e)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert ("REFUSED dataset 'ave_av' does not record 'spectrogram_recipe' (the config "
+            "expects spectrogram_recipe='scipy_psd_log')") in out.stdout, out.stdout
+    assert f"prepare it again with python -m data_prep.ave --raw_dir=... --data_dir={old}" \
+        in out.stdout
 
 
 def test_ave_without_header_and_missing_video(tmp_path):

@@ -15,9 +15,11 @@ memory maps, which costs a copy per batch and nothing else.
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import queue
+import re
 import shutil
 import threading
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
@@ -30,6 +32,9 @@ Batch = Dict[str, np.ndarray]
 SPLITS = ("train", "validation", "test")
 # Batch entries for the host only (reports); the rest goes to the devices.
 HOST_KEYS = ("id", "imbalanced")
+# Converters of the built-in datasets: named in refusals, and imported (which registers
+# their builders) so that the loader knows which dataset version the current code writes.
+CONVERTERS = {"crema_d_av": "data_prep.crema_d", "ave_av": "data_prep.ave"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Dataset:
     """
 
     def __init__(self, name: str, data_dir: str, num_frames: int):
+        _check_version(name, data_dir)
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except Exception as e:  # tfds raises several types for a missing dataset
@@ -94,6 +100,7 @@ class Dataset:
         )
         self.cache: Dict[str, Dict[str, np.ndarray]] = {}
         self._prepared_dir = str(builder.data_dir)
+        self.data_dir = data_dir
 
     def use_cache(self, cache_dir: str) -> None:
         """Reads every split from decoded `.npy` memory maps under `cache_dir`, decoding
@@ -278,11 +285,43 @@ def load_dataset(name: str, data_dir: str, num_frames: int,
     return ds
 
 
+def prepare_command(name: str, data_dir: str) -> str:
+    """How to prepare `name` again, for refusals."""
+    module = CONVERTERS.get(name.split("/")[0])
+    if module is None:
+        return "the converter that made it (see the README's data section)"
+    return f"python -m {module} --raw_dir=... --data_dir={data_dir}"
+
+
+def _check_version(name: str, data_dir: str) -> None:
+    """Refuses a built-in dataset that only exists in versions older than its converter's."""
+    base = name.split("/")[0]
+    if base not in CONVERTERS:
+        return
+    try:
+        importlib.import_module(CONVERTERS[base])
+        current = str(tfds.builder_cls(base).VERSION)
+    except Exception:  # converters not installed: tfds reads whatever version is there
+        return
+    folder = os.path.join(os.path.expanduser(data_dir), base)
+    if not os.path.isdir(folder) or os.path.isdir(os.path.join(folder, current)):
+        return
+    older = sorted(v for v in os.listdir(folder) if re.fullmatch(r"\d+\.\d+\.\d+", v)
+                   and os.path.exists(os.path.join(folder, v, "dataset_info.json")))
+    if older:
+        raise ValueError(
+            f"dataset '{name}' in {folder} was prepared by an older converter (version "
+            f"{', '.join(older)}; this code reads {current}): prepare it again with "
+            f"{prepare_command(name, data_dir)}")
+
+
 def _check_params(ds: Dataset, name: str, expected_params: Optional[Mapping[str, Any]]):
     for key, want in (expected_params or {}).items():
         if key not in ds.meta.params:
-            raise ValueError(f"dataset '{name}' does not record the parameter '{key}' "
-                             f"(config expects {want!r}); prepare it again with this version")
+            raise ValueError(
+                f"dataset '{name}' does not record '{key}' (the config expects {key}="
+                f"{want!r}), so an older converter made it: prepare it again with "
+                f"{prepare_command(name, ds.data_dir)}")
         have = ds.meta.params[key]
         if not _same(have, want):
             raise ValueError(
