@@ -73,7 +73,8 @@ def decode_clip(clip: Clip, audio: AudioParams, frames: FrameParams,
         wave = media.load_audio(clip.audio_path, audio.sample_rate, clip.start, clip.end)
         spec = spectrogram(wave, audio)
         images = media.read_frames(clip.video_path, frames.num_frames, frames.frame_size,
-                                   clip.start, clip.end)
+                                   clip.start, clip.end,
+                                   fallback_seconds=len(wave) / audio.sample_rate)
     except media.ClipError as e:
         return clip.key, str(e)
     except Exception as e:  # a decoder bug must not stop thousands of other clips

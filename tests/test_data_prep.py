@@ -72,6 +72,8 @@ def test_crema_counts_shapes_labels_and_failure_report(crema_raw, crema_prepared
     assert failures["1091_IOM_FEA_HI"] == "silent audio"
     assert failures["1091_TIE_DIS_MD"].startswith("unreadable audio")
     assert failures["1091_ITH_HAP_XX"].startswith("unreadable video")
+    # An FLV cut to its first 1,500 bytes opens and decodes a corrupt frame or two.
+    assert failures["1091_DFA_NEU_XX"].startswith("video truncated: ")
     info = tfds.builder("crema_d_av", data_dir=crema_prepared).info
     summary = info.metadata["summary"]["per_split"]
     assert sum(v["kept"] for v in summary.values()) == len(made["good"])
@@ -418,3 +420,117 @@ def test_trainer_runs_the_paper_configs_on_fixture_data(name, crema_prepared, av
     with pytest.raises(ValueError, match=r"prepared with hop_length=\d+ but the config "
                                          r"expects hop_length=160"):
         train.train_and_evaluate(config, str(tmp_path / (name + "_bad")))
+
+
+def _all_frames_reference(path, count, size, start=None, end=None):
+    """The previous whole-clip rule: decode every frame, then sample evenly."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    fps, frames = cap.get(cv2.CAP_PROP_FPS), []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    first, last = 0, len(frames) - 1
+    if start is not None:
+        first = int(np.floor(start * fps))
+        last = min(int(np.ceil(end * fps)) - 1, last)
+    return np.stack([cv2.resize(cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB), (size, size),
+                                interpolation=cv2.INTER_AREA)
+                     for i in media.sample_indices(first, last, count)])
+
+
+class _NoFrameCount:
+    """cv2.VideoCapture whose container reports no frame count."""
+
+    import cv2
+    capture = cv2.VideoCapture  # the real one, before the tests patch it
+
+    def __init__(self, path):
+        self._cap = self.capture(path)
+
+    def get(self, prop):
+        return 0.0 if prop == self.cv2.CAP_PROP_FRAME_COUNT else self._cap.get(prop)
+
+    def __getattr__(self, name):
+        return getattr(self._cap, name)
+
+
+def test_read_frames_samples_the_same_frames_as_a_whole_clip_decode(crema_raw, ave_raw,
+                                                                   monkeypatch):
+    import cv2
+
+    croot, made = crema_raw
+    aroot, _ = ave_raw
+    flv = os.path.join(croot, "VideoFlash", made["good"][1] + ".flv")
+    mp4 = os.path.join(aroot, "AVE", "vid001b.mp4")
+    cases = [(flv, 3, None, None), (flv, 5, None, None), (mp4, 3, 2.0, 7.0),
+             (mp4, 4, 0.0, 10.0)]
+    for path, count, start, end in cases:
+        expected = _all_frames_reference(path, count, 24, start, end)
+        np.testing.assert_array_equal(media.read_frames(path, count, 24, start, end),
+                                      expected)
+    # Without the container's frame count the frames are found by a second pass.
+    monkeypatch.setattr(cv2, "VideoCapture", _NoFrameCount)
+    for path, count, start, end in cases:
+        expected = _all_frames_reference(path, count, 24, start, end)
+        np.testing.assert_array_equal(media.read_frames(path, count, 24, start, end),
+                                      expected)
+
+
+def test_truncated_and_too_short_videos_are_rejected(tmp_path, monkeypatch):
+    import cv2
+
+    full = str(tmp_path / "full.flv")
+    media_fixtures.write_video(full, media_fixtures.moving_frames(60, 48, 64, 0), 30,
+                               media_fixtures.tone(2.0, 22050, 300), 22050, "flv")
+    cut = str(tmp_path / "cut.flv")
+    with open(full, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(1500))
+    assert media.read_frames(full, 3, 16).shape == (3, 16, 16, 3)
+    # The container says 2 s; one or two frames decode.
+    with pytest.raises(media.ClipError, match=r"^video truncated: [12] frame\(s\) "
+                                              r"\(0\.0\d s\) decoded of the 6[01] "):
+        media.read_frames(cut, 1, 16)
+    # Fewer decoded frames than frames to sample, however the clip is cut.
+    short = str(tmp_path / "short.flv")
+    media_fixtures.write_video(short, media_fixtures.moving_frames(2, 48, 64, 0), 30, None,
+                               22050, "flv")
+    with pytest.raises(media.ClipError, match=r"only 2 video frame\(s\) decoded, fewer "
+                                              r"than the 3 to sample"):
+        media.read_frames(short, 3, 16)
+    assert media.read_frames(short, 2, 16).shape == (2, 16, 16, 3)
+    # A container without a frame count: the audio's length is the expected one.
+    monkeypatch.setattr(cv2, "VideoCapture", _NoFrameCount)
+    with pytest.raises(media.ClipError, match=r"video truncated: .* of the 60 \(2\.00 s\)"):
+        media.read_frames(cut, 1, 16, fallback_seconds=2.0)
+    assert media.read_frames(full, 3, 16, fallback_seconds=2.0).shape == (3, 16, 16, 3)
+
+
+def test_decoding_keeps_only_the_sampled_frames_in_memory(tmp_path):
+    """A 2,400-frame clip: decoding it keeps a few frames, not the whole clip (which
+    took 3.7 GB for a 10-minute 320 x 240 clip)."""
+    import tracemalloc
+
+    import cv2
+
+    path = str(tmp_path / "long.avi")
+    h, w = 120, 160
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (w, h))
+    frames = media_fixtures.moving_frames(60, h, w, seed=3)[..., ::-1]
+    for i in range(2400):
+        writer.write(np.ascontiguousarray(frames[i % 60]))
+    writer.release()
+    tracemalloc.start()
+    try:
+        out = media.read_frames(path, 3, 32)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (3, 32, 32, 3)
+    one_frame = h * w * 3
+    # The whole clip is 2,400 frames (138 MB); allow a few dozen small ones.
+    assert peak < 20 * one_frame, f"peak {peak / 1e6:.1f} MB while decoding"
