@@ -127,6 +127,8 @@ class AveAv(convert.AVBuilder):
                 f"the split files name {len(absent)} video(s) with no mp4 in {video_dir}, "
                 f"e.g. {sorted(set(absent))[:3]}; is the AVE download complete?")
         self.summary["same_segment_other_label"] = same_segment_other_label
+        self.split_source = "standard: " + convert.files_sha1(
+            [os.path.join(manual_dir, f) for f in SPLIT_FILES.values()])
         return clips
 
 

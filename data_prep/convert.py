@@ -14,6 +14,7 @@ again. The cache is deleted after a successful build unless `keep_work=True`.
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -61,6 +62,20 @@ class FrameParams:
 
 class DataPrepError(Exception):
     """The raw download is not what the converter expects; the message says what."""
+
+
+def files_sha1(paths: Sequence[str]) -> str:
+    """sha1 of the files' bytes, read one after the other in the given order."""
+    digest = hashlib.sha1()
+    for path in paths:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def seeded_split_source(seed: int) -> str:
+    """The `split_source` of a split drawn by the converter itself."""
+    return f"seeded random, seed {seed}"
 
 
 def decode_clip(clip: Clip, audio: AudioParams, frames: FrameParams,
@@ -154,7 +169,9 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
     """Base of the audio-visual converters (subclasses: CREMA-D, AVE, folder).
 
     Subclasses define `VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS`, `DEFAULT_AUDIO`,
-    `class_names()` and `list_clips(manual_dir)`. Preparation parameters are builder
+    `class_names()` and `list_clips(manual_dir)`, which also sets `split_source`: where
+    the splits come from, `standard: <sha1 of the split files>` or
+    `seeded random, seed N`, recorded in the metadata for the loader and the runs. Preparation parameters are builder
     arguments (not tfds configs) and recorded in the dataset's metadata; opening an
     already prepared dataset without arguments reads them back from there, so
     `tfds.data_source(name, data_dir=...)` works whatever they were.
@@ -182,6 +199,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         self.keep_work = keep_work
         self.split_options = dict(split_options or {})
         self.summary: Dict[str, Any] = {}
+        self.split_source = ""
         super().__init__(**kwargs)
 
     @classmethod
@@ -231,7 +249,8 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
             }),
             # Flat copies of the parameters so that loaders can check them by name.
             metadata=tfds.core.MetadataDict(preparation=self.preparation_metadata(),
-                                            summary=self.summary, **flat),
+                                            summary=self.summary,
+                                            split_source=self.split_source, **flat),
             # Records in clip order: the trainer shuffles anyway, and skipping tfds's
             # shuffle buckets saves a full extra write and read of the data.
             disable_shuffling=True,
@@ -263,6 +282,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         self.summary.update(per_split=per_split, seconds=round(elapsed, 1),
                             clips_per_second=round(len(clips) / max(elapsed, 1e-9), 2))
         self.info.metadata["summary"] = self.summary
+        self.info.metadata["split_source"] = self.split_source
         line = ", ".join(f"{s}: {v['kept']} kept / {v['skipped']} skipped"
                          for s, v in per_split.items())
         print(f"{self.name}: {line} ({elapsed:.0f} s, {self.workers} workers); "

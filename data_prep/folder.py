@@ -92,8 +92,10 @@ class FolderAv(convert.AVBuilder):
                 "in every row or in none (then a seeded 80/10/10 split is drawn)")
         if all(given):
             splits = [r[2] for r in rows]
+            self.split_source = "given in the CSV: " + convert.files_sha1([self.csv_path])
         else:
             splits = convert.stratified_split([r[1] for r in rows], 0.1, 0.1, SPLIT_SEED)
+            self.split_source = convert.seeded_split_source(SPLIT_SEED)
         missing = [r[0] for r in rows if not os.path.exists(r[0])]
         missing += [r[3] for r in rows if r[3] and not os.path.exists(r[3])]
         if missing:

@@ -1,6 +1,7 @@
 """Converters on generated raw trees in the exact CREMA-D / AVE layouts (real media)."""
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -112,6 +113,34 @@ def test_crema_default_split_is_seeded_and_stratified(crema_raw, tmp_path):
     assert len(val_classes) >= 5
 
 
+def test_crema_random_split_is_recorded_and_refused_by_the_crema_config(crema_prepared):
+    from avgmm.data import pipeline
+    from configs import crema as crema_config
+
+    meta = tfds.builder("crema_d_av", data_dir=crema_prepared).info.metadata
+    assert meta["split_source"] == "seeded random, seed 0"
+    expect = dict(crema_config.get_config().data.expect)
+    assert expect["split_source"] == "standard"
+    with pytest.raises(ValueError) as e:
+        pipeline.load_dataset("crema_d_av", crema_prepared, 1, expect)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("dataset 'crema_d_av' was prepared with split_source='seeded "
+                              "random, seed 0' but the config expects "
+                              "split_source='standard': ")
+    assert "python -m data_prep.crema_d --raw_dir=... --data_dir=NEW_DIR " \
+           "--split_csv_dir=DIR" in message
+    assert "config.data.expect.split_source='seeded random, seed 0'" in message
+    # The override the message names works, and the meta says which split it is.
+    expect["split_source"] = "seeded random, seed 0"
+    ds = pipeline.load_dataset("crema_d_av", crema_prepared, 1, expect)
+    assert ds.meta.split_source == "seeded random, seed 0"
+    # A pinned sha1 must match in full.
+    expect["split_source"] = "standard: 0123"
+    with pytest.raises(ValueError, match="split_source"):
+        pipeline.load_dataset("crema_d_av", crema_prepared, 1, expect)
+
+
 def test_crema_split_csv_files(tmp_path):
     """Reference split files: an incomplete download is refused; a matching one is used."""
     if not os.path.isdir(os.path.join(SHARED, "crema_d")):
@@ -140,6 +169,21 @@ def test_crema_split_csv_files(tmp_path):
     rest = {ex["id"].decode() for s in ("train", "validation")
             for ex in _all(data_dir, "crema_d_av", s)}
     assert rest == {r[0] for r in train_rows}
+    # The split is recorded as standard + the sha1 of train.csv's then test.csv's bytes,
+    # and the CREMA-D config accepts it.
+    from avgmm.data import pipeline
+    from configs import crema as crema_config
+
+    sha1 = hashlib.sha1((trimmed / "train.csv").read_bytes()
+                        + (trimmed / "test.csv").read_bytes()).hexdigest()
+    meta = tfds.builder("crema_d_av", data_dir=data_dir).info.metadata
+    assert meta["split_source"] == f"standard: {sha1}"
+    ds = pipeline.load_dataset("crema_d_av", data_dir, 1,
+                               dict(crema_config.get_config().data.expect))
+    assert ds.meta.split_source == f"standard: {sha1}"
+    # The real reference files (6,698 + 744 rows, CRLF) have this sha1.
+    assert crema_d.split_source(os.path.join(SHARED, "crema_d")) == \
+        "standard: 689614cad6ce4c86b971d7fe69774b15637ae4ef"
 
 
 def test_rerun_is_idempotent_and_other_parameters_are_refused(crema_raw, crema_prepared):
@@ -246,6 +290,10 @@ def test_ave_rows_segments_and_normalization(ave_raw, ave_prepared):
     meta = tfds.builder("ave_av", data_dir=ave_prepared).info.metadata
     assert meta["hop_length"] == 159 and meta["normalization"] == "zscore"
     assert meta["spectrogram_recipe"] == "scipy_psd_log"
+    root, _ = ave_raw
+    sha1 = hashlib.sha1(b"".join(open(os.path.join(root, f), "rb").read() for f in
+                                 ("trainSet.txt", "valSet.txt", "testSet.txt"))).hexdigest()
+    assert meta["split_source"] == f"standard: {sha1}"
     assert meta["summary"]["same_segment_other_label"] == 0
 
 
@@ -380,6 +428,7 @@ def test_folder_converter_with_and_without_splits(crema_raw, ave_raw, tmp_path):
     assert counts["validation"] > 0 and counts["test"] > 0
     info = tfds.builder("my_clips", data_dir=data_dir).info
     assert info.features["label"].names == ["ang", "dis", "event", "fea", "hap", "neu", "sad"]
+    assert info.metadata["split_source"] == "seeded random, seed 0"
     # Explicit splits are honoured; mixing rows with and without one is refused.
     explicit = ["video_path,label,split"] + [
         f"{croot}/VideoFlash/{c}.flv,{c.split('_')[2]},{'val' if i % 3 else 'train'}"
@@ -404,6 +453,8 @@ def test_trainer_runs_the_paper_configs_on_fixture_data(name, crema_prepared, av
 
     config = importlib.import_module(f"configs.{name}").get_config()
     config.data.data_dir = crema_prepared if name == "crema" else ave_prepared
+    if name == "crema":  # the fixture has the seeded random split, not the standard one
+        config.data.expect.split_source = "seeded random, seed 0"
     config.model.width = 4
     config.model.stage_sizes = (1, 1)
     config.data.image_size = 32

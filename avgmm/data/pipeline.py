@@ -49,6 +49,9 @@ class DatasetMeta:
     num_examples: Mapping[str, int]
     params: Mapping[str, Any]  # preparation parameters recorded with the data
     has_imbalance_flag: bool  # ground-truth `imbalanced` feature (synthetic data)
+    # Where the splits come from (`standard: <sha1>`, `seeded random, seed N`); empty for
+    # datasets that do not record it.
+    split_source: str = ""
 
 
 class Dataset:
@@ -97,6 +100,7 @@ class Dataset:
             num_examples={s: len(src) for s, src in self.sources.items()},
             params=dict(info.metadata or {}),
             has_imbalance_flag="imbalanced" in info.features.keys(),
+            split_source=str((info.metadata or {}).get("split_source") or ""),
         )
         self.cache: Dict[str, Dict[str, np.ndarray]] = {}
         self._prepared_dir = str(builder.data_dir)
@@ -323,11 +327,27 @@ def _check_params(ds: Dataset, name: str, expected_params: Optional[Mapping[str,
                 f"{want!r}), so an older converter made it: prepare it again with "
                 f"{prepare_command(name, ds.data_dir)}")
         have = ds.meta.params[key]
-        if not _same(have, want):
+        if key == "split_source":
+            if not _same_split(have, want):
+                raise ValueError(
+                    f"dataset '{name}' was prepared with split_source={have!r} but the "
+                    f"config expects split_source={want!r}: prepare it into a new "
+                    f"data_dir with the standard split files "
+                    f"({prepare_command(name, 'NEW_DIR')} --split_csv_dir=DIR, DIR "
+                    f"holding train.csv and test.csv) or set "
+                    f"config.data.expect.split_source={have!r}")
+        elif not _same(have, want):
             raise ValueError(
                 f"dataset '{name}' was prepared with {key}={have!r} but the config expects "
                 f"{key}={want!r}: prepare the data again with {key}={want!r} or set "
                 f"config.data.expect.{key}={have!r}")
+
+
+def _same_split(have: Any, want: Any) -> bool:
+    """A recorded `kind: detail` split source matches an expected `kind` alone (e.g.
+    `standard`) or the whole value (e.g. `standard: <sha1>`, to pin the files)."""
+    have, want = str(have), str(want)
+    return have == want or (":" not in want and have.split(":", 1)[0].strip() == want)
 
 
 def _same(a, b) -> bool:
