@@ -169,12 +169,12 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
     """Base of the audio-visual converters (subclasses: CREMA-D, AVE, folder).
 
     Subclasses define `VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS`, `DEFAULT_AUDIO`,
-    `class_names()` and `list_clips(manual_dir)`, which also sets `split_source`: where
-    the splits come from, `standard: <sha1 of the split files>` or
-    `seeded random, seed N`, recorded in the metadata for the loader and the runs. Preparation parameters are builder
-    arguments (not tfds configs) and recorded in the dataset's metadata; opening an
-    already prepared dataset without arguments reads them back from there, so
-    `tfds.data_source(name, data_dir=...)` works whatever they were.
+    `class_names()` and `list_clips(manual_dir)`, which also sets `split_source` (where
+    the splits come from: `standard: <sha1 of the split files>` or
+    `seeded random, seed N`; recorded in the metadata for the loader and the runs).
+    Preparation parameters are builder arguments (not tfds configs) and recorded in the
+    dataset's metadata; opening an already prepared dataset without arguments reads them
+    back from there, so `tfds.data_source(name, data_dir=...)` works whatever they were.
     """
 
     DEFAULT_AUDIO: AudioParams

@@ -150,8 +150,9 @@ def read_frames(path: str, count: int, size: int, start: Optional[float] = None,
     if fps > 0:
         _check_coverage(first, last, fps, hinted, start, end, fallback_seconds)
     if last - first + 1 < count:
-        raise ClipError(f"only {max(0, last - first + 1)} video frame(s) decoded, fewer than "
-                        f"the {count} to sample")
+        got = max(0, last - first + 1)
+        raise ClipError(f"only {got} video frame(s) decoded, fewer than the {count} to "
+                        "sample")
     indices = sample_indices(first, last, count)
     missing = {int(i) for i in indices} - set(kept)
     if missing:  # the container's frame count was far off: decode again for these

@@ -298,7 +298,8 @@ def prepare_command(name: str, data_dir: str) -> str:
 
 
 def _check_version(name: str, data_dir: str) -> None:
-    """Refuses a built-in dataset that only exists in versions older than its converter's."""
+    """Refuses a built-in dataset that exists only in versions older than its
+    converter's."""
     base = name.split("/")[0]
     if base not in CONVERTERS:
         return
