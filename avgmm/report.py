@@ -8,6 +8,8 @@ sample standard deviation (n - 1) over seeds. Rows are named after the paper's m
 and ablations (Baseline (Concat), w/o L_MM (alpha = 0), ...) and, where a row matches one
 of the paper's rows on CREMA-D or AVE, the paper's number stands beside ours. Writes
 `report.md` and `report.csv` into `--out` (default: the common parent of the runs).
+Where `results.json` records the dataset's `split_source` (standard split files or a
+seeded random split), a line under the table names it for every row.
 """
 
 import csv
@@ -144,6 +146,11 @@ def aggregate(runs: Sequence[Dict[str, Any]], paper: bool = True) -> List[Dict[s
         dataset = DATASETS.get(config["data"]["name"], config["data"]["name"])
         row = {"dataset": dataset, "method": label, "seeds": len(members),
                "runs": [m["run"] for m in members]}
+        sources = [m["results"]["split_source"] for m in members
+                   if m["results"].get("split_source")]
+        row["split_source"] = "; ".join(
+            s + (f" ({sources.count(s)} runs)" if len(set(sources)) > 1 else "")
+            for s in sorted(set(sources)))
         for metric, _ in METRICS:
             values = [100.0 * float(_get(m["results"], metric)) for m in members]
             row[metric] = statistics.fmean(values)
@@ -178,6 +185,11 @@ def markdown(rows: List[Dict[str, Any]], paper: bool = True) -> str:
         if paper:
             cells.append("" if r.get("paper") is None else f"{r['paper']:.2f}")
         lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
+    sources = [f"- {r['dataset']}, {r['method']}: {r['split_source']}" for r in rows
+               if r.get("split_source")]
+    if sources:
+        # Runs on a seeded random split are not comparable with the standard split's.
+        lines += ["", "Split source of the runs (from results.json):"] + sources
     return "\n".join(lines)
 
 
@@ -192,6 +204,7 @@ def write(rows: List[Dict[str, Any]], out_dir: str, paper: bool = True) -> Tuple
         fields += [m, m + ".std"]
     if paper:
         fields.append("paper")
+    fields.append("split_source")
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

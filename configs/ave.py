@@ -16,8 +16,8 @@ def get_config():
     config.data.name = "ave_av"
     config.data.num_frames = 3
     config.data.image_size = 224
-    # The preprocessing the data must have (16 kHz tiled to 10 s, STFT 512 /
-    # hop 159, log, per-sample z-score), taken from the converter itself: the loader
-    # refuses a dataset that recorded other values.
+    # The preprocessing the data must have (16 kHz tiled to 10 s, scipy's power spectral
+    # density with nperseg 512 / noverlap 353, log, per-sample z-score), taken from the
+    # converter itself: the loader refuses a dataset that recorded other values.
     config.data.expect.update(features.AVE_AUDIO.as_metadata())
     return config

@@ -8,13 +8,15 @@ Rows of `trainSet.txt` / `valSet.txt` / `testSet.txt` are
 valSet is the validation split. The 28 classes are the categories of `Annotations.txt`
 in sorted order (`CATEGORIES`).
 
-Policy for repeated ids (SPEC §6): every row is one sample, cut to its own annotated
+Policy for repeated ids: every row is one sample, cut to its own annotated
 [start, end] segment, so a video with two events gives two samples (45 ids in AVE).
 Rows of one id with identical segments and different labels are kept as given and
 counted in the conversion summary (`same_segment_other_label`).
-Audio: the mp4's track (decoded in-process by PyAV), 16 kHz mono, the segment tiled to
-exactly 10 s, STFT 512 / hop 159 without centring, log(|S| + 1e-7), per-sample z-score
--> 257 x 1004. Frames are sampled evenly inside the segment.
+Audio (the PMR reference recipe): the mp4's track (decoded in-process by PyAV), 16 kHz
+mono, the segment tiled to exactly 10 s and clipped to [-1, 1], then
+`scipy.signal.spectrogram(x, 16000, nperseg=512, noverlap=353)` (a power spectral
+density), log(psd + 1e-7), per-sample z-score -> 257 x 1004. Frames are sampled evenly
+inside the segment.
 """
 
 import collections
@@ -68,8 +70,12 @@ def read_rows(path: str) -> List[Row]:
 class AveAv(convert.AVBuilder):
     """AVE audio-visual event classification (28 classes), prepared for avgmm."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "2.0.0": "Audio by the PMR reference recipe (scipy power spectral density, "
+                 "spectrogram_recipe=scipy_psd_log) instead of a Hann STFT magnitude.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download the AVE dataset (https://github.com/YapengTian/AVE-ECCV18) and pass the "
         "directory holding AVE/ (the mp4 files), Annotations.txt, trainSet.txt, "
@@ -121,6 +127,8 @@ class AveAv(convert.AVBuilder):
                 f"the split files name {len(absent)} video(s) with no mp4 in {video_dir}, "
                 f"e.g. {sorted(set(absent))[:3]}; is the AVE download complete?")
         self.summary["same_segment_other_label"] = same_segment_other_label
+        self.split_source = "standard: " + convert.files_sha1(
+            [os.path.join(manual_dir, f) for f in SPLIT_FILES.values()])
         return clips
 
 

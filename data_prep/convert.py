@@ -14,6 +14,7 @@ again. The cache is deleted after a successful build unless `keep_work=True`.
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -63,6 +64,20 @@ class DataPrepError(Exception):
     """The raw download is not what the converter expects; the message says what."""
 
 
+def files_sha1(paths: Sequence[str]) -> str:
+    """sha1 of the files' bytes, read one after the other in the given order."""
+    digest = hashlib.sha1()
+    for path in paths:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def seeded_split_source(seed: int) -> str:
+    """The `split_source` of a split drawn by the converter itself."""
+    return f"seeded random, seed {seed}"
+
+
 def decode_clip(clip: Clip, audio: AudioParams, frames: FrameParams,
                 cache_dir: str) -> Tuple[str, Optional[str]]:
     """Decodes one clip into `cache_dir/<key>.npz`; returns `(key, failure reason or None)`."""
@@ -73,7 +88,8 @@ def decode_clip(clip: Clip, audio: AudioParams, frames: FrameParams,
         wave = media.load_audio(clip.audio_path, audio.sample_rate, clip.start, clip.end)
         spec = spectrogram(wave, audio)
         images = media.read_frames(clip.video_path, frames.num_frames, frames.frame_size,
-                                   clip.start, clip.end)
+                                   clip.start, clip.end,
+                                   fallback_seconds=len(wave) / audio.sample_rate)
     except media.ClipError as e:
         return clip.key, str(e)
     except Exception as e:  # a decoder bug must not stop thousands of other clips
@@ -153,10 +169,12 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
     """Base of the audio-visual converters (subclasses: CREMA-D, AVE, folder).
 
     Subclasses define `VERSION`, `MANUAL_DOWNLOAD_INSTRUCTIONS`, `DEFAULT_AUDIO`,
-    `class_names()` and `list_clips(manual_dir)`. Preparation parameters are builder
-    arguments (not tfds configs) and recorded in the dataset's metadata; opening an
-    already prepared dataset without arguments reads them back from there, so
-    `tfds.data_source(name, data_dir=...)` works whatever they were.
+    `class_names()` and `list_clips(manual_dir)`, which also sets `split_source` (where
+    the splits come from: `standard: <sha1 of the split files>` or
+    `seeded random, seed N`; recorded in the metadata for the loader and the runs).
+    Preparation parameters are builder arguments (not tfds configs) and recorded in the
+    dataset's metadata; opening an already prepared dataset without arguments reads them
+    back from there, so `tfds.data_source(name, data_dir=...)` works whatever they were.
     """
 
     DEFAULT_AUDIO: AudioParams
@@ -181,6 +199,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         self.keep_work = keep_work
         self.split_options = dict(split_options or {})
         self.summary: Dict[str, Any] = {}
+        self.split_source = ""
         super().__init__(**kwargs)
 
     @classmethod
@@ -239,7 +258,8 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
             }),
             # Flat copies of the parameters so that loaders can check them by name.
             metadata=tfds.core.MetadataDict(preparation=self.preparation_metadata(),
-                                            summary=self.summary, **flat),
+                                            summary=self.summary,
+                                            split_source=self.split_source, **flat),
             # Records in clip order: the trainer shuffles anyway, and skipping tfds's
             # shuffle buckets saves a full extra write and read of the data.
             disable_shuffling=True,
@@ -271,6 +291,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         self.summary.update(per_split=per_split, seconds=round(elapsed, 1),
                             clips_per_second=round(len(clips) / max(elapsed, 1e-9), 2))
         self.info.metadata["summary"] = self.summary
+        self.info.metadata["split_source"] = self.split_source
         line = ", ".join(f"{s}: {v['kept']} kept / {v['skipped']} skipped"
                          for s, v in per_split.items())
         print(f"{self.name}: {line} ({elapsed:.0f} s, {self.workers} workers); "

@@ -7,8 +7,10 @@ Clips are named `<actor>_<sentence>_<EMO>_<level>`; the class is EMO (ANG, DIS, 
 HAP, NEU, SAD). Splits: by default a seeded split with the paper's sizes (6,698 train /
 744 test out of 7,442); with `--split_csv_dir`, the `train.csv` / `test.csv` files
 (`<id>,<EMO>` rows) shipped by the public reference code, for results comparable with
-published numbers. Validation is 10% of train, drawn per class with a fixed seed.
-Audio: 22,050 Hz, 3 s, STFT 512 / hop 353, log(|S| + 1e-7) -> 257 x 188 (SPEC §6).
+published numbers. Validation is 10% of train, drawn per class with a fixed seed. The
+metadata records the split as `split_source`: `standard: <sha1 of train.csv + test.csv>`
+or `seeded random, seed 0`; `configs/crema.py` expects the standard one.
+Audio: 22,050 Hz, 3 s, STFT 512 / hop 353, log(|S| + 1e-7) -> 257 x 188.
 """
 
 import csv
@@ -45,11 +47,21 @@ def read_split_csv(path: str) -> Dict[str, str]:
     return out
 
 
+def split_source(csv_dir: str) -> str:
+    """`standard: <sha1>` of the split files: sha1 over the bytes of `train.csv` followed
+    by those of `test.csv`, so a result names the exact split it was trained on."""
+    paths = [os.path.join(csv_dir, name) for name in ("train.csv", "test.csv")]
+    return f"standard: {convert.files_sha1(paths)}"
+
+
 class CremaDAv(convert.AVBuilder):
     """CREMA-D audio-visual emotion recognition (6 classes), prepared for avgmm."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Records spectrogram_recipe and split_source; same audio and frames.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download CREMA-D (https://github.com/CheyneyComputerScience/CREMA-D) and pass "
         "its root, the directory holding AudioWAV/ and VideoFlash/, as --raw_dir.")
@@ -105,12 +117,14 @@ class CremaDAv(convert.AVBuilder):
                         f"{clip} is labelled {emo} in the split files but its name says "
                         f"{labels[clip]}")
             train_ids, test_ids = sorted(train), sorted(test)
+            self.split_source = split_source(csv_dir)
         else:
             ids = sorted(labels)
             order = np.random.default_rng(SPLIT_SEED).permutation(len(ids))
             n_test = int(round(len(ids) * PAPER_TEST / (PAPER_TRAIN + PAPER_TEST)))
             test_ids = sorted(ids[i] for i in order[:n_test])
             train_ids = sorted(ids[i] for i in order[n_test:])
+            self.split_source = convert.seeded_split_source(SPLIT_SEED)
         split_of = dict(zip(train_ids, convert.stratified_split(
             [labels[c] for c in train_ids], VALIDATION_FRACTION, 0.0, SPLIT_SEED)))
         split_of.update({c: "test" for c in test_ids})

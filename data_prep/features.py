@@ -7,16 +7,28 @@ import numpy as np
 
 LOG_EPS = 1e-7
 NORMALIZATIONS = ("none", "zscore")
+# How the tiled waveform becomes a time-frequency image (see `log_spectrogram`).
+STFT_LOG_MAGNITUDE = "stft_log_magnitude"
+SCIPY_PSD_LOG = "scipy_psd_log"
+RECIPES = (STFT_LOG_MAGNITUDE, SCIPY_PSD_LOG)
 
 
 @dataclasses.dataclass(frozen=True)
 class AudioParams:
-    """How a waveform becomes the `audio` feature (SPEC §6).
+    """How a waveform becomes the `audio` feature.
 
-    The waveform is tiled (repeated) until it is `clip_seconds` long, cut to exactly that,
-    clipped to [-1, 1], and turned into `log(|STFT| + 1e-7)` with a Hann window; `center`
-    pads by `n_fft // 2` on both sides as librosa does (CREMA-D's recipe) or not (AVE's,
-    which gives 1 + (N - n_fft) // hop frames). `zscore` then standardizes each sample.
+    The waveform is tiled (repeated) until it is `clip_seconds` long, cut to exactly that
+    and clipped to [-1, 1]. Then, by `spectrogram_recipe`:
+
+    - `stft_log_magnitude` (CREMA-D's recipe): `log(|STFT| + 1e-7)` with a Hann window;
+      `center` pads by `n_fft // 2` on both sides as librosa does, or not.
+    - `scipy_psd_log` (AVE's recipe, from the PMR reference code):
+      `log(psd + 1e-7)` where `psd` is `scipy.signal.spectrogram(x, sample_rate,
+      nperseg=n_fft, noverlap=n_fft - hop_length)` with scipy's defaults (Tukey(0.25)
+      window, constant detrend, one-sided power spectral density); never centred, so it
+      gives 1 + (N - n_fft) // hop frames.
+
+    `zscore` then standardizes each sample: `(S - mean) / (std + 1e-9)`.
     """
 
     sample_rate: int
@@ -25,14 +37,24 @@ class AudioParams:
     hop_length: int = 353
     center: bool = True
     normalization: str = "none"
+    spectrogram_recipe: str = STFT_LOG_MAGNITUDE
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization={self.normalization!r}: use one of "
                              f"{NORMALIZATIONS}")
+        if self.spectrogram_recipe not in RECIPES:
+            raise ValueError(f"spectrogram_recipe={self.spectrogram_recipe!r}: use one of "
+                             f"{RECIPES}")
+        if self.spectrogram_recipe == SCIPY_PSD_LOG and self.center:
+            raise ValueError(f"spectrogram_recipe={SCIPY_PSD_LOG!r} has no centred frames: "
+                             "use center=False")
         for name in ("sample_rate", "n_fft", "hop_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.hop_length > self.n_fft and self.spectrogram_recipe == SCIPY_PSD_LOG:
+            raise ValueError(f"hop_length={self.hop_length} > n_fft={self.n_fft}: scipy's "
+                             "segments must overlap or touch")
         if self.clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be > 0, got {self.clip_seconds}")
 
@@ -56,24 +78,39 @@ def fit_length(wave: np.ndarray, num_samples: int) -> np.ndarray:
     return np.tile(wave, reps)[:num_samples]
 
 
-def spectrogram(wave: np.ndarray, params: AudioParams) -> np.ndarray:
-    """float16 `[F, T]` log-magnitude spectrogram of a mono waveform."""
-    import librosa
-
+def log_spectrogram(wave: np.ndarray, params: AudioParams) -> np.ndarray:
+    """float32 `[F, T]` log spectrogram of a mono waveform, by `params`'s recipe."""
     x = np.clip(fit_length(np.asarray(wave, np.float32), params.num_samples), -1.0, 1.0)
-    stft = librosa.stft(x, n_fft=params.n_fft, hop_length=params.hop_length,
-                        window="hann", center=params.center)
-    spec = np.log(np.abs(stft) + LOG_EPS)
+    if params.spectrogram_recipe == SCIPY_PSD_LOG:
+        from scipy import signal
+
+        _, _, psd = signal.spectrogram(x, params.sample_rate, nperseg=params.n_fft,
+                                       noverlap=params.n_fft - params.hop_length)
+        spec = np.log(psd + LOG_EPS)
+    else:
+        import librosa
+
+        stft = librosa.stft(x, n_fft=params.n_fft, hop_length=params.hop_length,
+                            window="hann", center=params.center)
+        spec = np.log(np.abs(stft) + LOG_EPS)
     if params.normalization == "zscore":
         spec = (spec - spec.mean()) / (spec.std() + 1e-9)
     assert spec.shape == params.shape, (spec.shape, params.shape)
-    return spec.astype(np.float16)
+    return spec.astype(np.float32)
+
+
+def spectrogram(wave: np.ndarray, params: AudioParams) -> np.ndarray:
+    """The stored `audio` feature: `log_spectrogram` as float16 `[F, T]`."""
+    return log_spectrogram(wave, params).astype(np.float16)
 
 
 CREMA_D_AUDIO = AudioParams(sample_rate=22050, clip_seconds=3.0, n_fft=512, hop_length=353,
-                            center=True, normalization="none")
+                            center=True, normalization="none",
+                            spectrogram_recipe=STFT_LOG_MAGNITUDE)
+# nperseg 512, noverlap 353 -> hop 159: 257 x 1004 for 10 s at 16 kHz.
 AVE_AUDIO = AudioParams(sample_rate=16000, clip_seconds=10.0, n_fft=512, hop_length=159,
-                        center=False, normalization="zscore")
+                        center=False, normalization="zscore",
+                        spectrogram_recipe=SCIPY_PSD_LOG)
 # 8 kHz (FSDD's native rate), 1 s; a 126-point STFT with hop 125 gives 64 x 65.
 AV_MNIST_AUDIO = AudioParams(sample_rate=8000, clip_seconds=1.0, n_fft=126, hop_length=125,
                              center=True, normalization="none")

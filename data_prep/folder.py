@@ -2,7 +2,8 @@
 
     python -m data_prep.folder --csv=clips.csv --data_dir=~/avgmm_data [--name=my_av]
         [--sample_rate=22050 --clip_seconds=3 --n_fft=512 --hop_length=353
-         --center=true --normalization=none] [--num_frames=3 --frame_size=224]
+         --center=true --normalization=none --spectrogram_recipe=stft_log_magnitude]
+        [--num_frames=3 --frame_size=224]
 
 `clips.csv` rows: `video_path,label[,split][,audio_path]` (an optional header line
 starting with `video_path`). Relative paths are relative to the CSV's folder. Without
@@ -22,6 +23,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 
 from data_prep import convert
+from data_prep import features
 from data_prep.features import AudioParams
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -63,8 +65,11 @@ def read_clip_csv(path: str) -> List[Row]:
 class FolderAv(convert.AVBuilder):
     """A user's own audio-visual clips listed in a CSV, prepared for avgmm."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Records spectrogram_recipe and split_source.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = "List your clips in a CSV and pass it as --csv."
     DEFAULT_AUDIO = AudioParams(sample_rate=22050, clip_seconds=3.0)
 
@@ -87,8 +92,10 @@ class FolderAv(convert.AVBuilder):
                 "in every row or in none (then a seeded 80/10/10 split is drawn)")
         if all(given):
             splits = [r[2] for r in rows]
+            self.split_source = "given in the CSV: " + convert.files_sha1([self.csv_path])
         else:
             splits = convert.stratified_split([r[1] for r in rows], 0.1, 0.1, SPLIT_SEED)
+            self.split_source = convert.seeded_split_source(SPLIT_SEED)
         missing = [r[0] for r in rows if not os.path.exists(r[0])]
         missing += [r[3] for r in rows if r[3] and not os.path.exists(r[3])]
         if missing:
@@ -124,7 +131,8 @@ def main(argv):
         cls = builder_class(FLAGS.name)
         audio = AudioParams(sample_rate=FLAGS.sample_rate, clip_seconds=FLAGS.clip_seconds,
                             n_fft=FLAGS.n_fft, hop_length=FLAGS.hop_length,
-                            center=FLAGS.center, normalization=FLAGS.normalization)
+                            center=FLAGS.center, normalization=FLAGS.normalization,
+                            spectrogram_recipe=FLAGS.spectrogram_recipe)
         csv_path = os.path.abspath(os.path.expanduser(FLAGS.csv))
         builder = convert.prepare(
             cls, os.path.dirname(csv_path), FLAGS.data_dir, audio=audio,
@@ -146,5 +154,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("hop_length", 353, "STFT hop.")
     flags.DEFINE_bool("center", True, "Centred STFT frames (librosa's default).")
     flags.DEFINE_enum("normalization", "none", ["none", "zscore"], "Per-sample normalization.")
+    flags.DEFINE_enum("spectrogram_recipe", features.STFT_LOG_MAGNITUDE, features.RECIPES,
+                      "stft_log_magnitude (CREMA-D's) or scipy_psd_log (AVE's; needs "
+                      "--center=false).")
     flags.mark_flag_as_required("csv")
     app.run(main)

@@ -7,7 +7,7 @@ No system ffmpeg is needed: PyAV's and OpenCV's wheels bundle their own FFmpeg.
 
 import math
 import os
-from typing import Optional
+from typing import Dict, Optional, Set, Tuple
 
 import numpy as np
 
@@ -96,12 +96,29 @@ def sample_indices(first: int, last: int, count: int) -> np.ndarray:
     return first + np.floor((np.arange(count) + 0.5) * span / count).astype(np.int64)
 
 
+# A clip whose decoded video covers less than this fraction of what its container (or
+# its audio) says is truncated: its few frames would stand for the whole clip.
+MIN_VIDEO_COVERAGE = 0.5
+# Frames kept either side of each frame the container's frame count points at, so that a
+# count that is off by a few (FLV files often say one too many) needs no second pass.
+_SLACK = 4
+
+
 def read_frames(path: str, count: int, size: int, start: Optional[float] = None,
-                end: Optional[float] = None) -> np.ndarray:
+                end: Optional[float] = None,
+                fallback_seconds: Optional[float] = None) -> np.ndarray:
     """`count` RGB frames sampled evenly from the clip (or from `[start, end)` seconds),
     resized to `size` x `size`; uint8 `[count, size, size, 3]`.
 
-    Frames are decoded sequentially (seeking by index is unreliable in FLV files).
+    Frames are decoded sequentially (seeking by index is unreliable in FLV files) but
+    only the frames near the sampled ones are kept, each resized at once, so memory does
+    not grow with the clip's length or resolution. The sampled indices are those of
+    `sample_indices` over the frames that actually decode.
+
+    Raises `ClipError` for a clip whose decoded frames cover less than
+    `MIN_VIDEO_COVERAGE` of its expected length (the container's frame count, or
+    `fallback_seconds` of audio when the container gives none), or that has fewer than
+    `count` distinct frames in the asked span.
     """
     import cv2
 
@@ -114,25 +131,92 @@ def read_frames(path: str, count: int, size: int, start: Optional[float] = None,
         if not cap.isOpened():
             raise ClipError("unreadable video (OpenCV could not open it)")
         fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
+        hinted = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if (start is not None or end is not None) and fps <= 0:
+            raise ClipError("video has no frame rate; cannot cut a segment")
+        # Frames at and after `stop` are never sampled: no need to decode them.
+        stop = None if end is None else int(math.ceil(end * fps))
+        guess = _span(start, end, fps, hinted if hinted > 0 else stop)
+        wanted = set()
+        if guess is not None and guess[0] <= guess[1]:
+            for i in sample_indices(*guess, count):
+                wanted.update(range(i - _SLACK, i + _SLACK + 1))
+        kept, decoded = _grab(cap, wanted, stop, size)
     finally:
         cap.release()
-    if not frames:
+    if decoded == 0:
         raise ClipError("no video frames decoded")
-    first, last = 0, len(frames) - 1
+    first, last = _span(start, end, fps, decoded)
+    if fps > 0:
+        _check_coverage(first, last, fps, hinted, start, end, fallback_seconds)
+    if last - first + 1 < count:
+        got = max(0, last - first + 1)
+        raise ClipError(f"only {got} video frame(s) decoded, fewer than the {count} to "
+                        "sample")
+    indices = sample_indices(first, last, count)
+    missing = {int(i) for i in indices} - set(kept)
+    if missing:  # the container's frame count was far off: decode again for these
+        cap = cv2.VideoCapture(path)
+        try:
+            more, _ = _grab(cap, missing, max(missing) + 1, size)
+        finally:
+            cap.release()
+        kept.update(more)
+        if missing - set(kept):
+            raise ClipError(f"video frames {sorted(missing - set(kept))} could not be "
+                            "decoded again")
+    return np.stack([kept[int(i)] for i in indices])
+
+
+def _span(start: Optional[float], end: Optional[float], fps: float,
+          total: Optional[int]) -> Optional[Tuple[int, int]]:
+    """`(first, last)` frame indices of `[start, end)` in a clip of `total` frames (the
+    whole clip without `start` / `end`); None when `total` is unknown."""
+    if not total:
+        return None
+    first, last = 0, total - 1
     if start is not None or end is not None:
-        if fps <= 0:
-            raise ClipError("video has no frame rate; cannot cut a segment")
-        first = min(int(math.floor((start or 0.0) * fps)), last)
+        first = int(math.floor((start or 0.0) * fps))
         if end is not None:
-            last = max(first, min(int(math.ceil(end * fps)) - 1, last))
-    out = np.empty((count, size, size, 3), np.uint8)
-    for k, i in enumerate(sample_indices(first, last, count)):
-        rgb = cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB)
-        out[k] = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    return out
+            last = min(int(math.ceil(end * fps)) - 1, last)
+    return first, last
+
+
+def _grab(cap, wanted: Set[int], stop: Optional[int],
+          size: int) -> Tuple[Dict[int, np.ndarray], int]:
+    """Decodes frames in order up to `stop` (or the end); returns the `wanted` ones as
+    RGB `size` x `size` and how many frames decoded."""
+    import cv2
+
+    kept: Dict[int, np.ndarray] = {}
+    index = 0
+    while stop is None or index < stop:
+        if not cap.grab():
+            break
+        if index in wanted:
+            ok, frame = cap.retrieve()
+            if ok and frame is not None:
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                kept[index] = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        index += 1
+    return kept, index
+
+
+def _check_coverage(first: int, last: int, fps: float, hinted: int, start: Optional[float],
+                    end: Optional[float], fallback_seconds: Optional[float]) -> None:
+    """Raises `ClipError` when the decoded span is far shorter than the expected one."""
+    lo = start or 0.0
+    if hinted > 0:
+        clip_end = hinted / fps
+    elif fallback_seconds:
+        # The audio of a segment starts at `start`; a whole clip's at 0.
+        clip_end = lo + fallback_seconds
+    else:
+        return
+    span_end = clip_end if end is None else min(end, clip_end)
+    expected = (span_end - lo) * fps
+    got = max(0, last - first + 1)
+    if expected > 0 and got < MIN_VIDEO_COVERAGE * expected:
+        raise ClipError(
+            f"video truncated: {got} frame(s) ({got / fps:.2f} s) decoded of the "
+            f"{expected:.0f} ({expected / fps:.2f} s) expected")

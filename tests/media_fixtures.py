@@ -32,6 +32,12 @@ def write_wav(path: str, samples: np.ndarray, sr: int) -> None:
         w.writeframes(pcm.tobytes())
 
 
+def truncate_file(path: str, size: int) -> None:
+    """Cuts a file to its first `size` bytes, like an interrupted download."""
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
 def moving_frames(n: int, height: int, width: int, seed: int) -> np.ndarray:
     """`n` RGB frames of a coloured square moving across a gradient."""
     rng = np.random.default_rng(seed)
@@ -88,8 +94,9 @@ def make_crema_tree(root: str, per_class: int = 3, frame_hw: Tuple[int, int] = (
 
     `ids` gives explicit `(clip_id, EMO)` pairs (e.g. from the real split files);
     otherwise `per_class` clips of each emotion with made-up actor/sentence ids. With
-    `broken`, four more clips are added: a zero-byte WAV, a truncated WAV, a silent WAV
-    and an FLV whose bytes are a text file.
+    `broken`, five more clips are added: a zero-byte WAV, a truncated WAV, a silent WAV,
+    an FLV whose bytes are a text file and an FLV cut to its first 1,500 bytes (which
+    OpenCV opens and decodes to one or two corrupt frames).
     """
     os.makedirs(os.path.join(root, "AudioWAV"), exist_ok=True)
     os.makedirs(os.path.join(root, "VideoFlash"), exist_ok=True)
@@ -110,7 +117,8 @@ def make_crema_tree(root: str, per_class: int = 3, frame_hw: Tuple[int, int] = (
     bad = []
     if broken:
         specs = {"1091_IEO_ANG_LO": "empty", "1091_TIE_DIS_MD": "truncated",
-                 "1091_IOM_FEA_HI": "silent", "1091_ITH_HAP_XX": "video-not-video"}
+                 "1091_IOM_FEA_HI": "silent", "1091_ITH_HAP_XX": "video-not-video",
+                 "1091_DFA_NEU_XX": "truncated-video"}
         for clip, kind in specs.items():
             wav = os.path.join(root, "AudioWAV", clip + ".wav")
             flv = os.path.join(root, "VideoFlash", clip + ".flv")
@@ -124,6 +132,9 @@ def make_crema_tree(root: str, per_class: int = 3, frame_hw: Tuple[int, int] = (
                     f.truncate(30)  # header cut short: no readable samples
             elif kind == "silent":
                 write_wav(wav, np.zeros(32000, np.float32), 16000)
+            elif kind == "truncated-video":
+                write_wav(wav, tone(2.0, 16000, 300), 16000)
+                truncate_file(flv, 1500)
             else:
                 write_wav(wav, tone(2.0, 16000, 300), 16000)
                 with open(flv, "w") as f:

@@ -145,3 +145,34 @@ def test_report_markdown_escapes_pipes_in_labels():
     assert split(line)[1].strip() == "w/o \\|g\\|^2 (beta = 0)"
     with pytest.raises(report.ReportError, match="no finished run"):
         report.find_runs([os.path.dirname(__file__)])
+
+
+def test_report_names_each_rows_split_source(tmp_path):
+    """Runs whose results.json records the dataset's split source: a line per row under
+    the table (and a CSV column), so a seeded random split cannot pass for the standard."""
+    from configs import crema
+
+    config = json.loads(crema.get_config().to_json())
+    metrics = {"test_accuracy": 0.5, "last_epoch": {"accuracy": 0.5},
+               "test_accuracy_audio": 0.4, "test_accuracy_visual": 0.3,
+               "peer_protocol_best_test_accuracy": 0.6}
+    runs = (("a", 0, "adaptive", "standard: 6896"), ("b", 1, "adaptive", "standard: 6896"),
+            ("c", 0, "concat", "seeded random, seed 0"), ("d", 0, "warmup_only", None))
+    for name, seed, method, source in runs:
+        os.makedirs(tmp_path / name)
+        with open(tmp_path / name / "config.json", "w") as f:
+            json.dump(dict(config, seed=seed, method=method), f)
+        with open(tmp_path / name / "results.json", "w") as f:
+            json.dump(dict(metrics, **({"split_source": source} if source else {})), f)
+    rows = report.aggregate([report.load(r) for r in report.find_runs([str(tmp_path)])])
+    md = report.markdown(rows)
+    table, notes = md.split("\n\nSplit source of the runs (from results.json):\n")
+    assert table.count("\n|") == 4  # header, separator, three rows
+    assert notes.splitlines() == [
+        "- CREMA-D, Ours (full; SGD, reset state): standard: 6896",
+        "- CREMA-D, Baseline (Concat): seeded random, seed 0"]
+    _, csv_path = report.write(rows, str(tmp_path / "out"))
+    with open(csv_path, newline="") as f:
+        table = {r["method"]: r["split_source"] for r in csv.DictReader(f)}
+    assert table["Baseline (Concat)"] == "seeded random, seed 0"
+    assert table["Warm-up loss only"] == ""

@@ -1,6 +1,7 @@
 """Converters on generated raw trees in the exact CREMA-D / AVE layouts (real media)."""
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -72,12 +73,15 @@ def test_crema_counts_shapes_labels_and_failure_report(crema_raw, crema_prepared
     assert failures["1091_IOM_FEA_HI"] == "silent audio"
     assert failures["1091_TIE_DIS_MD"].startswith("unreadable audio")
     assert failures["1091_ITH_HAP_XX"].startswith("unreadable video")
+    # An FLV cut to its first 1,500 bytes opens and decodes a corrupt frame or two.
+    assert failures["1091_DFA_NEU_XX"].startswith("video truncated: ")
     info = tfds.builder("crema_d_av", data_dir=crema_prepared).info
     summary = info.metadata["summary"]["per_split"]
     assert sum(v["kept"] for v in summary.values()) == len(made["good"])
     assert sum(v["skipped"] for v in summary.values()) == len(made["broken"])
     for key, value in {"sample_rate": 22050, "clip_seconds": 3.0, "n_fft": 512,
                        "hop_length": 353, "normalization": "none", "frame_size": 32,
+                       "spectrogram_recipe": "stft_log_magnitude",
                        "num_frames": 3}.items():
         assert info.metadata[key] == value
 
@@ -109,6 +113,34 @@ def test_crema_default_split_is_seeded_and_stratified(crema_raw, tmp_path):
     assert len(val_classes) >= 5
 
 
+def test_crema_random_split_is_recorded_and_refused_by_the_crema_config(crema_prepared):
+    from avgmm.data import pipeline
+    from configs import crema as crema_config
+
+    meta = tfds.builder("crema_d_av", data_dir=crema_prepared).info.metadata
+    assert meta["split_source"] == "seeded random, seed 0"
+    expect = dict(crema_config.get_config().data.expect)
+    assert expect["split_source"] == "standard"
+    with pytest.raises(ValueError) as e:
+        pipeline.load_dataset("crema_d_av", crema_prepared, 1, expect)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("dataset 'crema_d_av' was prepared with split_source='seeded "
+                              "random, seed 0' but the config expects "
+                              "split_source='standard': ")
+    assert "python -m data_prep.crema_d --raw_dir=... --data_dir=NEW_DIR " \
+           "--split_csv_dir=DIR" in message
+    assert "config.data.expect.split_source='seeded random, seed 0'" in message
+    # The override the message names works, and the meta says which split it is.
+    expect["split_source"] = "seeded random, seed 0"
+    ds = pipeline.load_dataset("crema_d_av", crema_prepared, 1, expect)
+    assert ds.meta.split_source == "seeded random, seed 0"
+    # A pinned sha1 must match in full.
+    expect["split_source"] = "standard: 0123"
+    with pytest.raises(ValueError, match="split_source"):
+        pipeline.load_dataset("crema_d_av", crema_prepared, 1, expect)
+
+
 def test_crema_split_csv_files(tmp_path):
     """Reference split files: an incomplete download is refused; a matching one is used."""
     if not os.path.isdir(os.path.join(SHARED, "crema_d")):
@@ -137,11 +169,26 @@ def test_crema_split_csv_files(tmp_path):
     rest = {ex["id"].decode() for s in ("train", "validation")
             for ex in _all(data_dir, "crema_d_av", s)}
     assert rest == {r[0] for r in train_rows}
+    # The split is recorded as standard + the sha1 of train.csv's then test.csv's bytes,
+    # and the CREMA-D config accepts it.
+    from avgmm.data import pipeline
+    from configs import crema as crema_config
+
+    sha1 = hashlib.sha1((trimmed / "train.csv").read_bytes()
+                        + (trimmed / "test.csv").read_bytes()).hexdigest()
+    meta = tfds.builder("crema_d_av", data_dir=data_dir).info.metadata
+    assert meta["split_source"] == f"standard: {sha1}"
+    ds = pipeline.load_dataset("crema_d_av", data_dir, 1,
+                               dict(crema_config.get_config().data.expect))
+    assert ds.meta.split_source == f"standard: {sha1}"
+    # The real reference files (6,698 + 744 rows, CRLF) have this sha1.
+    assert crema_d.split_source(os.path.join(SHARED, "crema_d")) == \
+        "standard: 689614cad6ce4c86b971d7fe69774b15637ae4ef"
 
 
 def test_rerun_is_idempotent_and_other_parameters_are_refused(crema_raw, crema_prepared):
     root, _ = crema_raw
-    version_dir = os.path.join(crema_prepared, "crema_d_av", "1.0.0")
+    version_dir = os.path.join(crema_prepared, "crema_d_av", str(crema_d.CremaDAv.VERSION))
     before = {f: os.path.getmtime(os.path.join(version_dir, f)) for f in os.listdir(version_dir)}
     convert.prepare(crema_d.CremaDAv, root, crema_prepared, frames=SMALL, workers=2)
     after = {f: os.path.getmtime(os.path.join(version_dir, f)) for f in os.listdir(version_dir)}
@@ -242,21 +289,112 @@ def test_ave_rows_segments_and_normalization(ave_raw, ave_prepared):
     assert [r["id"] for r in failures] == ["brokenzz_0_10"]
     meta = tfds.builder("ave_av", data_dir=ave_prepared).info.metadata
     assert meta["hop_length"] == 159 and meta["normalization"] == "zscore"
+    assert meta["spectrogram_recipe"] == "scipy_psd_log"
+    root, _ = ave_raw
+    sha1 = hashlib.sha1(b"".join(open(os.path.join(root, f), "rb").read() for f in
+                                 ("trainSet.txt", "valSet.txt", "testSet.txt"))).hexdigest()
+    assert meta["split_source"] == f"standard: {sha1}"
     assert meta["summary"]["same_segment_other_label"] == 0
 
 
 def test_ave_segment_audio_is_the_tiled_segment(ave_raw):
-    """The spectrogram of a [start, end) segment equals that of the cut waveform tiled."""
+    """The spectrogram of a [start, end) segment is the PMR recipe on the cut waveform
+    tiled to 10 s: scipy's power spectral density, log, per-sample z-score."""
+    from scipy import signal
+
     root, _ = ave_raw
     path = os.path.join(root, "AVE", "vid001b.mp4")
     full = media.load_audio(path, 16000)
     seg = media.load_audio(path, 16000, start=2.0, end=7.0)
     np.testing.assert_array_equal(seg, full[32000:112000])
-    spec = features.spectrogram(seg, features.AVE_AUDIO).astype(np.float32)
-    tiled = np.tile(seg, 2)[:160000]
-    ref = np.log(np.abs(librosa.stft(tiled, n_fft=512, hop_length=159, center=False)) + 1e-7)
-    ref = (ref - ref.mean()) / ref.std()
-    np.testing.assert_allclose(spec, ref, atol=1e-2)
+    spec = features.log_spectrogram(seg, features.AVE_AUDIO)
+    tiled = np.clip(np.tile(seg, 2)[:160000], -1, 1)
+    _, _, psd = signal.spectrogram(tiled, 16000, nperseg=512, noverlap=353)
+    ref = np.log(psd + 1e-7)
+    ref = (ref - ref.mean()) / (ref.std() + 1e-9)
+    assert spec.shape == ref.shape == (257, 1004)
+    np.testing.assert_allclose(spec, ref, rtol=1e-5, atol=1e-5)
+    # The stored float16 feature is the same up to float16 rounding.
+    np.testing.assert_allclose(features.spectrogram(seg, features.AVE_AUDIO), ref,
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_ave_recipe_is_scipys_spectrogram_not_an_stft_magnitude():
+    """A synthetic 3.3 s segment with a loud and a quiet tone: tiled to exactly 160,000
+    samples, clipped, then scipy.signal.spectrogram with its defaults."""
+    from scipy import signal
+
+    rng = np.random.default_rng(0)
+    t = np.arange(int(3.3 * 16000)) / 16000
+    seg = (1.4 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.sin(2 * np.pi * 3000 * t)
+           + 0.001 * rng.standard_normal(len(t))).astype(np.float32)  # clips at +-1
+    x = np.clip(np.concatenate([seg] * 4)[:160000], -1.0, 1.0)
+    _, _, psd = signal.spectrogram(x, 16000, nperseg=512, noverlap=353)
+    ref = np.log(psd + 1e-7)
+    ref = (ref - ref.mean()) / (ref.std() + 1e-9)
+    spec = features.log_spectrogram(seg, features.AVE_AUDIO)
+    assert spec.shape == features.AVE_AUDIO.shape == (257, 1004)
+    np.testing.assert_allclose(spec, ref, rtol=1e-5, atol=1e-5)
+    assert features.AVE_AUDIO.as_metadata()["spectrogram_recipe"] == "scipy_psd_log"
+    # CREMA-D keeps its librosa STFT magnitude recipe.
+    assert features.CREMA_D_AUDIO.spectrogram_recipe == "stft_log_magnitude"
+    assert features.CREMA_D_AUDIO.shape == (257, 188)
+    with pytest.raises(ValueError, match="center=False"):
+        features.AudioParams(16000, 10.0, center=True, spectrogram_recipe="scipy_psd_log")
+
+
+def _as_old_ave(prepared: str, old_dir: str, drop_recipe: bool = True) -> None:
+    """A copy of a prepared AVE set as the previous converter left it: version 1.0.0 and
+    no `spectrogram_recipe` in its metadata."""
+    import shutil
+
+    src = os.path.join(prepared, "ave_av", str(ave.AveAv.VERSION))
+    dst = os.path.join(old_dir, "ave_av", "1.0.0")
+    shutil.copytree(src, dst)
+    info_path = os.path.join(dst, "dataset_info.json")
+    with open(info_path) as f:
+        info = json.load(f)
+    info["version"] = "1.0.0"
+    with open(info_path, "w") as f:
+        json.dump(info, f)
+    meta_path = os.path.join(dst, "metadata.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if drop_recipe:
+        meta.pop("spectrogram_recipe")
+        meta["preparation"]["audio"].pop("spectrogram_recipe")
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+
+
+def test_an_ave_set_from_the_old_converter_is_refused(ave_prepared, tmp_path):
+    from avgmm.data import pipeline
+    from configs import ave as ave_config
+
+    old = str(tmp_path / "old")
+    _as_old_ave(ave_prepared, old)
+    expect = dict(ave_config.get_config().data.expect)
+    assert expect["spectrogram_recipe"] == "scipy_psd_log"
+    with pytest.raises(ValueError) as e:
+        pipeline.load_dataset("ave_av", old, 3, expect)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "older converter (version 1.0.0; this code reads 2.0.0)" in message
+    assert f"python -m data_prep.ave --raw_dir=... --data_dir={old}" in message
+    # Where the converters are not importable, tfds reads the old version from its files
+    # and the recipe the config expects is missing: the same advice.
+    script = (
+        "import sys; sys.modules['data_prep.ave'] = None\n"
+        "from avgmm.data import pipeline\n"
+        f"try:\n    pipeline.load_dataset('ave_av', {old!r}, 3, {expect!r})\n"
+        "except ValueError as e:\n    print('REFUSED', e)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert ("REFUSED dataset 'ave_av' does not record 'spectrogram_recipe' (the config "
+            "expects spectrogram_recipe='scipy_psd_log')") in out.stdout, out.stdout
+    assert f"prepare it again with python -m data_prep.ave --raw_dir=... --data_dir={old}" \
+        in out.stdout
 
 
 def test_ave_without_header_and_missing_video(tmp_path):
@@ -290,6 +428,7 @@ def test_folder_converter_with_and_without_splits(crema_raw, ave_raw, tmp_path):
     assert counts["validation"] > 0 and counts["test"] > 0
     info = tfds.builder("my_clips", data_dir=data_dir).info
     assert info.features["label"].names == ["ang", "dis", "event", "fea", "hap", "neu", "sad"]
+    assert info.metadata["split_source"] == "seeded random, seed 0"
     # Explicit splits are honoured; mixing rows with and without one is refused.
     explicit = ["video_path,label,split"] + [
         f"{croot}/VideoFlash/{c}.flv,{c.split('_')[2]},{'val' if i % 3 else 'train'}"
@@ -314,6 +453,8 @@ def test_trainer_runs_the_paper_configs_on_fixture_data(name, crema_prepared, av
 
     config = importlib.import_module(f"configs.{name}").get_config()
     config.data.data_dir = crema_prepared if name == "crema" else ave_prepared
+    if name == "crema":  # the fixture has the seeded random split, not the standard one
+        config.data.expect.split_source = "seeded random, seed 0"
     config.model.width = 4
     config.model.stage_sizes = (1, 1)
     config.data.image_size = 32
@@ -330,3 +471,117 @@ def test_trainer_runs_the_paper_configs_on_fixture_data(name, crema_prepared, av
     with pytest.raises(ValueError, match=r"prepared with hop_length=\d+ but the config "
                                          r"expects hop_length=160"):
         train.train_and_evaluate(config, str(tmp_path / (name + "_bad")))
+
+
+def _all_frames_reference(path, count, size, start=None, end=None):
+    """The previous whole-clip rule: decode every frame, then sample evenly."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    fps, frames = cap.get(cv2.CAP_PROP_FPS), []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    first, last = 0, len(frames) - 1
+    if start is not None:
+        first = int(np.floor(start * fps))
+        last = min(int(np.ceil(end * fps)) - 1, last)
+    return np.stack([cv2.resize(cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB), (size, size),
+                                interpolation=cv2.INTER_AREA)
+                     for i in media.sample_indices(first, last, count)])
+
+
+class _NoFrameCount:
+    """cv2.VideoCapture whose container reports no frame count."""
+
+    import cv2
+    capture = cv2.VideoCapture  # the real one, before the tests patch it
+
+    def __init__(self, path):
+        self._cap = self.capture(path)
+
+    def get(self, prop):
+        return 0.0 if prop == self.cv2.CAP_PROP_FRAME_COUNT else self._cap.get(prop)
+
+    def __getattr__(self, name):
+        return getattr(self._cap, name)
+
+
+def test_read_frames_samples_the_same_frames_as_a_whole_clip_decode(crema_raw, ave_raw,
+                                                                   monkeypatch):
+    import cv2
+
+    croot, made = crema_raw
+    aroot, _ = ave_raw
+    flv = os.path.join(croot, "VideoFlash", made["good"][1] + ".flv")
+    mp4 = os.path.join(aroot, "AVE", "vid001b.mp4")
+    cases = [(flv, 3, None, None), (flv, 5, None, None), (mp4, 3, 2.0, 7.0),
+             (mp4, 4, 0.0, 10.0)]
+    for path, count, start, end in cases:
+        expected = _all_frames_reference(path, count, 24, start, end)
+        np.testing.assert_array_equal(media.read_frames(path, count, 24, start, end),
+                                      expected)
+    # Without the container's frame count the frames are found by a second pass.
+    monkeypatch.setattr(cv2, "VideoCapture", _NoFrameCount)
+    for path, count, start, end in cases:
+        expected = _all_frames_reference(path, count, 24, start, end)
+        np.testing.assert_array_equal(media.read_frames(path, count, 24, start, end),
+                                      expected)
+
+
+def test_truncated_and_too_short_videos_are_rejected(tmp_path, monkeypatch):
+    import cv2
+
+    full = str(tmp_path / "full.flv")
+    media_fixtures.write_video(full, media_fixtures.moving_frames(60, 48, 64, 0), 30,
+                               media_fixtures.tone(2.0, 22050, 300), 22050, "flv")
+    cut = str(tmp_path / "cut.flv")
+    with open(full, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(1500))
+    assert media.read_frames(full, 3, 16).shape == (3, 16, 16, 3)
+    # The container says 2 s; one or two frames decode.
+    with pytest.raises(media.ClipError, match=r"^video truncated: [12] frame\(s\) "
+                                              r"\(0\.0\d s\) decoded of the 6[01] "):
+        media.read_frames(cut, 1, 16)
+    # Fewer decoded frames than frames to sample, however the clip is cut.
+    short = str(tmp_path / "short.flv")
+    media_fixtures.write_video(short, media_fixtures.moving_frames(2, 48, 64, 0), 30, None,
+                               22050, "flv")
+    with pytest.raises(media.ClipError, match=r"only 2 video frame\(s\) decoded, fewer "
+                                              r"than the 3 to sample"):
+        media.read_frames(short, 3, 16)
+    assert media.read_frames(short, 2, 16).shape == (2, 16, 16, 3)
+    # A container without a frame count: the audio's length is the expected one.
+    monkeypatch.setattr(cv2, "VideoCapture", _NoFrameCount)
+    with pytest.raises(media.ClipError, match=r"video truncated: .* of the 60 \(2\.00 s\)"):
+        media.read_frames(cut, 1, 16, fallback_seconds=2.0)
+    assert media.read_frames(full, 3, 16, fallback_seconds=2.0).shape == (3, 16, 16, 3)
+
+
+def test_decoding_keeps_only_the_sampled_frames_in_memory(tmp_path):
+    """A 2,400-frame clip: decoding it keeps a few frames, not the whole clip (which
+    took 3.7 GB for a 10-minute 320 x 240 clip)."""
+    import tracemalloc
+
+    import cv2
+
+    path = str(tmp_path / "long.avi")
+    h, w = 120, 160
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (w, h))
+    frames = media_fixtures.moving_frames(60, h, w, seed=3)[..., ::-1]
+    for i in range(2400):
+        writer.write(np.ascontiguousarray(frames[i % 60]))
+    writer.release()
+    tracemalloc.start()
+    try:
+        out = media.read_frames(path, 3, 32)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (3, 32, 32, 3)
+    one_frame = h * w * 3
+    # The whole clip is 2,400 frames (138 MB); allow a few dozen small ones.
+    assert peak < 20 * one_frame, f"peak {peak / 1e6:.1f} MB while decoding"

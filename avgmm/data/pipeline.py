@@ -15,9 +15,11 @@ memory maps, which costs a copy per batch and nothing else.
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import queue
+import re
 import shutil
 import threading
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
@@ -31,6 +33,9 @@ SPLITS = ("train", "validation", "test")
 # Batch entries for the host only (reports); the rest goes to the devices (the ground-truth
 # `imbalanced` flag too: evaluation splits its accuracy into degraded and clean clips).
 HOST_KEYS = ("id",)
+# Converters of the built-in datasets: named in refusals, and imported (which registers
+# their builders) so that the loader knows which dataset version the current code writes.
+CONVERTERS = {"crema_d_av": "data_prep.crema_d", "ave_av": "data_prep.ave"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +50,9 @@ class DatasetMeta:
     num_examples: Mapping[str, int]
     params: Mapping[str, Any]  # preparation parameters recorded with the data
     has_imbalance_flag: bool  # ground-truth `imbalanced` feature (synthetic data)
+    # Where the splits come from (`standard: <sha1>`, `seeded random, seed N`); empty for
+    # datasets that do not record it.
+    split_source: str = ""
 
 
 class Dataset:
@@ -57,6 +65,7 @@ class Dataset:
     """
 
     def __init__(self, name: str, data_dir: str, num_frames: int):
+        _check_version(name, data_dir)
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except Exception as e:  # tfds raises several types for a missing dataset
@@ -92,9 +101,11 @@ class Dataset:
             num_examples={s: len(src) for s, src in self.sources.items()},
             params=dict(info.metadata or {}),
             has_imbalance_flag="imbalanced" in info.features.keys(),
+            split_source=str((info.metadata or {}).get("split_source") or ""),
         )
         self.cache: Dict[str, Dict[str, np.ndarray]] = {}
         self._prepared_dir = str(builder.data_dir)
+        self.data_dir = data_dir
 
     def use_cache(self, cache_dir: str) -> None:
         """Reads every split from decoded `.npy` memory maps under `cache_dir`, decoding
@@ -279,17 +290,66 @@ def load_dataset(name: str, data_dir: str, num_frames: int,
     return ds
 
 
+def prepare_command(name: str, data_dir: str) -> str:
+    """How to prepare `name` again, for refusals."""
+    module = CONVERTERS.get(name.split("/")[0])
+    if module is None:
+        return "the converter that made it (see the README's data section)"
+    return f"python -m {module} --raw_dir=... --data_dir={data_dir}"
+
+
+def _check_version(name: str, data_dir: str) -> None:
+    """Refuses a built-in dataset that exists only in versions older than its
+    converter's."""
+    base = name.split("/")[0]
+    if base not in CONVERTERS:
+        return
+    try:
+        importlib.import_module(CONVERTERS[base])
+        current = str(tfds.builder_cls(base).VERSION)
+    except Exception:  # converters not installed: tfds reads whatever version is there
+        return
+    folder = os.path.join(os.path.expanduser(data_dir), base)
+    if not os.path.isdir(folder) or os.path.isdir(os.path.join(folder, current)):
+        return
+    older = sorted(v for v in os.listdir(folder) if re.fullmatch(r"\d+\.\d+\.\d+", v)
+                   and os.path.exists(os.path.join(folder, v, "dataset_info.json")))
+    if older:
+        raise ValueError(
+            f"dataset '{name}' in {folder} was prepared by an older converter (version "
+            f"{', '.join(older)}; this code reads {current}): prepare it again with "
+            f"{prepare_command(name, data_dir)}")
+
+
 def _check_params(ds: Dataset, name: str, expected_params: Optional[Mapping[str, Any]]):
     for key, want in (expected_params or {}).items():
         if key not in ds.meta.params:
-            raise ValueError(f"dataset '{name}' does not record the parameter '{key}' "
-                             f"(config expects {want!r}); prepare it again with this version")
+            raise ValueError(
+                f"dataset '{name}' does not record '{key}' (the config expects {key}="
+                f"{want!r}), so an older converter made it: prepare it again with "
+                f"{prepare_command(name, ds.data_dir)}")
         have = ds.meta.params[key]
-        if not _same(have, want):
+        if key == "split_source":
+            if not _same_split(have, want):
+                raise ValueError(
+                    f"dataset '{name}' was prepared with split_source={have!r} but the "
+                    f"config expects split_source={want!r}: prepare it into a new "
+                    f"data_dir with the standard split files "
+                    f"({prepare_command(name, 'NEW_DIR')} --split_csv_dir=DIR, DIR "
+                    f"holding train.csv and test.csv) or set "
+                    f"config.data.expect.split_source={have!r}")
+        elif not _same(have, want):
             raise ValueError(
                 f"dataset '{name}' was prepared with {key}={have!r} but the config expects "
                 f"{key}={want!r}: prepare the data again with {key}={want!r} or set "
                 f"config.data.expect.{key}={have!r}")
+
+
+def _same_split(have: Any, want: Any) -> bool:
+    """A recorded `kind: detail` split source matches an expected `kind` alone (e.g.
+    `standard`) or the whole value (e.g. `standard: <sha1>`, to pin the files)."""
+    have, want = str(have), str(want)
+    return have == want or (":" not in want and have.split(":", 1)[0].strip() == want)
 
 
 def _same(a, b) -> bool:
