@@ -548,6 +548,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     _say(f"{config.method} on {config.data.name} {dict(ds.meta.num_examples)}: "
          f"{n_epochs} epochs of {steps_per_epoch} steps, {len(devices)} device(s), "
          f"workdir {workdir}")
+    if ds.meta.split_source:
+        _say(f"split: {ds.meta.split_source}")
     positions = np.arange(config.batch_size, dtype=np.int32)
     try:
         for epoch in range(start_epoch, n_epochs):
@@ -644,6 +646,8 @@ def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, m
     results = {
         "method": config.method,
         "dataset": config.data.name,
+        # How the dataset's train/test split was made (standard files or a seeded draw).
+        "split_source": ds.meta.split_source,
         "epochs": total_epochs(config),
         "test_accuracy": best["accuracy"],  # headline: best-validation checkpoint
         "test_accuracy_audio": best["accuracy_audio"],
