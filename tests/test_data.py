@@ -229,3 +229,60 @@ def test_two_runs_building_the_same_cache_share_it(tiny_data_dir, tmp_path):
     direct = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=2)
     frames = direct.read("train", range(48))["frames"]
     assert a["train"]["frames"] == hashlib.sha1(frames.tobytes()).hexdigest()
+
+
+def _copy_as_unregistered(tiny_data_dir, data_dir, name):
+    """avsynth/tiny copied under a name no builder class is registered for: tfds then
+    rebuilds its features from the files alone, as for a dataset someone shared."""
+    import glob
+    import shutil
+
+    src = glob.glob(os.path.join(tiny_data_dir, "avsynth", "tiny", "*", "dataset_info.json"))
+    src = os.path.dirname(src[0])
+    dst = os.path.join(data_dir, name, os.path.basename(src))
+    shutil.copytree(src, dst)
+    with open(os.path.join(dst, "dataset_info.json")) as f:
+        info = json.load(f)
+    info["name"] = name
+    info.pop("configName", None)
+    with open(os.path.join(dst, "dataset_info.json"), "w") as f:
+        json.dump(info, f)
+    for file in os.listdir(dst):
+        if file.startswith("avsynth-"):
+            os.rename(os.path.join(dst, file),
+                      os.path.join(dst, file.replace("avsynth-", name + "-")))
+    return dst
+
+
+def test_dataset_naming_a_foreign_feature_module_is_refused_unimported(
+        tiny_data_dir, tmp_path, monkeypatch):
+    data_dir = str(tmp_path / "data")
+    dst = _copy_as_unregistered(tiny_data_dir, data_dir, "shared_av")
+    ds = pipeline.load_dataset("shared_av", data_dir, 1)  # the untouched copy opens
+    assert ds.meta.num_examples["train"] == 48
+    module_dir = tmp_path / "mods"
+    module_dir.mkdir()
+    marker = tmp_path / "imported"
+    (module_dir / "avgmm_probe_feature.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(module_dir))
+    with open(os.path.join(dst, "features.json")) as f:
+        spec = json.load(f)
+    spec["featuresDict"]["features"]["imbalanced"]["pythonClassName"] = (
+        "avgmm_probe_feature.Probe")
+    with open(os.path.join(dst, "features.json"), "w") as f:
+        json.dump(spec, f)
+    with pytest.raises(ValueError, match=r"names the feature class "
+                                         r"'avgmm_probe_feature\.Probe' for 'imbalanced'") as e:
+        pipeline.load_dataset("shared_av", data_dir, 1)
+    assert "\n" not in str(e.value)
+    assert not marker.exists() and "avgmm_probe_feature" not in sys.modules
+    # A known class in the wrong place is refused too: the loader reads `label` as labels.
+    spec["featuresDict"]["features"]["imbalanced"]["pythonClassName"] = (
+        "tensorflow_datasets.core.features.scalar.Scalar")
+    spec["featuresDict"]["features"]["label"]["pythonClassName"] = (
+        "tensorflow_datasets.core.features.text_feature.Text")
+    with open(os.path.join(dst, "features.json"), "w") as f:
+        json.dump(spec, f)
+    with pytest.raises(ValueError, match=r"gives feature 'label' the class"):
+        pipeline.load_dataset("shared_av", data_dir, 1)

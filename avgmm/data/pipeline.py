@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm.auto import tqdm
 
+from avgmm.data import feature_spec
+
 Batch = Dict[str, np.ndarray]
 SPLITS = ("train", "validation", "test")
 # Batch entries for the host only (reports); the rest goes to the devices.
@@ -67,6 +69,8 @@ class Dataset:
     """
 
     def __init__(self, name: str, data_dir: str, num_frames: int):
+        # Before tfds reads the files: it would import any module their spec names.
+        feature_spec.check_prepared(name, data_dir)
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except Exception as e:  # tfds raises several types for a missing dataset
