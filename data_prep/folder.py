@@ -93,18 +93,19 @@ def _media(row: Row) -> Tuple[str, str]:
     return os.path.realpath(row.video), os.path.realpath(row.audio or row.video)
 
 
-def drop_duplicates(rows: List[Row], csv_path: str,
-                    digest=file_digest) -> Tuple[List[Row], List[Dict[str, Any]]]:
+def drop_duplicates(rows: List[Row], csv_path: str, digests: Optional[Dict[str, str]] = None
+                    ) -> Tuple[List[Row], List[Dict[str, Any]]]:
     """Rows with each clip once, and a record of each row dropped as a duplicate.
 
     Two rows are the same clip when they resolve to the same files or to files with the
     same contents; the first row is kept. The same clip under two labels is an error.
+    `digests` memoizes file hashes (path -> sha1) across calls.
     """
-    digests: Dict[str, str] = {}
+    digests = {} if digests is None else digests
 
     def content(path: str) -> str:
         if path not in digests:
-            digests[path] = digest(path)
+            digests[path] = file_digest(path)
         return digests[path]
 
     first_by_path: Dict[Tuple[str, str], Row] = {}
@@ -155,6 +156,7 @@ class FolderAv(convert.AVBuilder):
     def __init__(self, *, csv_path: Optional[str] = None, **kwargs):
         self.csv_path = csv_path
         self._source = None
+        self._digests: Dict[str, str] = {}  # list_clips runs twice per conversion
         if csv_path is None:  # opening the prepared dataset: what it was made from
             self._source = (self._recorded_params(kwargs.get("data_dir")) or {}).get("source")
         super().__init__(**kwargs)
@@ -183,7 +185,7 @@ class FolderAv(convert.AVBuilder):
             raise convert.DataPrepError(f"{self.csv_path} names {len(missing)} file(s) that "
                                         f"do not exist, e.g. {missing[:3]}")
         # Before splitting, so that a clip listed twice cannot land in two splits.
-        rows, self.dropped = drop_duplicates(rows, self.csv_path)
+        rows, self.dropped = drop_duplicates(rows, self.csv_path, self._digests)
         if all(given):
             splits = [r[2] for r in rows]
         else:
