@@ -178,6 +178,9 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
     """
 
     DEFAULT_AUDIO: AudioParams
+    # Recorded preparation entries that must match to reuse a prepared dataset.
+    RECORDED_KEYS: Tuple[str, ...] = ("audio", "frames", "split_options")
+    OTHER_TARGET = "another --data_dir"  # the other way out of a parameter mismatch
 
     def __init__(self, *, audio: Optional[AudioParams] = None,
                  frames: Optional[FrameParams] = None, workers: int = 0,
@@ -200,6 +203,8 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         self.split_options = dict(split_options or {})
         self.summary: Dict[str, Any] = {}
         self.split_source = ""
+        # Rows `list_clips` left out before decoding (duplicates), with their reasons.
+        self.dropped: List[Dict[str, Any]] = []
         super().__init__(**kwargs)
 
     @classmethod
@@ -283,19 +288,26 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
                     f.write(json.dumps({"key": c.key, "id": c.clip_id, "split": c.split,
                                         "audio": c.audio_path, "video": c.video_path,
                                         "reason": failures[c.key]}) + "\n")
+            for row in self.dropped:
+                f.write(json.dumps(row) + "\n")
         per_split = {}
         for split in SPLITS:
             in_split = [c for c in clips if c.split == split]
             per_split[split] = {"kept": sum(c.key not in failures for c in in_split),
                                 "skipped": sum(c.key in failures for c in in_split)}
-        self.summary.update(per_split=per_split, seconds=round(elapsed, 1),
+        self.summary.update(per_split=per_split, dropped=len(self.dropped),
+                            seconds=round(elapsed, 1),
                             clips_per_second=round(len(clips) / max(elapsed, 1e-9), 2))
         self.info.metadata["summary"] = self.summary
         self.info.metadata["split_source"] = self.split_source
         line = ", ".join(f"{s}: {v['kept']} kept / {v['skipped']} skipped"
                          for s, v in per_split.items())
+        if self.dropped:
+            line += f"; {len(self.dropped)} duplicate row(s) dropped"
         print(f"{self.name}: {line} ({elapsed:.0f} s, {self.workers} workers); "
               f"failures listed in {report}", flush=True)
+        for row in self.dropped:
+            print(f"  dropped {row['video']}: {row['reason']}", flush=True)
         self._work_dir = work
         kept = {split: [c for c in clips if c.split == split and c.key not in failures]
                 for split in SPLITS}
@@ -319,9 +331,11 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
             shutil.rmtree(self._work_dir, ignore_errors=True)
 
 
-def prepare(builder_cls, raw_dir: str, data_dir: str, **builder_kwargs) -> AVBuilder:
+def prepare(builder_cls, raw_dir: str, data_dir: str, overwrite: bool = False,
+            **builder_kwargs) -> AVBuilder:
     """Converts `raw_dir` into `data_dir/<name>` unless it is already prepared with the
-    same parameters; refuses to mix parameters with an existing dataset."""
+    same parameters; refuses to mix parameters with an existing dataset unless
+    `overwrite`, which deletes it (and its work cache) and converts again."""
     raw_dir = os.path.expanduser(raw_dir)
     data_dir = os.path.expanduser(data_dir)
     if not os.path.isdir(raw_dir):
@@ -335,15 +349,22 @@ def prepare(builder_cls, raw_dir: str, data_dir: str, **builder_kwargs) -> AVBui
             if entry.startswith("incomplete."):
                 shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
     recorded = builder_cls._recorded_params(data_dir)
+    if recorded is not None and overwrite:
+        print(f"--overwrite: deleting {base} to convert it again", flush=True)
+        shutil.rmtree(base)
+        shutil.rmtree(f"{base}_work", ignore_errors=True)
+        # A fresh builder: the first one read the old dataset's info from disk.
+        builder = builder_cls(data_dir=data_dir, file_format="array_record", **builder_kwargs)
+        recorded = None
     if recorded is not None:
         wanted = builder.preparation_metadata()
-        diff = {k: (recorded.get(k), wanted[k]) for k in ("audio", "frames", "split_options")
+        diff = {k: (recorded.get(k), wanted[k]) for k in builder_cls.RECORDED_KEYS
                 if recorded.get(k) != wanted[k]}
         if diff:
             lines = "; ".join(f"{k}: prepared {a} vs asked {b}" for k, (a, b) in diff.items())
             raise DataPrepError(
                 f"{builder.data_dir} is already prepared with other parameters ({lines}). "
-                "Use another --data_dir or delete that directory to convert again.")
+                f"Pass --overwrite to convert it again, or use {builder_cls.OTHER_TARGET}.")
         print(f"{builder.name} is already prepared in {builder.data_dir}", flush=True)
         return builder
     # Check the layout before tfds starts (it would only say the directory is empty).
@@ -364,6 +385,8 @@ def define_common_flags(raw_dir: bool = True) -> None:
     flags.DEFINE_integer("num_frames", 3, "Frames stored per clip (evenly sampled).")
     flags.DEFINE_integer("frame_size", 224, "Stored frame height and width.")
     flags.DEFINE_bool("keep_work", False, "Keep the per-clip decode cache after the build.")
+    flags.DEFINE_bool("overwrite", False, "Delete a dataset already prepared under this name "
+                      "(other parameters or inputs) and convert again.")
 
 
 def quiet_library_logs(flag_values) -> None:
@@ -382,7 +405,8 @@ def run_cli(builder_cls, flag_values, split_options: Optional[Mapping[str, Any]]
             builder_cls, flag_values.raw_dir, flag_values.data_dir,
             frames=FrameParams(flag_values.num_frames, flag_values.frame_size),
             audio=builder_cls.DEFAULT_AUDIO, workers=flag_values.workers,
-            keep_work=flag_values.keep_work, split_options=split_options)
+            keep_work=flag_values.keep_work, overwrite=flag_values.overwrite,
+            split_options=split_options)
     except DataPrepError as e:
         sys.exit(f"error: {e}")
     splits = {s: builder.info.splits[s].num_examples for s in builder.info.splits}

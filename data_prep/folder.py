@@ -11,13 +11,22 @@ an `audio_path`, the audio track of the video is used. `split` is train, validat
 val) or test; when no row gives one, a seeded split stratified by label puts 80% / 10% /
 10% of each class into train / validation / test. Then train with
 `--config.data.name=<name>` (the classes and shapes are read from the data).
+
+Duplicates are dropped so that no clip lands in two splits: rows naming the same media
+(by resolved path, or by identical file contents) and the same label are kept once (the
+first row); the rest are printed and listed in `failures.jsonl`. The same media under two
+labels is refused. A hash of the CSV and of the resolved media list is recorded with the
+dataset: running again with an edited CSV under the same `--name` is refused until you
+pass `--overwrite` (rebuild) or choose a new `--name`.
 """
 
 import csv
+import hashlib
+import json
 import os
 import re
 import sys
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow_datasets as tfds
 from absl import app, flags
@@ -29,11 +38,21 @@ from data_prep.features import AudioParams
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
                  "test": "test"}
 SPLIT_SEED = 0
-Row = Tuple[str, str, Optional[str], Optional[str]]
+
+
+class Row(NamedTuple):
+    """One CSV row, paths made absolute."""
+
+    video: str
+    label: str
+    split: Optional[str]
+    audio: Optional[str]
+    line: int = 0  # line number in the CSV, for messages
 
 
 def read_clip_csv(path: str) -> List[Row]:
-    """`(video_path, label, split or None, audio_path or None)` rows, paths made absolute."""
+    """`(video_path, label, split or None, audio_path or None, line)` rows, paths made
+    absolute."""
     if not os.path.exists(path):
         raise convert.DataPrepError(f"--csv={path} does not exist")
     base = os.path.dirname(os.path.abspath(path))
@@ -54,12 +73,76 @@ def read_clip_csv(path: str) -> List[Row]:
                 raise convert.DataPrepError(f"{path}:{lineno}: split {split!r} is not one of "
                                             f"{sorted(SPLIT_ALIASES)}")
             audio = row[3] if len(row) > 3 and row[3] else None
-            absolute = lambda p: p if os.path.isabs(p) else os.path.join(base, p)  # noqa: E731
-            rows.append((absolute(row[0]), row[1], split and SPLIT_ALIASES[split],
-                         audio and absolute(audio)))
+            absolute = lambda p: os.path.normpath(os.path.join(base, p))  # noqa: E731
+            rows.append(Row(absolute(row[0]), row[1], split and SPLIT_ALIASES[split],
+                            audio and absolute(audio), lineno))
     if not rows:
         raise convert.DataPrepError(f"{path} lists no clips")
     return rows
+
+
+def file_digest(path: str) -> str:
+    """sha1 of a file's contents."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _media(row: Row) -> Tuple[str, str]:
+    """The resolved `(video, audio)` files a row names (audio from the video without one)."""
+    return os.path.realpath(row.video), os.path.realpath(row.audio or row.video)
+
+
+def drop_duplicates(rows: List[Row], csv_path: str, digests: Optional[Dict[str, str]] = None
+                    ) -> Tuple[List[Row], List[Dict[str, Any]]]:
+    """Rows with each clip once, and a record of each row dropped as a duplicate.
+
+    Two rows are the same clip when they resolve to the same files or to files with the
+    same contents; the first row is kept. The same clip under two labels is an error.
+    `digests` memoizes file hashes (path -> sha1) across calls.
+    """
+    digests = {} if digests is None else digests
+
+    def content(path: str) -> str:
+        if path not in digests:
+            digests[path] = file_digest(path)
+        return digests[path]
+
+    first_by_path: Dict[Tuple[str, str], Row] = {}
+    first_by_content: Dict[Tuple[str, str], Row] = {}
+    kept, dropped = [], []
+    name = os.path.basename(csv_path)
+    for row in rows:
+        files = _media(row)
+        same = first_by_path.get(files)
+        how = "same file"
+        if same is None:
+            same = first_by_content.get(tuple(content(p) for p in files))
+            how = "same contents"
+        if same is None:
+            first_by_path[files] = row
+            first_by_content[tuple(content(p) for p in files)] = row
+            kept.append(row)
+            continue
+        if same.label != row.label:
+            raise convert.DataPrepError(
+                f"{name}:{same.line} and {name}:{row.line} name the {how} {row.video} "
+                f"with labels {same.label!r} and {row.label!r}: keep one of the two rows")
+        dropped.append({"line": row.line, "video": row.video, "audio": row.audio or row.video,
+                        "label": row.label, "split": row.split,
+                        "reason": f"duplicate of {name}:{same.line} ({how})"})
+    return kept, dropped
+
+
+def source_fingerprint(csv_path: str) -> Dict[str, str]:
+    """sha1 of the CSV's bytes and of the resolved media list it names."""
+    with open(csv_path, "rb") as f:
+        csv_sha1 = hashlib.sha1(f.read()).hexdigest()
+    media = [_media(r) for r in read_clip_csv(csv_path)]
+    return {"csv_sha1": csv_sha1,
+            "media_sha1": hashlib.sha1(json.dumps(media).encode()).hexdigest()}
 
 
 class FolderAv(convert.AVBuilder):
@@ -72,10 +155,21 @@ class FolderAv(convert.AVBuilder):
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = "List your clips in a CSV and pass it as --csv."
     DEFAULT_AUDIO = AudioParams(sample_rate=22050, clip_seconds=3.0)
+    RECORDED_KEYS = convert.AVBuilder.RECORDED_KEYS + ("source",)
+    OTHER_TARGET = "a new --name"
 
     def __init__(self, *, csv_path: Optional[str] = None, **kwargs):
         self.csv_path = csv_path
+        self._source = None
+        self._digests: Dict[str, str] = {}  # list_clips runs twice per conversion
+        if csv_path is None:  # opening the prepared dataset: what it was made from
+            self._source = (self._recorded_params(kwargs.get("data_dir")) or {}).get("source")
         super().__init__(**kwargs)
+
+    def preparation_metadata(self) -> Dict[str, Any]:
+        if self._source is None and self.csv_path is not None:
+            self._source = source_fingerprint(self.csv_path)
+        return {**super().preparation_metadata(), "source": self._source}
 
     def class_names(self) -> List[str]:
         if self.csv_path is None:
@@ -85,26 +179,31 @@ class FolderAv(convert.AVBuilder):
     def list_clips(self, manual_dir: str) -> List[convert.Clip]:
         del manual_dir  # the CSV names every file
         rows = read_clip_csv(self.csv_path)
-        given = [r[2] is not None for r in rows]
+        given = [r.split is not None for r in rows]
         if any(given) and not all(given):
             raise convert.DataPrepError(
                 f"{self.csv_path}: {sum(given)} of {len(rows)} rows give a split; give one "
                 "in every row or in none (then a seeded 80/10/10 split is drawn)")
+        missing = [r.video for r in rows if not os.path.exists(r.video)]
+        missing += [r.audio for r in rows if r.audio and not os.path.exists(r.audio)]
+        if missing:
+            raise convert.DataPrepError(f"{self.csv_path} names {len(missing)} file(s) that "
+                                        f"do not exist, e.g. {missing[:3]}")
+        # Before splitting, so that a clip listed twice cannot land in two splits.
+        rows, self.dropped = drop_duplicates(rows, self.csv_path, self._digests)
         if all(given):
             splits = [r[2] for r in rows]
             self.split_source = "given in the CSV: " + convert.files_sha1([self.csv_path])
         else:
             splits = convert.stratified_split([r[1] for r in rows], 0.1, 0.1, SPLIT_SEED)
             self.split_source = convert.seeded_split_source(SPLIT_SEED)
-        missing = [r[0] for r in rows if not os.path.exists(r[0])]
-        missing += [r[3] for r in rows if r[3] and not os.path.exists(r[3])]
-        if missing:
-            raise convert.DataPrepError(f"{self.csv_path} names {len(missing)} file(s) that "
-                                        f"do not exist, e.g. {missing[:3]}")
         clips = []
-        for n, ((video, label, _, audio), split) in enumerate(zip(rows, splits)):
+        for n, ((video, label, _, audio, _), split) in enumerate(zip(rows, splits)):
             stem = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(os.path.basename(video))[0])
-            clips.append(convert.Clip(key=f"{n:06d}_{stem}", clip_id=os.path.relpath(
+            # The work cache is keyed by the key: the path hash keeps a row renumbered by
+            # an edited CSV from reusing another file's decoded clip.
+            tag = hashlib.sha1("|".join(_media(rows[n])).encode()).hexdigest()[:8]
+            clips.append(convert.Clip(key=f"{n:06d}_{stem}_{tag}", clip_id=os.path.relpath(
                 video, os.path.dirname(os.path.abspath(self.csv_path))), label=label,
                 split=split, video_path=video, audio_path=audio or video))
         return clips
@@ -137,7 +236,8 @@ def main(argv):
         builder = convert.prepare(
             cls, os.path.dirname(csv_path), FLAGS.data_dir, audio=audio,
             frames=convert.FrameParams(FLAGS.num_frames, FLAGS.frame_size),
-            workers=FLAGS.workers, keep_work=FLAGS.keep_work, csv_path=csv_path)
+            workers=FLAGS.workers, keep_work=FLAGS.keep_work, overwrite=FLAGS.overwrite,
+            csv_path=csv_path)
     except (convert.DataPrepError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(f"{builder.name}: {dict((s, v.num_examples) for s, v in builder.info.splits.items())}"

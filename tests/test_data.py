@@ -1,5 +1,14 @@
 """The avsynth builder, the loader and the on-device augmentation."""
 
+import errno
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +16,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from avgmm.data import augment, avsynth, pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_avsynth_features_splits_and_flag(tiny_data_dir):
@@ -201,3 +212,144 @@ def test_unwritable_cache_dir_names_the_fix(tiny_data_dir, tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(OSError, match=r"config\.data\.cache_dir .* config\.data\.cache=False"):
         pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(blocker / "x"))
+
+
+def test_full_disk_refuses_before_building_the_cache(tiny_data_dir, tmp_path, monkeypatch):
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    cache = tmp_path / "cache"
+    with pytest.raises(pipeline.CacheError) as err:
+        pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(cache))
+    message = str(err.value)
+    assert "\n" not in message and str(cache) in message
+    assert re.search(r"needs \d+\.\d MB under .* but only 0\.0 MB is free", message), message
+    assert "config.data.cache_dir" in message and "config.data.cache=False" in message
+    assert not [p for p in cache.rglob("*") if p.is_dir() and p.name.startswith("train")]
+
+
+def test_disk_filling_up_during_the_build_leaves_no_cache(tiny_data_dir, tmp_path,
+                                                          monkeypatch):
+    real_save = np.save
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline.np, "save", full_disk)
+    cache = tmp_path / "cache"
+    with pytest.raises(pipeline.CacheError, match=r"filled up .* config\.data\.cache=False"):
+        pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(cache))
+    # Nothing half-built is left for a later run to trust or trip over.
+    leftovers = [p.name for p in cache.rglob("*") if p.is_dir() and p.name != "avsynth_tiny"
+                 and p.parent.name != "avsynth_tiny"]
+    assert leftovers == [], leftovers
+    monkeypatch.setattr(pipeline.np, "save", real_save)
+    ds = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(cache))
+    direct = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1)
+    np.testing.assert_array_equal(ds.read("train", range(48))["frames"],
+                                  direct.read("train", range(48))["frames"])
+
+
+CONCURRENT_CACHE = """
+import hashlib, json, os, sys, time
+import numpy as np
+from avgmm.data import pipeline
+
+data_dir, cache_dir, go, out = sys.argv[1:]
+read = pipeline.Dataset._read_records
+
+def slow_read(self, split, indices):  # widens the window in which two builds overlap
+    time.sleep(0.3)
+    return read(self, split, indices)
+
+pipeline.Dataset._read_records = slow_read
+open(out + ".ready", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.01)
+ds = pipeline.load_dataset("avsynth/tiny", data_dir, 2, cache_dir=cache_dir)
+digest = {s: {k: hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest()
+              for k, v in ds.cache[s].items() if k != "id"} for s in ds.cache}
+json.dump(digest, open(out, "w"))
+"""
+
+
+def test_two_runs_building_the_same_cache_share_it(tiny_data_dir, tmp_path):
+    script = tmp_path / "build.py"
+    script.write_text(CONCURRENT_CACHE)
+    go = tmp_path / "go"
+    outs = [tmp_path / f"out{i}.json" for i in range(2)]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    procs = [subprocess.Popen([sys.executable, str(script), tiny_data_dir,
+                               str(tmp_path / "cache"), str(go), str(o)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for o in outs]
+    deadline = time.time() + 120
+    while not all(os.path.exists(f"{o}.ready") for o in outs) and time.time() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    logs = [p.communicate(timeout=180)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    a, b = (json.loads(o.read_text()) for o in outs)
+    assert a == b and set(a) == {"train", "validation", "test"}
+    direct = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, num_frames=2)
+    frames = direct.read("train", range(48))["frames"]
+    assert a["train"]["frames"] == hashlib.sha1(frames.tobytes()).hexdigest()
+
+
+def _copy_as_unregistered(tiny_data_dir, data_dir, name):
+    """avsynth/tiny copied under a name no builder class is registered for: tfds then
+    rebuilds its features from the files alone, as for a dataset someone shared."""
+    import glob
+    import shutil
+
+    src = glob.glob(os.path.join(tiny_data_dir, "avsynth", "tiny", "*", "dataset_info.json"))
+    src = os.path.dirname(src[0])
+    dst = os.path.join(data_dir, name, os.path.basename(src))
+    shutil.copytree(src, dst)
+    with open(os.path.join(dst, "dataset_info.json")) as f:
+        info = json.load(f)
+    info["name"] = name
+    info.pop("configName", None)
+    with open(os.path.join(dst, "dataset_info.json"), "w") as f:
+        json.dump(info, f)
+    for file in os.listdir(dst):
+        if file.startswith("avsynth-"):
+            os.rename(os.path.join(dst, file),
+                      os.path.join(dst, file.replace("avsynth-", name + "-")))
+    return dst
+
+
+def test_dataset_naming_a_foreign_feature_module_is_refused_unimported(
+        tiny_data_dir, tmp_path, monkeypatch):
+    data_dir = str(tmp_path / "data")
+    dst = _copy_as_unregistered(tiny_data_dir, data_dir, "shared_av")
+    ds = pipeline.load_dataset("shared_av", data_dir, 1)  # the untouched copy opens
+    assert ds.meta.num_examples["train"] == 48
+    module_dir = tmp_path / "mods"
+    module_dir.mkdir()
+    marker = tmp_path / "imported"
+    (module_dir / "avgmm_probe_feature.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(module_dir))
+    with open(os.path.join(dst, "features.json")) as f:
+        spec = json.load(f)
+    spec["featuresDict"]["features"]["imbalanced"]["pythonClassName"] = (
+        "avgmm_probe_feature.Probe")
+    with open(os.path.join(dst, "features.json"), "w") as f:
+        json.dump(spec, f)
+    with pytest.raises(ValueError, match=r"names the feature class "
+                                         r"'avgmm_probe_feature\.Probe' for 'imbalanced'") as e:
+        pipeline.load_dataset("shared_av", data_dir, 1)
+    assert "\n" not in str(e.value)
+    assert not marker.exists() and "avgmm_probe_feature" not in sys.modules
+    # A known class in the wrong place is refused too: the loader reads `label` as labels.
+    spec["featuresDict"]["features"]["imbalanced"]["pythonClassName"] = (
+        "tensorflow_datasets.core.features.scalar.Scalar")
+    spec["featuresDict"]["features"]["label"]["pythonClassName"] = (
+        "tensorflow_datasets.core.features.text_feature.Text")
+    with open(os.path.join(dst, "features.json"), "w") as f:
+        json.dump(spec, f)
+    with pytest.raises(ValueError, match=r"gives feature 'label' the class"):
+        pipeline.load_dataset("shared_av", data_dir, 1)

@@ -585,3 +585,104 @@ def test_decoding_keeps_only_the_sampled_frames_in_memory(tmp_path):
     one_frame = h * w * 3
     # The whole clip is 2,400 frames (138 MB); allow a few dozen small ones.
     assert peak < 20 * one_frame, f"peak {peak / 1e6:.1f} MB while decoding"
+
+
+def _crema_rows(root, clips, relative_to=None):
+    """`video,label,,audio` CSV lines for fixture CREMA-D clips (label: the emotion)."""
+    rows = []
+    for c in clips:
+        video, audio = f"{root}/VideoFlash/{c}.flv", f"{root}/AudioWAV/{c}.wav"
+        if relative_to:
+            video, audio = (os.path.relpath(p, relative_to) for p in (video, audio))
+        rows.append(f"{video},{c.split('_')[2].lower()},,{audio}")
+    return rows
+
+
+def test_folder_duplicates_are_kept_once_and_reported(crema_raw, tmp_path, capsys):
+    import shutil
+
+    root, made = crema_raw
+    good = made["good"][:6]
+    copy_dir = tmp_path / "copies"
+    copy_dir.mkdir()
+    for ext, sub in (("flv", "VideoFlash"), ("wav", "AudioWAV")):
+        shutil.copy(f"{root}/{sub}/{good[1]}.{ext}", copy_dir / f"copy.{ext}")
+    rows = _crema_rows(root, good)
+    rows += [rows[0],  # the same row twice
+             _crema_rows(root, good[2:3], relative_to=str(tmp_path))[0],  # relative path
+             f"copies/copy.flv,{good[1].split('_')[2].lower()},,copies/copy.wav"]  # a copy
+    csv_path = tmp_path / "clips.csv"
+    csv_path.write_text("video_path,label,split,audio_path\n" + "\n".join(rows) + "\n")
+    data_dir = str(tmp_path / "data")
+    convert.prepare(folder.builder_class("dup_clips"), str(tmp_path), data_dir, frames=SMALL,
+                    workers=1, csv_path=str(csv_path))
+    splits = tfds.builder("dup_clips", data_dir=data_dir).info.splits
+    examples = [ex for s in splits for ex in _all(data_dir, "dup_clips", s)]
+    assert len(examples) == len(good)
+    # No clip's content is in two examples (hence in two splits).
+    assert len({ex["audio"].tobytes() for ex in examples}) == len(good)
+    with open(os.path.join(data_dir, "dup_clips", "failures.jsonl")) as f:
+        dropped = [json.loads(line) for line in f]
+    assert [(r["line"], r["reason"]) for r in dropped] == [
+        (8, "duplicate of clips.csv:2 (same file)"),
+        (9, "duplicate of clips.csv:4 (same file)"),
+        (10, "duplicate of clips.csv:3 (same contents)")]
+    out = capsys.readouterr().out
+    assert "3 duplicate row(s) dropped" in out and "copy.flv: duplicate of clips.csv:3" in out
+    # The same clip under another label is refused in one line naming both rows.
+    conflict = rows[:6] + [f"{root}/VideoFlash/{good[0]}.flv,other,,"
+                           f"{root}/AudioWAV/{good[0]}.wav"]
+    (tmp_path / "conflict.csv").write_text("\n".join(conflict) + "\n")
+    with pytest.raises(convert.DataPrepError, match=r"^conflict\.csv:1 and conflict\.csv:7 "
+                                                    r"name the same file .* with labels "
+                                                    r"'\w+' and 'other'") as err:
+        folder.FolderAv(data_dir=str(tmp_path / "x"), csv_path=str(tmp_path / "conflict.csv"),
+                        frames=SMALL).list_clips("")
+    assert "\n" not in str(err.value)
+    # With explicit splits, a clip listed in train and in test stays in train only.
+    split_rows = [f"{root}/VideoFlash/{c}.flv,{c.split('_')[2]},train" for c in good]
+    split_rows.append(f"{root}/VideoFlash/{good[0]}.flv,{good[0].split('_')[2]},test")
+    (tmp_path / "splits.csv").write_text("\n".join(split_rows) + "\n")
+    clips = folder.FolderAv(data_dir=str(tmp_path / "y"), csv_path=str(tmp_path / "splits.csv"),
+                            frames=SMALL).list_clips("")
+    assert [c.split for c in clips if good[0] in c.video_path] == ["train"]
+
+
+def test_folder_refuses_an_edited_csv_until_overwrite(crema_raw, tmp_path, capsys):
+    root, made = crema_raw
+    good = made["good"][:5]
+    csv_path = tmp_path / "clips.csv"
+    csv_path.write_text("\n".join(_crema_rows(root, good[:4])) + "\n")
+    data_dir = str(tmp_path / "data")
+    cls = folder.builder_class("edited_clips")
+    convert.prepare(cls, str(tmp_path), data_dir, frames=SMALL, workers=1,
+                    csv_path=str(csv_path))
+    meta = tfds.builder("edited_clips", data_dir=data_dir).info.metadata
+    source = meta["preparation"]["source"]
+    assert set(source) == {"csv_sha1", "media_sha1"}
+    # Unchanged: reused as it is.
+    convert.prepare(cls, str(tmp_path), data_dir, frames=SMALL, workers=1,
+                    csv_path=str(csv_path))
+    assert "already prepared" in capsys.readouterr().out
+    csv_path.write_text("\n".join(_crema_rows(root, good)) + "\n")
+    with pytest.raises(convert.DataPrepError, match=r"already prepared with other parameters "
+                                                    r"\(source: .*Pass --overwrite .* a new "
+                                                    r"--name") as err:
+        convert.prepare(cls, str(tmp_path), data_dir, frames=SMALL, workers=1,
+                        csv_path=str(csv_path))
+    assert "\n" not in str(err.value)
+    # The command line says the same in one line, before decoding anything.
+    out = subprocess.run([sys.executable, "-m", "data_prep.folder", f"--csv={csv_path}",
+                          f"--data_dir={data_dir}", "--name=edited_clips", "--num_frames=3",
+                          "--frame_size=32"], cwd=REPO, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=REPO))
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "--overwrite" in out.stderr
+    convert.prepare(cls, str(tmp_path), data_dir, frames=SMALL, workers=1, overwrite=True,
+                    csv_path=str(csv_path))
+    counts = [len(tfds.data_source("edited_clips", data_dir=data_dir, split=s))
+              for s in tfds.builder("edited_clips", data_dir=data_dir).info.splits]
+    assert sum(counts) == 5
+    again = tfds.builder("edited_clips", data_dir=data_dir).info.metadata
+    assert again["preparation"]["source"]["csv_sha1"] != source["csv_sha1"]

@@ -10,10 +10,15 @@ Order is a pure function of `(seed, epoch)`, so a resumed run sees the same batc
 Decoding tfds records (protobuf parsing in Python) delivers about 120 CREMA-D-sized
 samples/s on 2 CPU cores, too slow to feed a GPU. With `cache_dir`, each split is decoded
 once into plain `.npy` files (only the frames the model uses) and then read through
-memory maps, which costs a copy per batch and nothing else.
+memory maps, which costs a copy per batch and nothing else. Each split's cache is built
+under a lock file, so concurrent runs wait for one build and share it; its blocks are
+reserved before they are written, so a full disk is a clear error (never a bus error),
+and only a complete build is ever renamed into place.
 """
 
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import importlib
 import json
@@ -28,6 +33,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm.auto import tqdm
 
+from avgmm.data import feature_spec
+
 Batch = Dict[str, np.ndarray]
 SPLITS = ("train", "validation", "test")
 # Batch entries for the host only (reports); the rest goes to the devices (the ground-truth
@@ -36,6 +43,12 @@ HOST_KEYS = ("id",)
 # Converters of the built-in datasets: named in refusals, and imported (which registers
 # their builders) so that the loader knows which dataset version the current code writes.
 CONVERTERS = {"crema_d_av": "data_prep.crema_d", "ave_av": "data_prep.ave"}
+CACHE_FIX = ("set config.data.cache_dir to a folder with room for it, or config.data.cache="
+             "False to read the records directly (slower)")
+
+
+class CacheError(OSError):
+    """The loader's decoded cache cannot be built; the one-line message says how to fix it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +78,8 @@ class Dataset:
     """
 
     def __init__(self, name: str, data_dir: str, num_frames: int):
+        # Before tfds reads the files: it would import any module their spec names.
+        feature_spec.check_prepared(name, data_dir)
         _check_version(name, data_dir)
         try:
             builder = tfds.builder(name, data_dir=data_dir)
@@ -117,54 +132,41 @@ class Dataset:
         root = os.path.join(os.path.expanduser(cache_dir), self.meta.name.replace("/", "_"),
                             hashlib.sha1(key.encode()).hexdigest()[:12])
         try:
+            os.makedirs(root, exist_ok=True)
             self.cache = {s: self._cached_split(s, os.path.join(root, s))
                           for s in self.sources}
+        except CacheError:
+            raise
         except OSError as e:
-            raise OSError(
-                f"cannot write the decoded cache under {root} ({e}); set "
-                "config.data.cache_dir to a writable folder with room for it, or "
-                "config.data.cache=False to read the records directly (slower)") from e
+            if e.errno == errno.ENOSPC:
+                raise CacheError(f"the disk under {root} filled up while building the "
+                                 f"decoded cache; {CACHE_FIX}") from e
+            raise CacheError(f"cannot write the decoded cache under {root} ({e}); "
+                             f"{CACHE_FIX}") from e
+
+    def cache_bytes(self, split: str) -> int:
+        """Disk space the decoded cache of `split` takes (arrays, labels and ids)."""
+        n = self.meta.num_examples[split]
+        f, t = self.meta.audio_shape
+        _, h, w, c = self.meta.frames_shape
+        per_clip = 2 * f * t + len(self.frame_index) * h * w * c + 8 + 64
+        return n * per_clip + 4096
 
     def _cached_split(self, split: str, path: str) -> Dict[str, np.ndarray]:
-        """Memory maps of a split's decoded arrays, building them on first use."""
+        """Memory maps of a split's decoded arrays, building them on first use.
+
+        Concurrent runs serialize on `<path>.lock`: the first builds, the others wait and
+        then reuse its result instead of deleting it under it."""
         if not os.path.exists(os.path.join(path, "complete")):
-            n = self.meta.num_examples[split]
-            tmp = path + ".incomplete"
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            f, t = self.meta.audio_shape
-            _, h, w, c = self.meta.frames_shape
-            out = {
-                "audio": np.lib.format.open_memmap(os.path.join(tmp, "audio.npy"), "w+",
-                                                   np.float16, (n, f, t)),
-                "frames": np.lib.format.open_memmap(
-                    os.path.join(tmp, "frames.npy"), "w+", np.uint8,
-                    (n, len(self.frame_index), h, w, c)),
-            }
-            labels, ids, flags = [], [], []
-            chunk = 256
-            with tqdm(total=n, desc=f"caching {self.meta.name} {split}", unit="clip",
-                      leave=False, dynamic_ncols=True) as bar:
-                for start in range(0, n, chunk):
-                    batch = self._read_records(split, range(start, min(start + chunk, n)))
-                    out["audio"][start:start + len(batch["label"])] = batch["audio"]
-                    out["frames"][start:start + len(batch["label"])] = batch["frames"]
-                    labels.append(batch["label"])
-                    ids.extend(batch["id"].tolist())
-                    if "imbalanced" in batch:
-                        flags.append(batch["imbalanced"])
-                    bar.update(len(batch["label"]))
-            for arr in out.values():
-                arr.flush()
-            np.save(os.path.join(tmp, "label.npy"), np.concatenate(labels))
-            if flags:
-                np.save(os.path.join(tmp, "imbalanced.npy"), np.concatenate(flags))
-            with open(os.path.join(tmp, "id.json"), "w", encoding="utf-8") as fh:
-                json.dump(ids, fh)
-            open(os.path.join(tmp, "complete"), "w").close()
-            del out
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)
+            with open(path + ".lock", "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    print(f"waiting for another run building the decoded cache {path}",
+                          flush=True)
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                if not os.path.exists(os.path.join(path, "complete")):
+                    self._build_split_cache(split, path)
         cached = {k: np.load(os.path.join(path, f"{k}.npy"), mmap_mode="r")
                   for k in ("audio", "frames")}
         cached["label"] = np.load(os.path.join(path, "label.npy"))
@@ -173,6 +175,62 @@ class Dataset:
         if os.path.exists(os.path.join(path, "imbalanced.npy")):
             cached["imbalanced"] = np.load(os.path.join(path, "imbalanced.npy"))
         return cached
+
+    def _build_split_cache(self, split: str, path: str) -> None:
+        """Decodes `split` into `<path>.incomplete` and renames it to `path` when complete;
+        the caller holds the split's lock. A failed build leaves nothing behind."""
+        tmp = path + ".incomplete"
+        shutil.rmtree(tmp, ignore_errors=True)  # an earlier build that died; never trusted
+        needed = self.cache_bytes(split)
+        free = shutil.disk_usage(os.path.dirname(path)).free
+        if needed > free:
+            raise CacheError(f"the decoded cache of {self.meta.name} {split} needs "
+                             f"{_size(needed)} under {os.path.dirname(path)} but only "
+                             f"{_size(free)} is free; {CACHE_FIX}")
+        os.makedirs(tmp)
+        try:
+            self._write_split_cache(split, tmp)
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _write_split_cache(self, split: str, tmp: str) -> None:
+        n = self.meta.num_examples[split]
+        f, t = self.meta.audio_shape
+        _, h, w, c = self.meta.frames_shape
+        out = {
+            "audio": np.lib.format.open_memmap(os.path.join(tmp, "audio.npy"), "w+",
+                                               np.float16, (n, f, t)),
+            "frames": np.lib.format.open_memmap(
+                os.path.join(tmp, "frames.npy"), "w+", np.uint8,
+                (n, len(self.frame_index), h, w, c)),
+        }
+        for name in out:
+            _reserve(os.path.join(tmp, f"{name}.npy"))
+        labels, ids, flags = [], [], []
+        chunk = 256
+        with tqdm(total=n, desc=f"caching {self.meta.name} {split}", unit="clip",
+                  leave=False, dynamic_ncols=True) as bar:
+            for start in range(0, n, chunk):
+                batch = self._read_records(split, range(start, min(start + chunk, n)))
+                out["audio"][start:start + len(batch["label"])] = batch["audio"]
+                out["frames"][start:start + len(batch["label"])] = batch["frames"]
+                labels.append(batch["label"])
+                ids.extend(batch["id"].tolist())
+                if "imbalanced" in batch:
+                    flags.append(batch["imbalanced"])
+                bar.update(len(batch["label"]))
+        for arr in out.values():
+            arr.flush()
+        del out
+        np.save(os.path.join(tmp, "label.npy"), np.concatenate(labels))
+        if flags:
+            np.save(os.path.join(tmp, "imbalanced.npy"), np.concatenate(flags))
+        with open(os.path.join(tmp, "id.json"), "w", encoding="utf-8") as fh:
+            json.dump(ids, fh)
+        open(os.path.join(tmp, "complete"), "w").close()
 
     def read(self, split: str, indices: Sequence[int]) -> Batch:
         """Examples at `indices` of `split`, stacked; frames subsampled to `num_frames`."""
@@ -226,6 +284,25 @@ class Dataset:
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.meta.num_examples["train"] // batch_size
+
+
+def _reserve(path: str) -> None:
+    """Allocates a memory-mapped file's blocks now: a full disk is then an OSError here
+    instead of a bus error when the map is written."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            # Filesystems without fallocate: the free-space check before the build stands.
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+
+
+def _size(n: int) -> str:
+    """`n` bytes for people: 1.65 GB, 18.0 MB."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def evenly_spaced(stored: int, wanted: int) -> np.ndarray:
