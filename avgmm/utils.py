@@ -1,6 +1,9 @@
 """Helpers of the training loop: metric writing, checkpoints, config bookkeeping."""
 
+import contextlib
+import gc
 import json
+import logging as py_logging
 import os
 import shutil
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -299,6 +302,10 @@ class Checkpointer:
         takes its place and meta's `best_*` entries are taken from it. Raises
         `CheckpointError` when no intact checkpoint is left to resume from.
         """
+        with _quiet_asyncio():
+            return self._resume(template)
+
+    def _resume(self, template: Any) -> Optional[Tuple[Any, Dict]]:
         steps = sorted(self.latest.all_steps(), reverse=True)
         found, failures = None, []
         for step in steps:
@@ -387,6 +394,21 @@ class Checkpointer:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+@contextlib.contextmanager
+def _quiet_asyncio():
+    """Mutes asyncio's logger while damaged checkpoints are tried: each unreadable array
+    of a damaged checkpoint logs its own multi-kilobyte traceback, which would bury the
+    one line that says what was skipped."""
+    logger = py_logging.getLogger("asyncio")
+    level = logger.level
+    logger.setLevel(py_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        gc.collect()  # unretrieved task exceptions are logged when collected
+        logger.setLevel(level)
 
 
 def _reason(e: BaseException) -> str:
