@@ -6,12 +6,13 @@ A run restarted on the same workdir resumes from its latest checkpoint.
 
 import json
 import os
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avgmm import train
+from avgmm import train, utils
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -37,7 +38,11 @@ def main(argv):
             raise app.UsageError(
                 f"{jax.process_count()} processes: multi-host training is not supported yet. "
                 "Run one process per machine; it uses all of the machine's GPUs.")
-    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
+    try:
+        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
+    except utils.WorkdirError as e:  # busy workdir, divergence, full disk, bad checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps(results, indent=2, sort_keys=True))
 
 

@@ -7,7 +7,6 @@ written for one device's shard; `Parallel` wraps them in `jax.pmap` over axis `b
 """
 
 import functools
-import json
 import math
 import os
 import shutil
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 
 from avgmm import gmm as gmm_lib
 from avgmm import losses, utils
+from avgmm import workdir as workdir_lib
 from avgmm.data import augment, pipeline
 from avgmm.models import AVClassifier
 
@@ -128,6 +128,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     need(isinstance(config.optimizer.reset_schedule, bool), "optimizer.reset_schedule",
          "True or False")
     need(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "a number > 0")
+    # Checked apart from the ranges above: inf passes every `>` and NaN fails them all.
+    for f in ("optimizer.learning_rate", "optimizer.weight_decay", "optimizer.lr_decay"):
+        need(math.isfinite(functools.reduce(getattr, f.split("."), config)), f,
+             "a finite number")
+    need(config.optimizer.lr_decay > 0, "optimizer.lr_decay", "a number > 0")
+    need(config.seed >= 0, "seed", "an integer >= 0")
     need(0 <= config.optimizer.momentum < 1, "optimizer.momentum", "a number in [0, 1)")
     need(config.optimizer.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0")
     need(config.optimizer.lr_step_epochs >= 1, "optimizer.lr_step_epochs", "an integer >= 1")
@@ -502,7 +508,19 @@ def _trace_norm(opt_state) -> float:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        fresh: bool = False) -> Dict[str, Any]:
     """Trains `config.method` in `workdir` (resuming what is there) and returns the final
-    metrics also written to `workdir/results.json`."""
+    metrics also written to `workdir/results.json`.
+
+    The workdir is locked for the whole run: a second run on it is refused
+    (`utils.WorkdirBusyError`). A diverged epoch raises `utils.DivergedError`, a full disk
+    `utils.DiskFullError`, a checkpoint with no intact fallback `utils.CheckpointError`.
+    """
+    validate_config(config, len(select_devices(config)))
+    with workdir_lib.lock(os.path.abspath(os.path.expanduser(workdir))):
+        return _train_and_evaluate(config, workdir, fresh)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        fresh: bool = False) -> Dict[str, Any]:
     devices = select_devices(config)
     validate_config(config, len(devices))
     workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -528,7 +546,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     par = Parallel(devices, config, ds.meta)
     template = create_train_state(config, ds.meta, tx)
     ckpt = utils.Checkpointer(workdir, keep=config.checkpoint_keep)
-    restored = ckpt.restore(template)
+    restored = ckpt.resume(template)  # skips damaged checkpoints, repairs a missing best
     meta: Dict[str, Any] = {"best_val_accuracy": -1.0, "best_epoch": -1,
                             "peer_best_test_accuracy": -1.0, "peer_best_epoch": -1,
                             "gmm_fits": 0}
@@ -606,6 +624,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             record["train"] = {k: float(np.mean([t[k][0] for t in terms])) for k in terms[0]}
             record["train"]["samples_per_second"] = (steps_per_epoch * config.batch_size
                                                      / train_seconds)
+            # Before anything of the epoch is evaluated, written or saved.
+            workdir_lib.check_finite(epoch + 1, (state.params, state.batch_stats,
+                                                 state.opt_state),
+                                     record["train"]["loss"], ckpt.last_good())
             record["lambda_t"] = float(lambda_t) if loss_name == "adaptive" else None
             record["gmm"] = par.unreplicate(state.gmm).to_dict()
             record["val"] = evaluate(par, state, ds, "validation", config.eval_batch_size)
@@ -676,8 +698,5 @@ def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, m
         results["final_gmm"] = gmm.to_dict()
         results["final_gmm_auc_imbalanced"] = gmm_auc(gmm, host)
     results = utils.to_python(results)
-    tmp = os.path.join(workdir, ".results.json")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-    os.replace(tmp, os.path.join(workdir, "results.json"))
+    utils.write_json(os.path.join(workdir, "results.json"), results)
     return results
