@@ -75,10 +75,9 @@ STUDY=(
   "paper_no_reset:$PAPER --config.optimizer.reset_between_phases=False"
   "paper_lambda_step:$PAPER --config.loss.lambda_epoch=step"
   "paper_posteriors_refit:$PAPER --config.loss.posteriors_from=refit"
-  "paper_reset_schedule:$PAPER --config.optimizer.reset_schedule=True"
   "paper_gmm_bic:$PAPER --config.gmm.select=bic"
-  "ours_unimodal:--config.loss.gap_gradient=both"
-  "ours:"
+  "ours_unimodal:--config.loss.unimodal_weight=1.0 --config.loss.gap_gradient=both"
+  "ours_unimodal_weaker:--config.loss.unimodal_weight=1.0 --config.loss.gap_gradient=weaker"
 )
 
 # Runs NAME:OVERRIDES entries for each seed under ROOT, then a summary command.
