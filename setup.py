@@ -11,6 +11,8 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.12",
     "numpy>=1.26",
     "librosa>=0.10",
+    # AVE's reference spectrogram recipe is scipy.signal.spectrogram itself.
+    "scipy>=1.10",
     "soundfile>=0.12",
     # Audio from video containers (AVE's mp4): PyAV's wheels bundle FFmpeg, so no system
     # ffmpeg binary is needed.
