@@ -24,18 +24,21 @@ def define_flags() -> None:
     """Command-line flags (defined only when run as a program)."""
     flags.DEFINE_string("workdir", "runs/demo", "Parent directory of the two runs.")
     flags.DEFINE_string("data_dir", "~/avgmm_data", "Where avsynth is (or will be) prepared.")
-    flags.DEFINE_list("methods", ["concat", "adaptive"], "Methods to compare.")
+    flags.DEFINE_list("methods", ["concat", "warmup_only", "adaptive"], "Methods to compare.")
 
 
 def results_table(results: dict) -> str:
     """Markdown table of the demo's results, one row per method."""
-    lines = ["| method | test acc | audio-only | visual-only | last-epoch acc | "
-             "GMM AUC (degraded clips) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | test acc | last-epoch acc | audio-only | visual-only | "
+             "degraded clips | GMM AUC, first fit | GMM AUC, final model |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, r in results.items():
+        first_fit = r.get("gmm_fit_aucs") or []
         lines.append(
-            f"| {method} | {r['test_accuracy']:.4f} | {r['test_accuracy_audio']:.4f} | "
-            f"{r['test_accuracy_visual']:.4f} | {r['last_epoch']['accuracy']:.4f} | "
+            f"| {method} | {r['test_accuracy']:.4f} | {r['last_epoch']['accuracy']:.4f} | "
+            f"{r['test_accuracy_audio']:.4f} | {r['test_accuracy_visual']:.4f} | "
+            f"{r['test_accuracy_degraded']:.4f} | "
+            f"{f'{first_fit[0]:.3f}' if first_fit else '-'} | "
             f"{r['final_gmm_auc_imbalanced']:.3f} |")
     return "\n".join(lines)
 

@@ -88,12 +88,13 @@ def run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _stat(values: Sequence[Optional[float]], scale: float = 100.0) -> str:
+def _stat(values: Sequence[Optional[float]], scale: float = 100.0, digits: int = 1) -> str:
     values = [scale * v for v in values if v is not None]
     if not values:
         return "-"
     mean = statistics.fmean(values)
-    return f"{mean:.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{mean:.{digits}f}{spread}"
 
 
 def summarize(variants: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
@@ -112,7 +113,7 @@ def summarize(variants: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]
         row["best_epoch"] = ", ".join(str(x["best_epoch"]) for x in s)
         n_fits = max((len(x["fit_aucs"]) for x in s), default=0)
         row["fit_aucs"] = " / ".join(
-            _stat([x["fit_aucs"][k] if k < len(x["fit_aucs"]) else None for x in s], 1.0)
+            _stat([x["fit_aucs"][k] if k < len(x["fit_aucs"]) else None for x in s], 1.0, 3)
             .replace(" ± ", "±") for k in range(n_fits)) if n_fits else "-"
         rows.append(row)
     return rows
