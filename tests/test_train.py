@@ -247,7 +247,11 @@ def test_reset_optimizer_zeroes_moments_and_keeps_schedule(tiny_config, tiny_dat
 def test_every_config_file_builds_and_validates():
     import importlib
 
-    for name in ("default", "demo", "tiny", "crema", "ave"):
+    configs_dir = os.path.join(REPO, "configs")
+    names = sorted(f[:-3] for f in os.listdir(configs_dir)
+                   if f.endswith(".py") and f != "__init__.py")
+    assert {"default", "demo", "tiny", "crema", "ave", "av_mnist"} <= set(names)
+    for name in names:  # every config file, so none rots unnoticed
         config = importlib.import_module(f"configs.{name}").get_config()
         train.validate_config(config, num_devices=1)
         assert train.total_epochs(config) >= 1
