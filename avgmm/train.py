@@ -7,6 +7,7 @@ written for one device's shard; `Parallel` wraps them in `jax.pmap` over axis `b
 """
 
 import functools
+import json
 import math
 import os
 import shutil
@@ -28,6 +29,7 @@ from avgmm import gmm as gmm_lib
 from avgmm import losses, utils
 from avgmm import workdir as workdir_lib
 from avgmm.data import augment, pipeline
+from avgmm.errors import RunInterrupted, UserError
 from avgmm.models import AVClassifier
 
 METHODS = ("concat", "warmup_only", "adaptive")
@@ -94,11 +96,12 @@ def lambda_exponent(config: ml_collections.ConfigDict, epoch: int) -> int:
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Raises ValueError naming the field and the allowed values; runs before compiling."""
+    """Raises `UserError` (a ValueError) naming the field and the allowed values; runs
+    before compiling."""
     def need(ok: bool, field: str, allowed: str):
         if not ok:
             value = functools.reduce(getattr, field.split("."), config)
-            raise ValueError(f"config.{field}={value!r} is not allowed: {allowed}")
+            raise UserError(f"config.{field}={value!r} is not allowed: {allowed}")
 
     need(config.method in METHODS, "method", f"one of {METHODS}")
     need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}")
@@ -173,7 +176,7 @@ def select_devices(config: ml_collections.ConfigDict):
     devices = jax.local_devices()
     n = config.num_devices or len(devices)
     if not 1 <= n <= len(devices):
-        raise ValueError(f"config.num_devices={config.num_devices} but this process sees "
+        raise UserError(f"config.num_devices={config.num_devices} but this process sees "
                          f"{len(devices)} device(s); use 0 (all) or 1..{len(devices)}")
     return devices[:n]
 
@@ -513,32 +516,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The workdir is locked for the whole run: a second run on it is refused
     (`utils.WorkdirBusyError`). A diverged epoch raises `utils.DivergedError`, a full disk
     `utils.DiskFullError`, a checkpoint with no intact fallback `utils.CheckpointError`.
+    A mistake in the config or the data raises `UserError` before anything is written: a
+    workdir that did not exist is not left behind. Ctrl-C raises `RunInterrupted`.
     """
     validate_config(config, len(select_devices(config)))
-    with workdir_lib.lock(os.path.abspath(os.path.expanduser(workdir))):
-        return _train_and_evaluate(config, workdir, fresh)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    existed = os.path.exists(workdir)
+    try:
+        # Opened before the workdir is touched: a dataset that is not there is refused
+        # without leaving an empty workdir behind.
+        ds = open_dataset(config)
+        check_batch_fits(config, ds.meta.num_examples["train"], len(select_devices(config)))
+        with workdir_lib.lock(workdir):
+            return _train_and_evaluate(config, workdir, ds, fresh)
+    except (UserError, workdir_lib.WorkdirBusyError):
+        if not existed:
+            _remove_if_unused(workdir)
+        raise
+
+
+def check_batch_fits(config: ml_collections.ConfigDict, num_train: int,
+                     num_devices: int) -> None:
+    """Refuses a batch larger than the training split, naming the largest that fits."""
+    if config.batch_size <= num_train:
+        return
+    fits = num_train // num_devices * num_devices
+    fix = (f"use --config.batch_size={fits} or less" if fits >= 1 else
+           f"the split is smaller than the device count ({num_devices}): set "
+           f"config.num_devices={max(1, num_train)} or prepare more data")
+    raise UserError(f"config.batch_size={config.batch_size} exceeds the {num_train} training "
+                    f"examples of '{config.data.name}': {fix}")
+
+
+def _remove_if_unused(workdir: str) -> None:
+    """Deletes a workdir this call created if it holds nothing but the lock file."""
+    try:
+        if set(os.listdir(workdir)) <= {workdir_lib.LOCK_NAME}:
+            shutil.rmtree(workdir)
+    except OSError:
+        pass
+
+
+def finished_results(config: ml_collections.ConfigDict, workdir: str,
+                     last_epoch: int) -> Optional[Dict[str, Any]]:
+    """The saved results of a run whose checkpoint `last_epoch` is its final epoch, or
+    None where the run is not finished (no results.json, or epochs to go)."""
+    path = os.path.join(workdir, "results.json")
+    if last_epoch != total_epochs(config) or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None  # a damaged results file is written again by evaluating
+
+
+def _delete_for_fresh(workdir: str) -> None:
+    """`--fresh`: removes the run's outputs and says which."""
+    deleted = []
+    for name in ("checkpoints", "metrics.jsonl", "steps.jsonl", "tensorboard", "gmm_fits",
+                 "results.json", "config.json"):
+        target = os.path.join(workdir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+        else:
+            continue
+        deleted.append(name)
+    if deleted:
+        _say(f"--fresh: deleted {', '.join(deleted)} from {workdir}")
+    else:
+        _say(f"--fresh: nothing to delete in {workdir}")
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        fresh: bool = False) -> Dict[str, Any]:
+                        ds: pipeline.Dataset, fresh: bool = False) -> Dict[str, Any]:
     devices = select_devices(config)
-    validate_config(config, len(devices))
-    workdir = os.path.abspath(os.path.expanduser(workdir))
     if fresh and os.path.isdir(workdir):
-        for name in ("checkpoints", "metrics.jsonl", "tensorboard", "gmm_fits",
-                     "results.json", "config.json"):
-            target = os.path.join(workdir, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            elif os.path.exists(target):
-                os.remove(target)
+        _delete_for_fresh(workdir)
     os.makedirs(workdir, exist_ok=True)
     utils.check_config(config, workdir)
 
-    ds = open_dataset(config)
-    if ds.meta.num_examples["train"] < config.batch_size:
-        raise ValueError(f"config.batch_size={config.batch_size} exceeds the "
-                         f"{ds.meta.num_examples['train']} training examples")
     # Saved once the config has proven usable: a typo fixed on the next try is no conflict.
     utils.save_config(config, workdir)
     steps_per_epoch = ds.steps_per_epoch(config.batch_size)
@@ -552,6 +611,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             "gmm_fits": 0}
     if restored is not None:
         host_state, meta = restored
+        done = finished_results(config, workdir, int(host_state.epoch))
+        if done is not None:
+            ckpt.close()
+            _say(f"{workdir} is finished ({int(host_state.epoch)} epochs); its results "
+                 "(from results.json; --fresh trains it again):")
+            return done
         _say(f"resuming {workdir} after epoch {int(host_state.epoch)}")
     else:
         host_state = template
@@ -569,6 +634,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if ds.meta.split_source:
         _say(f"split: {ds.meta.split_source}")
     positions = np.arange(config.batch_size, dtype=np.int32)
+    saved_epoch = start_epoch
     try:
         for epoch in range(start_epoch, n_epochs):
             loss_name, adaptive_step, e = epoch_phase(config, epoch)
@@ -650,8 +716,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  f"{record['val']['accuracy_visual']:.4f}) | "
                  f"{record['train']['samples_per_second']:.0f} samples/s{gmm_note}")
             ckpt.save(epoch + 1, par.unreplicate(state), meta, best=best)
+            saved_epoch = epoch + 1
         ckpt.wait()
         results = _final_results(config, par, state, ds, ckpt, meta, workdir)
+    except KeyboardInterrupt:
+        ckpt.wait()  # the last epoch's checkpoint is finished before the process ends
+        where = (f"after epoch {saved_epoch}" if saved_epoch else
+                 "before the first epoch was saved")
+        raise RunInterrupted(f"interrupted {where}; run the same command to resume") from None
     finally:
         ckpt.close()
         writer.close()

@@ -14,6 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from avgmm.errors import RunInterrupted, UserError  # noqa: F401
 from avgmm.workdir import (CheckpointError, DiskFullError, DivergedError,  # noqa: F401
                            WorkdirBusyError, WorkdirError, disk_full_guard, tree_digest,
                            tree_nbytes)
@@ -151,9 +152,13 @@ def config_diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> Dict[str, T
     b = flatten_dict(new, "")
     a = {k.replace("/", "."): v for k, v in a.items()}
     b = {k.replace("/", "."): v for k, v in b.items()}
+    # A field added to the configs with None ("not checked", e.g. data.expect.*) means
+    # the same as its absence from a run saved before it existed.
     return {k: (a.get(k, "<absent>"), b.get(k, "<absent>"))
             for k in sorted(set(a) | set(b))
-            if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RUNTIME_FIELDS}
+            if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RUNTIME_FIELDS
+            and (a.get(k, "<absent>"), b.get(k, "<absent>")) not in (("<absent>", None),
+                                                                     (None, "<absent>"))}
 
 
 def run_started(workdir: str) -> bool:
@@ -172,11 +177,11 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         saved = json.load(f)
     diff = config_diff(saved, config_to_dict(config))
     if diff:
-        lines = "\n".join(f"  {k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"workdir {workdir} holds a run with a different config:\n{lines}\n"
-            "Resume it with the same config, choose another --workdir, or pass --fresh "
-            "to delete its checkpoints and metrics and start over.")
+        fields = "; ".join(f"{k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
+        raise UserError(
+            f"workdir {workdir} holds a run with a different config ({fields}): resume it "
+            "with the same config, choose another --workdir, or pass --fresh to delete its "
+            "checkpoints and metrics and start over")
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -128,7 +128,7 @@ def test_crema_random_split_is_recorded_and_refused_by_the_crema_config(crema_pr
     assert message.startswith("dataset 'crema_d_av' was prepared with split_source='seeded "
                               "random, seed 0' but the config expects "
                               "split_source='standard': ")
-    assert "python -m data_prep.crema_d --raw_dir=... --data_dir=NEW_DIR " \
+    assert "python -m data_prep.crema_d --raw_dir=<CREMA-D download> --data_dir=NEW_DIR " \
            "--split_csv_dir=DIR" in message
     assert "config.data.expect.split_source='seeded random, seed 0'" in message
     # The override the message names works, and the meta says which split it is.
