@@ -686,3 +686,17 @@ def test_folder_refuses_an_edited_csv_until_overwrite(crema_raw, tmp_path, capsy
     assert sum(counts) == 5
     again = tfds.builder("edited_clips", data_dir=data_dir).info.metadata
     assert again["preparation"]["source"]["csv_sha1"] != source["csv_sha1"]
+
+
+@pytest.mark.parametrize("module,own", [("folder", "--csv"), ("crema_d", "--split_csv_dir"),
+                                        ("ave", "--raw_dir"), ("av_mnist", "--fsdd_dir")])
+def test_help_lists_every_flag_of_the_converter(module, own):
+    out = subprocess.run([sys.executable, "-m", f"data_prep.{module}", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=REPO))
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]  # absl's --help exits with 1
+    listed = {line.split(":")[0].strip() for line in out.stdout.splitlines()
+              if line.lstrip().startswith("--")}
+    for flag in (own, "--data_dir") + (() if module == "av_mnist" else
+                                        ("--workers", "--num_frames", "--frame_size")):
+        assert flag in listed, (flag, sorted(listed))
