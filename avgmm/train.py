@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from typing import Any, Dict, Iterable, Optional, Tuple
 
@@ -26,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from avgmm import gmm as gmm_lib
-from avgmm import losses, utils
+from avgmm import losses, progress, utils
 from avgmm import workdir as workdir_lib
 from avgmm.data import augment, pipeline
 from avgmm.errors import RunInterrupted, UserError
@@ -407,13 +406,20 @@ class Parallel:
 # --------------------------------------------------------------------------- loop parts
 def _say(message: str) -> None:
     """Progress lines for the person running the job (absl INFO is kept for libraries)."""
-    tqdm.write(time.strftime("[%H:%M:%S] ") + message, file=sys.stdout)
-    sys.stdout.flush()
+    progress.say(message)
 
 
 def _progress(iterable: Iterable, total: int, desc: str):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                disable=not sys.stderr.isatty())
+                disable=not progress.interactive())
+
+
+def _log_steps(writer: utils.MetricWriter, epoch: int, phase: str, step: int,
+               terms: Dict[str, float], samples_per_second: float) -> None:
+    """One `steps.jsonl` record: the mean loss terms, learning rate and samples/s of the
+    last `config.log_every_steps` steps (epoch = the epoch in progress, 1-based)."""
+    writer.write_steps({"step": step, "epoch": epoch, "phase": phase,
+                        "train": dict(terms, samples_per_second=samples_per_second)}, step)
 
 
 def evaluate(par: Parallel, state, ds: pipeline.Dataset, split: str,
@@ -623,6 +629,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     start_epoch = int(host_state.epoch)
     # Records are numbered by epochs completed (1-based); keep those up to the checkpoint.
     utils.truncate_metrics(workdir, start_epoch + 1)
+    utils.truncate_metrics(workdir, start_epoch + 1, utils.STEPS_FILE)
     state = par.replicate(host_state)
     del template, host_state
 
@@ -635,6 +642,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _say(f"split: {ds.meta.split_source}")
     positions = np.arange(config.batch_size, dtype=np.int32)
     saved_epoch = start_epoch
+    compiled = set()
+    clock = progress.RunClock(n_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
     try:
         for epoch in range(start_epoch, n_epochs):
             loss_name, adaptive_step, e = epoch_phase(config, epoch)
@@ -649,6 +658,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 state = par.replicate(host)
             if loss_name == "adaptive" and e % config.schedule.epochs_per_step == 0:
                 start = time.time()
+                _say(f"GMM fit {adaptive_step}: collecting the training gaps and fitting")
                 dev_gaps, dev_mask, host_gaps = collect_gaps(par, state, ds, "train",
                                                              config.eval_batch_size)
                 fitted = par.fit_gmm(dev_gaps, dev_mask)
@@ -677,25 +687,31 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                           + ([adaptive_step] if fit["ambiguous"] else []))
             lambda_t = np.float32(config.loss.lambda_decay ** lambda_exponent(config, epoch))
             step_fn = par.train_steps[loss_name]
-            start, terms = time.time(), []
-            for batch in _progress(ds.train_batches(config.batch_size, epoch, config.seed,
-                                                    config.data.prefetch),
-                                   steps_per_epoch, f"epoch {epoch + 1}/{n_epochs}"):
-                batch["position"] = positions
-                state, step_terms = step_fn(state, par.shard(batch), lambda_t)
-                terms.append(step_terms)
-            terms = jax.device_get(terms)
-            train_seconds = time.time() - start
+            note = None
+            if loss_name not in compiled:
+                compiled.add(loss_name)
+                note = (f"compiling the {loss_name} train step (the first step of a phase "
+                        "waits for it)")
+            state, terms, samples_per_second = progress.train_epoch(
+                step_fn, state, ds.train_batches(config.batch_size, epoch, config.seed,
+                                                 config.data.prefetch),
+                par.shard, lambda_t, positions=positions, steps=steps_per_epoch,
+                batch_size=config.batch_size, desc=f"epoch {epoch + 1}/{n_epochs}",
+                log_every=config.log_every_steps, first_step=epoch * steps_per_epoch,
+                on_log=functools.partial(_log_steps, writer, epoch + 1, loss_name),
+                clock=clock, compile_note=note)
             state = state.replace(epoch=state.epoch + 1)
             record["train"] = {k: float(np.mean([t[k][0] for t in terms])) for k in terms[0]}
-            record["train"]["samples_per_second"] = (steps_per_epoch * config.batch_size
-                                                     / train_seconds)
+            # From the first step's completion: compilation is not in it.
+            record["train"]["samples_per_second"] = samples_per_second
             # Before anything of the epoch is evaluated, written or saved.
             workdir_lib.check_finite(epoch + 1, (state.params, state.batch_stats,
                                                  state.opt_state),
                                      record["train"]["loss"], ckpt.last_good())
             record["lambda_t"] = float(lambda_t) if loss_name == "adaptive" else None
             record["gmm"] = par.unreplicate(state.gmm).to_dict()
+            if epoch == start_epoch:
+                _say("evaluating on the validation and test splits (compiles once)")
             record["val"] = evaluate(par, state, ds, "validation", config.eval_batch_size)
             record["test"] = evaluate(par, state, ds, "test", config.eval_batch_size)
             best = record["val"]["accuracy"] > meta["best_val_accuracy"]
@@ -734,6 +750,7 @@ def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, m
                    workdir: str) -> Dict[str, Any]:
     """Headline (best-validation checkpoint), last epoch, and the peers' protocol."""
     bs = config.eval_batch_size
+    _say("final evaluation: the last and the best-validation checkpoints on the test split")
     last = evaluate(par, state, ds, "test", bs)
     best_state, _ = ckpt.restore(par.unreplicate(state), which="best")
     best = evaluate(par, par.replicate(best_state), ds, "test", bs)

@@ -21,6 +21,10 @@ from avgmm.workdir import (CheckpointError, DiskFullError, DivergedError,  # noq
 
 
 # --------------------------------------------------------------------------- metrics
+# Step-level records, every config.log_every_steps steps.
+STEPS_FILE = "steps.jsonl"
+
+
 class MetricWriter:
     """Writes scalars to `metrics.jsonl` (one object per call) and TensorBoard events.
 
@@ -43,6 +47,18 @@ class MetricWriter:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._tb.add_scalar(key, value, step)
         self._tb.flush()
+
+    def write_steps(self, record: Mapping[str, Any], step: int) -> None:
+        """A step-level record (`STEPS_FILE`, TensorBoard under `steps/`); metrics.jsonl
+        keeps one record per epoch."""
+        path = os.path.join(os.path.dirname(self.path), STEPS_FILE)
+        line = json.dumps(to_python(record), sort_keys=True) + "\n"
+        with disk_full_guard(path, len(line.encode())):
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line)
+        for key, value in flatten_dict(record.get("train", {})).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tb.add_scalar(f"steps/{key}", value, step)
 
     def close(self) -> None:
         self._tb.close()
@@ -78,11 +94,12 @@ def read_metrics(workdir: str) -> list:
     return _read_metrics(os.path.join(workdir, "metrics.jsonl"))[0]
 
 
-def truncate_metrics(workdir: str, keep_epochs_below: int) -> None:
+def truncate_metrics(workdir: str, keep_epochs_below: int,
+                     filename: str = "metrics.jsonl") -> None:
     """Drops epoch records at or after `keep_epochs_below` (written after the checkpoint
     that a resumed run restarts from) and a half-written last line, so the file never
-    holds an epoch twice."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    holds an epoch twice (`filename`: metrics.jsonl or the step records)."""
+    path = os.path.join(workdir, filename)
     records, partial = _read_metrics(path)
     kept = [r for r in records if r.get("epoch", -1) < keep_epochs_below]
     if len(kept) != len(records) or partial:

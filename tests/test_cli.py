@@ -158,3 +158,23 @@ def test_ctrl_c_finished_run_and_fresh(tiny_config, tmp_path, capsys, monkeypatc
     out = capsys.readouterr().out
     assert (f"--fresh: deleted checkpoints, metrics.jsonl, tensorboard, gmm_fits, "
             f"results.json, config.json from {workdir}") in out
+
+
+def test_step_metrics_progress_lines_and_announced_pauses(tiny_config, tmp_path, capsys):
+    tiny_config.log_every_steps = 1  # avsynth/tiny: 3 steps of 16 per epoch, 3 epochs
+    tiny_config.data.cache = False
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(tiny_config, workdir)
+    out = capsys.readouterr().out
+    with open(os.path.join(workdir, utils.STEPS_FILE)) as f:
+        steps = [json.loads(line) for line in f]
+    # The first step of each epoch opens the window (its time may hold compilation).
+    assert [r["step"] for r in steps] == [2, 3, 5, 6, 8, 9]
+    assert [r["epoch"] for r in steps] == [1, 1, 2, 2, 3, 3]
+    assert {"loss", "learning_rate", "samples_per_second"} <= set(steps[0]["train"])
+    assert [r["epoch"] for r in utils.read_metrics(workdir)] == [1, 2, 3]
+    # Output to a file (not a terminal): plain lines with the ETAs.
+    assert "epoch 1/3 step 2/3 | loss " in out and "epoch ETA " in out and "run ETA " in out
+    for pause in ("compiling the warmup train step", "compiling the adaptive train step",
+                  "GMM fit 0: collecting the training gaps", "final evaluation"):
+        assert pause in out
