@@ -56,7 +56,7 @@ def parse_flags(argv: List[str]) -> List[str]:
             sys.exit(USAGE_STATUS)
         return rest
     except flags.Error as e:
-        _error(f"{e}; see --helpshort")
+        _error(f"{str(e).strip().rstrip('.')}; see --helpshort")
     except (AttributeError, KeyError) as e:
         message = config_text.unknown_field_message(e, argv[1:])
         if message is None:

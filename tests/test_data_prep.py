@@ -380,7 +380,7 @@ def test_an_ave_set_from_the_old_converter_is_refused(ave_prepared, tmp_path):
     message = str(e.value)
     assert "\n" not in message
     assert "older converter (version 1.0.0; this code reads 2.0.0)" in message
-    assert f"python -m data_prep.ave --raw_dir=... --data_dir={old}" in message
+    assert f"python -m data_prep.ave --raw_dir=<AVE download> --data_dir={old}" in message
     # Where the converters are not importable, tfds reads the old version from its files
     # and the recipe the config expects is missing: the same advice.
     script = (
@@ -393,7 +393,8 @@ def test_an_ave_set_from_the_old_converter_is_refused(ave_prepared, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert ("REFUSED dataset 'ave_av' does not record 'spectrogram_recipe' (the config "
             "expects spectrogram_recipe='scipy_psd_log')") in out.stdout, out.stdout
-    assert f"prepare it again with python -m data_prep.ave --raw_dir=... --data_dir={old}" \
+    assert f"prepare it again with python -m data_prep.ave --raw_dir=<AVE download> " \
+           f"--data_dir={old}" \
         in out.stdout
 
 

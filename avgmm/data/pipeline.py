@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import shutil
+import sys
 import threading
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
@@ -49,7 +50,7 @@ CONVERTERS = {"crema_d_av": "data_prep.crema_d", "ave_av": "data_prep.ave",
 CONVERTER_INPUTS = {
     "crema_d_av": "--raw_dir=<CREMA-D download>",
     "ave_av": "--raw_dir=<AVE download>",
-    "av_mnist": "--fsdd_dir=<FSDD recordings folder> --digits_dir=sklearn",
+    "av_mnist": "--fsdd_dir=<FSDD recordings folder> --mnist_dir=<MNIST idx files folder>",
 }
 CACHE_FIX = ("set config.data.cache_dir to a folder with room for it, or config.data.cache="
              "False to read the records directly (slower)")
@@ -225,8 +226,11 @@ class Dataset:
             _reserve(os.path.join(tmp, f"{name}.npy"))
         labels, ids, flags = [], [], []
         chunk = 256
+        if not sys.stderr.isatty():  # a bar in a log file is noise: one line instead
+            print(f"decoding {self.meta.name} {split} ({n} clips) into the cache {tmp}",
+                  flush=True)
         with tqdm(total=n, desc=f"caching {self.meta.name} {split}", unit="clip",
-                  leave=False, dynamic_ncols=True) as bar:
+                  leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
             for start in range(0, n, chunk):
                 batch = self._read_records(split, range(start, min(start + chunk, n)))
                 out["audio"][start:start + len(batch["label"])] = batch["audio"]
@@ -462,7 +466,8 @@ def _check_params(ds: Dataset, name: str, expected_params: Optional[Mapping[str,
     unrecorded = sorted(k for k in expected if k not in ds.meta.params)
     if unrecorded:
         raise UserError(
-            f"dataset '{name}' does not record {', '.join(unrecorded)} (the config expects "
+            f"dataset '{name}' does not record {', '.join(map(repr, unrecorded))} (the "
+            "config expects "
             + ", ".join(f"{k}={expected[k]!r}" for k in unrecorded) + "), so an older "
             f"converter made it: prepare it again with {prepare_command(name, ds.data_dir)}")
     differ = [(k, ds.meta.params[k], want) for k, want in sorted(expected.items())
