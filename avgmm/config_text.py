@@ -6,7 +6,7 @@ import io
 import os
 import re
 import tokenize
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import ml_collections
 

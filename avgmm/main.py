@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Dict, List
+from typing import List
 
 import jax
 from absl import app, flags, logging
