@@ -40,6 +40,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(
         include=["avgmm", "avgmm.*", "configs", "data_prep", "data_prep.*"]),
+    license="Apache-2.0",
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={

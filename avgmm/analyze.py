@@ -2,13 +2,18 @@
 
     python -m avgmm.analyze --workdir=runs/x [--checkpoint=best|latest|EPOCH]
         [--split=train|validation|test] [--noscore]
+    python -m avgmm.analyze --compare runs/a runs/b ... [--out=comparison.png]
 
 Writes into `runs/x/plots/`: `gmm_fit_<k>.png` (gap histogram and fitted mixture of every
 GMM fit), `gmm_evolution.png`, `accuracy.png` (multimodal, audio-only and visual-only
 validation accuracy, phase boundary and refits marked) and `losses.png`; and
 `runs/x/imbalance.csv`: for every clip of the split, its id, label, audio and visual
 probability of the true class, gap, posterior of the imbalanced component and dominant
-modality, most imbalanced first. Works on interrupted runs too (it reads what was saved).
+modality, most imbalanced first, with `imbalance_source.json` beside it (the checkpoint,
+its epochs completed and the GMM that gave the posteriors). Every title names the run
+(method, dataset, seed, and the fields changed relative to its dataset's config file).
+`--compare` draws the paper's Figure 4 for several runs in one figure. Works on
+interrupted runs too (it reads what was saved).
 """
 
 import csv
@@ -16,7 +21,7 @@ import glob
 import json
 import os
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import ml_collections
 import numpy as np
@@ -62,29 +67,88 @@ def load_fits(workdir: str) -> List[Dict[str, Any]]:
     return fits
 
 
-def draw_plots(workdir: str, records: List[Dict], fits: List[Dict]) -> List[str]:
-    """Writes every figure into `workdir/plots/`; returns their paths."""
+# The config file each dataset's runs usually start from: figure titles name the fields a
+# run changed relative to it.
+CONFIG_FILES = {"crema_d_av": "crema.py", "ave_av": "ave.py", "av_mnist": "av_mnist.py",
+                "avsynth/default": "demo.py", "avsynth/tiny": "tiny.py"}
+
+
+def run_label(config: ml_collections.ConfigDict) -> str:
+    """`<method> on <dataset>, seed N [configs/x.py + field=value, ...]` for titles."""
+    from avgmm import config_text, report  # report pulls in nothing heavy; kept local
+
+    plain = json.loads(config.to_json_best_effort())
+    method, _ = report.ablation_name(plain)
+    name = plain["data"]["name"]
+    label = f"{method} on {report.DATASETS.get(name, name)}, seed {plain['seed']}"
+    base = CONFIG_FILES.get(name)
+    if base is None:
+        return label
+    path = os.path.join(os.path.dirname(config_text.DEFAULT_CONFIG), base)
+    try:
+        diff = config_text.overrides(config_text.load_config_file(path), config)
+    except Exception:  # a config file that no longer builds: the label alone still says it
+        return label
+    diff = {k: v for k, v in diff.items() if k not in utils.RUNTIME_FIELDS and k != "seed"}
+    changes = ", ".join(f"{k}={new!r}" for k, (_, new) in diff.items())
+    return label + f" [configs/{base}" + (f" + {changes}" if changes else "") + "]"
+
+
+def draw_plots(workdir: str, records: List[Dict], fits: List[Dict],
+               config: ml_collections.ConfigDict = None) -> List[str]:
+    """Writes every figure into `workdir/plots/`; returns their paths. Titles name the
+    run when its `config` is given."""
     out = os.path.join(workdir, "plots")
     os.makedirs(out, exist_ok=True)
+    run = run_label(config) if config is not None else ""
+    loss_config = config.loss.to_dict() if config is not None else {}
     written = []
     for k, fit in enumerate(fits):
         path = os.path.join(out, f"gmm_fit_{k}.png")
         plots.gmm_fit(path, fit["gaps"], fit["params"],
+                      (run + "\n" if run else "") +
                       f"GMM {plots.fit_title(k, fit)} on {len(fit['gaps'])} training gaps")
         written.append(path)
     if fits:
         path = os.path.join(out, "gmm_evolution.png")
-        plots.gmm_evolution(path, fits)
+        plots.gmm_evolution(path, fits, run)
         written.append(path)
-    for name, draw in (("accuracy.png", plots.accuracy), ("losses.png", plots.losses)):
-        draw(os.path.join(out, name), records)
-        written.append(os.path.join(out, name))
+    path = os.path.join(out, "accuracy.png")
+    plots.accuracy(path, records, run)
+    written.append(path)
+    path = os.path.join(out, "losses.png")
+    plots.losses(path, records, loss_config, run)
+    written.append(path)
     return written
+
+
+def compare(workdirs: List[str], path: str) -> str:
+    """The paper's Figure 4 for several runs (`plots.compare`); returns the path."""
+    runs = []
+    for workdir in workdirs:
+        config, records = load_run(os.path.abspath(os.path.expanduser(workdir)))
+        runs.append((run_label(config), records))
+    labels = [label for label, _ in runs]
+    # Runs that differ only in where they were written: tell them apart by folder.
+    runs = [(label + (f" ({os.path.basename(os.path.normpath(w))})"
+                      if labels.count(label) > 1 else ""), records)
+            for (label, records), w in zip(runs, workdirs)]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    plots.compare(path, runs)
+    return path
 
 
 def score(config: ml_collections.ConfigDict, workdir: str, which: Any,
           split: str) -> List[Dict[str, Any]]:
-    """Per-sample gaps and imbalanced posteriors of a checkpoint on a split.
+    """Per-sample gaps and imbalanced posteriors of a checkpoint on a split (see
+    `score_with_source`)."""
+    return score_with_source(config, workdir, which, split)[0]
+
+
+def score_with_source(config: ml_collections.ConfigDict, workdir: str, which: Any,
+                      split: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """Per-sample gaps and imbalanced posteriors of a checkpoint on a split, and how they
+    were made (checkpoint, epochs completed, which GMM).
 
     The posterior uses the GMM saved in that checkpoint; a checkpoint without a fitted
     GMM (concat, warm-up) gets one fitted to the scored gaps, and says so.
@@ -102,15 +166,23 @@ def score(config: ml_collections.ConfigDict, workdir: str, which: Any,
         ckpt.close()
     if restored is None:
         raise AnalysisError(f"{workdir} has no {which} checkpoint yet")
-    host_state, _ = restored
+    host_state, ckpt_meta = restored
     state = par.replicate(host_state)
     dev_gaps, dev_mask, host = train.collect_gaps(par, state, ds, split,
                                                   config.eval_batch_size)
     mixture = host_state.gmm
+    epoch = int(host_state.epoch)
+    fits = int((ckpt_meta or {}).get("gmm_fits", 0))
     if bool(mixture.fallback):
         print(f"checkpoint {which} carries no fitted GMM ({config.method}); fitting one to "
               f"the {split} gaps", flush=True)
         mixture = par.unreplicate(par.fit_gmm(dev_gaps, dev_mask))
+        gmm_source = f"fitted by the analysis to the {split} gaps of this checkpoint"
+    else:
+        gmm_source = (f"the GMM in force in the checkpoint: fit {fits - 1} of the training "
+                      "gaps (see gmm_fits/)" if fits else "the GMM saved in the checkpoint")
+    source = {"checkpoint": str(which), "epochs_completed": epoch, "split": split,
+              "gmm": gmm_source, "gmm_params": utils.to_python(mixture.to_dict())}
     post = np.asarray(gmm_lib.posteriors(mixture, host["gap"]))[:, 1]
     names = ds.meta.class_names
     rows = []
@@ -124,7 +196,7 @@ def score(config: ml_collections.ConfigDict, workdir: str, which: Any,
             row["imbalanced_ground_truth"] = bool(host["imbalanced"][i])
         rows.append(row)
     rows.sort(key=lambda r: -r["posterior_imbalanced"])
-    return rows
+    return rows, source
 
 
 def write_csv(path: str, rows: List[Dict[str, Any]]) -> None:
@@ -143,13 +215,16 @@ def analyze(workdir: str, checkpoint: Any = "best", split: str = "train",
     """Draws the plots and, with `with_scores`, writes `imbalance.csv`; returns paths."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     config, records = load_run(workdir)
-    written = draw_plots(workdir, records, load_fits(workdir))
+    written = draw_plots(workdir, records, load_fits(workdir), config)
     out = {"plots": written}
     if with_scores:
-        rows = score(config, workdir, checkpoint, split)
+        rows, source = score_with_source(config, workdir, checkpoint, split)
         path = os.path.join(workdir, "imbalance.csv")
         write_csv(path, rows)
         out["imbalance_csv"] = path
+        # Which checkpoint and which GMM produced the rows: the CSV stays plain.
+        utils.write_json(os.path.join(workdir, "imbalance_source.json"), source)
+        out["imbalance_source"] = os.path.join(workdir, "imbalance_source.json")
     return out
 
 
@@ -162,12 +237,33 @@ def define_flags() -> None:
     flags.DEFINE_string("checkpoint", "best", "best, latest, or an epoch number.")
     flags.DEFINE_enum("split", "train", ["train", "validation", "test"], "Split to score.")
     flags.DEFINE_bool("score", True, "Score a checkpoint into imbalance.csv.")
+    flags.DEFINE_bool("compare", False, "Instead: overlay the validation accuracy "
+                      "(multimodal, audio-only, visual-only) of the runs given as "
+                      "arguments, the paper's Figure 4.")
+    flags.DEFINE_string("out", None, "With --compare: the figure's path (default: "
+                        "comparison.png in the runs' common parent folder).")
 
 
 def main(argv):
-    del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    if FLAGS.compare:
+        runs = argv[1:] + ([FLAGS.workdir] if FLAGS.workdir else [])
+        if not runs:
+            sys.exit("error: --compare needs run folders: python -m avgmm.analyze "
+                     "--compare RUN_A RUN_B ...")
+        out = FLAGS.out or os.path.join(
+            os.path.commonpath([os.path.abspath(os.path.expanduser(r)) for r in runs]),
+            "comparison.png")
+        try:
+            print(compare(runs, out))
+        except (AnalysisError, ValueError, FileNotFoundError) as e:
+            sys.exit(f"error: {e}")
+        return
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; several runs need --compare")
+    if not FLAGS.workdir:
+        sys.exit("error: --workdir is required (or --compare RUN_A RUN_B ...)")
     which = FLAGS.checkpoint
     if which not in ("best", "latest"):
         if not which.isdigit():
@@ -181,9 +277,9 @@ def main(argv):
         print(path)
     if "imbalance_csv" in out:
         print(out["imbalance_csv"])
+        print(out["imbalance_source"])
 
 
 if __name__ == "__main__":
     define_flags()
-    flags.mark_flag_as_required("workdir")
     app.run(main)

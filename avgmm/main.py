@@ -1,50 +1,128 @@
 """Command-line entry: `python -m avgmm.main --config=configs/crema.py --workdir=runs/x`.
 
-Any config field can be overridden, e.g. `--config.loss.beta=0 --config.method=concat`.
-A run restarted on the same workdir resumes from its latest checkpoint.
+Any config field can be overridden, e.g. `--config.loss.beta=0 --config.method=concat`;
+`--print_config` prints the resolved config with each field's comment and exits.
+A run restarted on the same workdir resumes from its latest checkpoint; a finished one
+prints its saved results.
+
+Exit status: 0 done, 2 a usage or config mistake (one line `error: ...`; `--verbosity=1`
+adds the traceback), 1 a failed run (busy workdir, divergence, full disk, damaged
+checkpoints), 130 interrupted with Ctrl-C. Bugs keep their traceback.
 """
 
 import json
 import os
 import sys
+import traceback
+from typing import List
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avgmm import train, utils
+from avgmm import config_text, train, utils
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.DEFINE_bool("fresh", False, "Delete the workdir's checkpoints and metrics first.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("print_config", False,
+                  "Print the resolved config (with each field's comment) and exit.")
+flags.mark_flag_as_required("config")
+
+USAGE_STATUS = 2
+FAILED_STATUS = 1
+INTERRUPTED_STATUS = 130
+
+
+def _error(message: str) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def parse_flags(argv: List[str]) -> List[str]:
+    """absl's flag parsing, with mistakes told in one line and exit status 2.
+
+    ml_collections raises a bare AttributeError or KeyError while parsing an override of a
+    field the config does not have (`--config.loss.betta=0`); only those that name one of
+    the command line's `--config.` fields are turned into a message.
+    """
+    try:
+        rest = FLAGS(argv)
+        spec = FLAGS["config"].config_filename
+        if not os.path.exists(spec) and not os.path.exists(spec.rsplit(":", 1)[0]):
+            _error(f"--config={spec}: no such file; the configs are in configs/, e.g. "
+                   "--config=configs/demo.py")
+            sys.exit(USAGE_STATUS)
+        return rest
+    except flags.Error as e:
+        _error(f"{str(e).strip().rstrip('.')}; see --helpshort")
+    except (AttributeError, KeyError) as e:
+        message = config_text.unknown_field_message(e, argv[1:])
+        if message is None:
+            raise
+        _error(message)
+    sys.exit(USAGE_STATUS)
+
+
+def run(config, workdir: str, fresh: bool = False, tracebacks: bool = False) -> int:
+    """Trains (or resumes) and prints the results as JSON; returns the exit status."""
+    try:
+        results = train.train_and_evaluate(config, workdir, fresh=fresh)
+    except utils.UserError as e:  # a config value, the data, a workdir with another run
+        if tracebacks:
+            traceback.print_exc()
+        _error(e)
+        return USAGE_STATUS
+    except utils.WorkdirError as e:  # busy workdir, divergence, full disk, bad checkpoint
+        if tracebacks:
+            traceback.print_exc()
+        _error(e)
+        return FAILED_STATUS
+    except KeyboardInterrupt as e:
+        if tracebacks:
+            traceback.print_exc()
+        print(str(e) if isinstance(e, utils.RunInterrupted) else "interrupted",
+              file=sys.stderr, flush=True)
+        return INTERRUPTED_STATUS
+    print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+def _file_config():
+    """The config file's own values, without the command line's overrides."""
+    return config_text.load_config_file(FLAGS["config"].config_filename)
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        _error(f"unexpected arguments {argv[1:]}: every option is a --flag=value")
+        sys.exit(USAGE_STATUS)
+    verbose = FLAGS["verbosity"].present and FLAGS.verbosity >= 1
     if not FLAGS["verbosity"].present:
         # Orbax and tfds log every save and load at INFO; the trainer prints its own
         # progress. --verbosity=0 brings the library logs back.
         logging.set_verbosity(logging.WARNING)
+    overrides = config_text.overrides(_file_config(), FLAGS.config)
+    if FLAGS.print_config:
+        print(config_text.render(FLAGS.config, FLAGS["config"].config_filename, overrides))
+        return
+    if not FLAGS.workdir:
+        _error("--workdir is required, e.g. --workdir=runs/x (or pass --print_config)")
+        sys.exit(USAGE_STATUS)
     # Multi-host launches (SLURM, GKE, ...) set the coordinator through the environment.
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_NTASKS", "1") != "1":
         jax.distributed.initialize()
         if jax.process_count() > 1:
             # Each host would need its own slice of every batch and a single writer of
             # metrics and reports; until then, refuse rather than train on duplicated data.
-            raise app.UsageError(
-                f"{jax.process_count()} processes: multi-host training is not supported yet. "
-                "Run one process per machine; it uses all of the machine's GPUs.")
-    try:
-        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
-    except utils.WorkdirError as e:  # busy workdir, divergence, full disk, bad checkpoint
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(results, indent=2, sort_keys=True))
+            _error(f"{jax.process_count()} processes: multi-host training is not supported "
+                   "yet. Run one process per machine; it uses all of the machine's GPUs.")
+            sys.exit(USAGE_STATUS)
+    if overrides:
+        print("overrides in force: " + config_text.describe_overrides(overrides), flush=True)
+    sys.exit(run(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh, tracebacks=verbose))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -7,13 +7,14 @@ adaptive steps (Figure 3), unimodal and multimodal accuracy through both phases
 """
 
 import math
-from typing import Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 COLOURS = {"balanced": "tab:red", "imbalanced": "tab:green", "sum": "black",
            "multimodal": "black", "audio": "tab:blue", "visual": "tab:orange"}
@@ -40,7 +41,7 @@ def _draw_fit(ax, gaps: np.ndarray, params: Mapping[str, float], title: str) -> 
     ax.set_xlabel("modality gap g = p_audio(y) - p_visual(y)")
     ax.set_ylabel("density")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
 
 
 def gmm_fit(path: str, gaps: np.ndarray, params: Mapping[str, float], title: str) -> None:
@@ -52,7 +53,7 @@ def gmm_fit(path: str, gaps: np.ndarray, params: Mapping[str, float], title: str
     plt.close(fig)
 
 
-def gmm_evolution(path: str, fits: Sequence[Dict]) -> None:
+def gmm_evolution(path: str, fits: Sequence[Dict], run: str = "") -> None:
     """All fits as small multiples, plus the imbalanced weight and means across fits.
 
     `fits`: dicts with `gaps`, `params` (pi_k, mu_k, var_k), `epoch` (epochs completed
@@ -64,9 +65,15 @@ def gmm_evolution(path: str, fits: Sequence[Dict]) -> None:
     fig = plt.figure(figsize=(3.2 * cols + 0.5, 2.6 * rows))
     for i, fit in enumerate(fits):
         ax = fig.add_subplot(rows, cols, i + 1)
-        _draw_fit(ax, fit["gaps"], fit["params"], fit_title(i, fit))
+        _draw_fit(ax, fit["gaps"], fit["params"], fit_title(i, fit).replace(" [", "\n["))
         ax.legend().set_visible(False)
         ax.xaxis.label.set_size(7)
+        ax.title.set_size(8)
+        if i == 0:
+            # One legend for all panels: the per-fit weights and means are in the
+            # bottom panel; names only here.
+            handles, names = ax.get_legend_handles_labels()
+            ax.legend(handles, [n.split(":")[0] for n in names], fontsize=6, loc="best")
     ax = fig.add_subplot(rows, 1, rows)
     steps = np.arange(n)
     ax.plot(steps, [f["params"]["pi_1"] for f in fits], "o-", color=COLOURS["imbalanced"],
@@ -80,7 +87,9 @@ def gmm_evolution(path: str, fits: Sequence[Dict]) -> None:
     ax.set_xlabel("GMM fit (adaptive step)")
     ax.set_ylabel("value")
     ax.set_title("mixture across adaptive steps")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if run:
+        fig.suptitle(run, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -103,45 +112,129 @@ def _mark_phases(ax, records: List[Dict]) -> None:
                    label="GMM refit" if i == 0 else None)
 
 
-def accuracy(path: str, records: List[Dict]) -> None:
-    """Validation accuracy per epoch: multimodal, audio-only, visual-only."""
+def best_epoch(records: List[Dict]) -> int:
+    """The epoch (1-based) with the best validation accuracy; the first one on ties, as
+    the trainer picks its best checkpoint."""
+    best = max(r["val"]["accuracy"] for r in records)
+    return next(r["epoch"] for r in records if r["val"]["accuracy"] == best)
+
+
+def phases_title(records: List[Dict]) -> str:
+    """What the epochs shown trained with, e.g. `warm-up and adaptive`, `concat`."""
+    names = {"concat": "concat (fused CE)", "warmup": "warm-up", "adaptive": "adaptive"}
+    seen = [p for p in ("concat", "warmup", "adaptive") if any(r["phase"] == p for r in records)]
+    return " and ".join(names[p] for p in seen)
+
+
+def _outside_legend(ax) -> None:
+    # Right of the axes: a legend inside would cover curves near the top.
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+
+
+def accuracy(path: str, records: List[Dict], run: str = "") -> None:
+    """Validation accuracy per epoch: multimodal, audio-only, visual-only; phase start,
+    refits and the best-validation epoch marked."""
     epochs = [r["epoch"] for r in records]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
     for key, name in (("accuracy", "multimodal"), ("accuracy_audio", "audio"),
                       ("accuracy_visual", "visual")):
         ax.plot(epochs, [100 * r["val"][key] for r in records], "o-", ms=3,
                 color=COLOURS[name], label=f"{name} (val)")
     _mark_phases(ax, records)
-    ax.set_xlabel("epoch")
+    best = best_epoch(records)
+    best_acc = 100 * next(r["val"]["accuracy"] for r in records if r["epoch"] == best)
+    ax.plot([best], [best_acc], "*", ms=13, color="gold", mec="black", zorder=5,
+            label=f"best validation (epoch {best})")
+    ax.set_xlabel("epochs completed")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("accuracy through warm-up and adaptive training")
+    ax.set_title((run + "\n" if run else "") + f"accuracy, {phases_title(records)}",
+                 fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _outside_legend(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-LOSS_TERMS = ("loss", "ce_fused", "ce_audio", "ce_visual", "weighted_ce", "gap_sq",
-              "gap_shift")
+def compare(path: str, runs: Sequence[Tuple[str, List[Dict]]]) -> None:
+    """The paper's Figure 4 for several runs: validation accuracy of the multimodal,
+    audio-only and visual-only predictions per epoch, one panel each, one line per run."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, records) in enumerate(runs):
+        epochs = [r["epoch"] for r in records]
+        for ax, key in zip(axes, ("accuracy", "accuracy_audio", "accuracy_visual")):
+            ax.plot(epochs, [100 * r["val"][key] for r in records], "o-", ms=2.5,
+                    color=colours[i % len(colours)], label=name)
+    for ax, title in zip(axes, ("multimodal", "audio-only", "visual-only")):
+        ax.set_title(f"{title} (validation)")
+        ax.set_xlabel("epochs completed")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center",
+               ncol=min(len(labels), 3), bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * (len(labels) - 1) // 3, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
-def losses(path: str, records: List[Dict]) -> None:
-    """Every training loss term per epoch (terms absent in a phase are not drawn there)."""
+def loss_terms(record: Dict, loss_config: Mapping[str, Any]) -> Dict[str, float]:
+    """The terms an epoch's loss was made of, as they enter it (weights applied), under
+    readable names; terms switched off (e.g. beta = 0) are left out."""
+    t, phase = record["train"], record["phase"]
+    out = {"total loss": t["loss"]}
+    if phase in ("concat", "warmup"):
+        out["CE(fused)"] = t["ce_fused"]
+        if phase == "warmup":
+            out["CE(audio)"] = t["ce_audio"]
+            out["CE(visual)"] = t["ce_visual"]
+        return out
+    lam = record.get("lambda_t")
+    lam = t.get("lambda_t", 1.0) if lam is None else lam
+    alpha, beta = loss_config.get("alpha", 1.0), loss_config.get("beta", 1.0)
+    gamma = loss_config.get("gamma", 1.0)
+    weights = loss_config.get("use_gmm_weights", True)
+    if alpha:
+        out["alpha * w_bal * CE(fused)" if weights else "alpha * CE(fused)"] = (
+            alpha * t["weighted_ce"])
+    if beta:
+        out["lambda_t * beta * g^2"] = lam * beta * t["gap_sq"]
+    if gamma:
+        out["lambda_t * gamma * w_imb * (g - mu_0)^2" if weights else
+            "lambda_t * gamma * (g - mu_0)^2"] = lam * gamma * t["gap_shift"]
+    w = loss_config.get("unimodal_weight", 0.0)
+    if w and "ce_audio" in t:
+        out["w * CE(audio)"] = w * t["ce_audio"]
+        out["w * CE(visual)"] = w * t["ce_visual"]
+    return out
+
+
+def losses(path: str, records: List[Dict], loss_config: Optional[Mapping[str, Any]] = None,
+           run: str = "") -> None:
+    """The terms of each epoch's training loss (epoch means, weights applied): only
+    those in the loss, each where its phase has it."""
     epochs = np.array([r["epoch"] for r in records])
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for term in LOSS_TERMS:
-        values = np.array([r["train"].get(term, np.nan) for r in records], float)
+    per_epoch = [loss_terms(r, loss_config or {}) for r in records]
+    names = list(dict.fromkeys(k for terms in per_epoch for k in terms))
+    fig, ax = plt.subplots(figsize=(8.8, 4.2))
+    for name in names:
+        values = np.array([terms.get(name, np.nan) for terms in per_epoch], float)
+        values[values <= 0] = np.nan  # log scale
         if np.all(np.isnan(values)):
             continue
-        ax.plot(epochs, values, "o-", ms=3, label=term)
+        ax.plot(epochs, values, "o-", ms=3, label=name,
+                color="black" if name == "total loss" else None)
     _mark_phases(ax, records)
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epochs completed")
     ax.set_ylabel("training loss (epoch mean, log scale)")
-    ax.set_title("loss terms")
+    ax.set_title((run + "\n" if run else "") + "loss terms as they enter the loss",
+                 fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, ncol=2)
+    _outside_legend(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -4,7 +4,8 @@
 
 Each argument is a workdir or a folder of workdirs (searched recursively for
 `results.json`). Runs whose configs differ only in the seed form one row: mean and
-sample standard deviation (n - 1) over seeds. Rows are named after the paper's method
+sample standard deviation (n - 1) over distinct seeds (a run found twice, or two runs
+with the same config and seed, count once, with a warning). Rows are named after the paper's method
 and ablations (Baseline (Concat), w/o L_MM (alpha = 0), ...) and, where a row matches one
 of the paper's rows on CREMA-D or AVE, the paper's number stands beside ours. Writes
 `report.md` and `report.csv` into `--out` (default: the common parent of the runs).
@@ -60,17 +61,37 @@ class ReportError(Exception):
 
 
 def find_runs(paths: Sequence[str]) -> List[str]:
-    """Workdirs with a `results.json` at or below each path."""
-    runs = []
+    """Workdirs with a `results.json` at or below each path, each once (a run named twice,
+    directly and through its parent or a link, is kept once)."""
+    runs, seen = [], set()
     for p in paths:
         p = os.path.expanduser(p)
         if not os.path.isdir(p):
             raise ReportError(f"{p} is not a directory")
-        found = sorted(d for d, _, files in os.walk(p) if "results.json" in files)
+        found = sorted(d for d, _, files in os.walk(p, followlinks=True)
+                       if "results.json" in files)
         if not found:
             raise ReportError(f"{p} holds no finished run (no results.json below it)")
-        runs.extend(found)
+        for d in found:
+            real = os.path.realpath(d)
+            if real not in seen:
+                seen.add(real)
+                runs.append(d)
     return runs
+
+
+def _distinct_seeds(members: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One run per seed: copies of a run (same config and seed in two folders) would be
+    counted as independent seeds. Warns about each one left out."""
+    kept: Dict[Any, Dict[str, Any]] = {}
+    for m in members:
+        seed = m["config"].get("seed")
+        if seed in kept:
+            print(f"warning: {m['run']} repeats seed {seed} of {kept[seed]['run']} with the "
+                  "same config; counted once", file=sys.stderr)
+            continue
+        kept[seed] = m
+    return list(kept.values())
 
 
 def ablation_name(config: Dict[str, Any]) -> Tuple[str, Optional[str]]:
@@ -141,6 +162,7 @@ def aggregate(runs: Sequence[Dict[str, Any]], paper: bool = True) -> List[Dict[s
         groups.setdefault(json.dumps(flat, sort_keys=True), []).append(r)
     rows = []
     for members in groups.values():
+        members = _distinct_seeds(members)
         config = members[0]["config"]
         label, key = ablation_name(config)
         dataset = DATASETS.get(config["data"]["name"], config["data"]["name"])

@@ -7,10 +7,10 @@ written for one device's shard; `Parallel` wraps them in `jax.pmap` over axis `b
 """
 
 import functools
+import json
 import math
 import os
 import shutil
-import sys
 import time
 from typing import Any, Dict, Iterable, Optional, Tuple
 
@@ -25,9 +25,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from avgmm import gmm as gmm_lib
-from avgmm import losses, utils
+from avgmm import losses, progress, utils
 from avgmm import workdir as workdir_lib
 from avgmm.data import augment, pipeline
+from avgmm.errors import RunInterrupted, UserError
 from avgmm.models import AVClassifier
 
 METHODS = ("concat", "warmup_only", "adaptive")
@@ -94,11 +95,12 @@ def lambda_exponent(config: ml_collections.ConfigDict, epoch: int) -> int:
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Raises ValueError naming the field and the allowed values; runs before compiling."""
+    """Raises `UserError` (a ValueError) naming the field and the allowed values; runs
+    before compiling."""
     def need(ok: bool, field: str, allowed: str):
         if not ok:
             value = functools.reduce(getattr, field.split("."), config)
-            raise ValueError(f"config.{field}={value!r} is not allowed: {allowed}")
+            raise UserError(f"config.{field}={value!r} is not allowed: {allowed}")
 
     need(config.method in METHODS, "method", f"one of {METHODS}")
     need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}")
@@ -173,7 +175,7 @@ def select_devices(config: ml_collections.ConfigDict):
     devices = jax.local_devices()
     n = config.num_devices or len(devices)
     if not 1 <= n <= len(devices):
-        raise ValueError(f"config.num_devices={config.num_devices} but this process sees "
+        raise UserError(f"config.num_devices={config.num_devices} but this process sees "
                          f"{len(devices)} device(s); use 0 (all) or 1..{len(devices)}")
     return devices[:n]
 
@@ -404,13 +406,20 @@ class Parallel:
 # --------------------------------------------------------------------------- loop parts
 def _say(message: str) -> None:
     """Progress lines for the person running the job (absl INFO is kept for libraries)."""
-    tqdm.write(time.strftime("[%H:%M:%S] ") + message, file=sys.stdout)
-    sys.stdout.flush()
+    progress.say(message)
 
 
 def _progress(iterable: Iterable, total: int, desc: str):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                disable=not sys.stderr.isatty())
+                disable=not progress.interactive())
+
+
+def _log_steps(writer: utils.MetricWriter, epoch: int, phase: str, step: int,
+               terms: Dict[str, float], samples_per_second: float) -> None:
+    """One `steps.jsonl` record: the mean loss terms, learning rate and samples/s of the
+    last `config.log_every_steps` steps (epoch = the epoch in progress, 1-based)."""
+    writer.write_steps({"step": step, "epoch": epoch, "phase": phase,
+                        "train": dict(terms, samples_per_second=samples_per_second)}, step)
 
 
 def evaluate(par: Parallel, state, ds: pipeline.Dataset, split: str,
@@ -513,32 +522,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The workdir is locked for the whole run: a second run on it is refused
     (`utils.WorkdirBusyError`). A diverged epoch raises `utils.DivergedError`, a full disk
     `utils.DiskFullError`, a checkpoint with no intact fallback `utils.CheckpointError`.
+    A mistake in the config or the data raises `UserError` before anything is written: a
+    workdir that did not exist is not left behind. Ctrl-C raises `RunInterrupted`.
     """
     validate_config(config, len(select_devices(config)))
-    with workdir_lib.lock(os.path.abspath(os.path.expanduser(workdir))):
-        return _train_and_evaluate(config, workdir, fresh)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    existed = os.path.exists(workdir)
+    try:
+        # Opened before the workdir is touched: a dataset that is not there is refused
+        # without leaving an empty workdir behind.
+        ds = open_dataset(config)
+        check_batch_fits(config, ds.meta.num_examples["train"], len(select_devices(config)))
+        with workdir_lib.lock(workdir):
+            return _train_and_evaluate(config, workdir, ds, fresh)
+    except (UserError, workdir_lib.WorkdirBusyError):
+        if not existed:
+            _remove_if_unused(workdir)
+        raise
+
+
+def check_batch_fits(config: ml_collections.ConfigDict, num_train: int,
+                     num_devices: int) -> None:
+    """Refuses a batch larger than the training split, naming the largest that fits."""
+    if config.batch_size <= num_train:
+        return
+    fits = num_train // num_devices * num_devices
+    fix = (f"use --config.batch_size={fits} or less" if fits >= 1 else
+           f"the split is smaller than the device count ({num_devices}): set "
+           f"config.num_devices={max(1, num_train)} or prepare more data")
+    raise UserError(f"config.batch_size={config.batch_size} exceeds the {num_train} training "
+                    f"examples of '{config.data.name}': {fix}")
+
+
+def _remove_if_unused(workdir: str) -> None:
+    """Deletes a workdir this call created if it holds nothing but the lock file."""
+    try:
+        if set(os.listdir(workdir)) <= {workdir_lib.LOCK_NAME}:
+            shutil.rmtree(workdir)
+    except OSError:
+        pass
+
+
+def finished_results(config: ml_collections.ConfigDict, workdir: str,
+                     last_epoch: int) -> Optional[Dict[str, Any]]:
+    """The saved results of a run whose checkpoint `last_epoch` is its final epoch, or
+    None where the run is not finished (no results.json, or epochs to go)."""
+    path = os.path.join(workdir, "results.json")
+    if last_epoch != total_epochs(config) or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None  # a damaged results file is written again by evaluating
+
+
+def _delete_for_fresh(workdir: str) -> None:
+    """`--fresh`: removes the run's outputs and says which."""
+    deleted = []
+    for name in ("checkpoints", "metrics.jsonl", "steps.jsonl", "tensorboard", "gmm_fits",
+                 "results.json", "config.json"):
+        target = os.path.join(workdir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+        else:
+            continue
+        deleted.append(name)
+    if deleted:
+        _say(f"--fresh: deleted {', '.join(deleted)} from {workdir}")
+    else:
+        _say(f"--fresh: nothing to delete in {workdir}")
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        fresh: bool = False) -> Dict[str, Any]:
+                        ds: pipeline.Dataset, fresh: bool = False) -> Dict[str, Any]:
     devices = select_devices(config)
-    validate_config(config, len(devices))
-    workdir = os.path.abspath(os.path.expanduser(workdir))
     if fresh and os.path.isdir(workdir):
-        for name in ("checkpoints", "metrics.jsonl", "tensorboard", "gmm_fits",
-                     "results.json", "config.json"):
-            target = os.path.join(workdir, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            elif os.path.exists(target):
-                os.remove(target)
+        _delete_for_fresh(workdir)
     os.makedirs(workdir, exist_ok=True)
     utils.check_config(config, workdir)
 
-    ds = open_dataset(config)
-    if ds.meta.num_examples["train"] < config.batch_size:
-        raise ValueError(f"config.batch_size={config.batch_size} exceeds the "
-                         f"{ds.meta.num_examples['train']} training examples")
     # Saved once the config has proven usable: a typo fixed on the next try is no conflict.
     utils.save_config(config, workdir)
     steps_per_epoch = ds.steps_per_epoch(config.batch_size)
@@ -552,12 +617,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             "gmm_fits": 0}
     if restored is not None:
         host_state, meta = restored
+        done = finished_results(config, workdir, int(host_state.epoch))
+        if done is not None:
+            ckpt.close()
+            _say(f"{workdir} is finished ({int(host_state.epoch)} epochs); its results "
+                 "(from results.json; --fresh trains it again):")
+            return done
         _say(f"resuming {workdir} after epoch {int(host_state.epoch)}")
     else:
         host_state = template
     start_epoch = int(host_state.epoch)
     # Records are numbered by epochs completed (1-based); keep those up to the checkpoint.
     utils.truncate_metrics(workdir, start_epoch + 1)
+    utils.truncate_metrics(workdir, start_epoch + 1, utils.STEPS_FILE)
     state = par.replicate(host_state)
     del template, host_state
 
@@ -569,6 +641,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if ds.meta.split_source:
         _say(f"split: {ds.meta.split_source}")
     positions = np.arange(config.batch_size, dtype=np.int32)
+    saved_epoch = start_epoch
+    compiled = set()
+    clock = progress.RunClock(n_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
     try:
         for epoch in range(start_epoch, n_epochs):
             loss_name, adaptive_step, e = epoch_phase(config, epoch)
@@ -583,6 +658,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 state = par.replicate(host)
             if loss_name == "adaptive" and e % config.schedule.epochs_per_step == 0:
                 start = time.time()
+                _say(f"GMM fit {adaptive_step}: collecting the training gaps and fitting")
                 dev_gaps, dev_mask, host_gaps = collect_gaps(par, state, ds, "train",
                                                              config.eval_batch_size)
                 fitted = par.fit_gmm(dev_gaps, dev_mask)
@@ -611,25 +687,31 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                           + ([adaptive_step] if fit["ambiguous"] else []))
             lambda_t = np.float32(config.loss.lambda_decay ** lambda_exponent(config, epoch))
             step_fn = par.train_steps[loss_name]
-            start, terms = time.time(), []
-            for batch in _progress(ds.train_batches(config.batch_size, epoch, config.seed,
-                                                    config.data.prefetch),
-                                   steps_per_epoch, f"epoch {epoch + 1}/{n_epochs}"):
-                batch["position"] = positions
-                state, step_terms = step_fn(state, par.shard(batch), lambda_t)
-                terms.append(step_terms)
-            terms = jax.device_get(terms)
-            train_seconds = time.time() - start
+            note = None
+            if loss_name not in compiled:
+                compiled.add(loss_name)
+                note = (f"compiling the {loss_name} train step (the first step of a phase "
+                        "waits for it)")
+            state, terms, samples_per_second = progress.train_epoch(
+                step_fn, state, ds.train_batches(config.batch_size, epoch, config.seed,
+                                                 config.data.prefetch),
+                par.shard, lambda_t, positions=positions, steps=steps_per_epoch,
+                batch_size=config.batch_size, desc=f"epoch {epoch + 1}/{n_epochs}",
+                log_every=config.log_every_steps, first_step=epoch * steps_per_epoch,
+                on_log=functools.partial(_log_steps, writer, epoch + 1, loss_name),
+                clock=clock, compile_note=note)
             state = state.replace(epoch=state.epoch + 1)
             record["train"] = {k: float(np.mean([t[k][0] for t in terms])) for k in terms[0]}
-            record["train"]["samples_per_second"] = (steps_per_epoch * config.batch_size
-                                                     / train_seconds)
+            # From the first step's completion: compilation is not in it.
+            record["train"]["samples_per_second"] = samples_per_second
             # Before anything of the epoch is evaluated, written or saved.
             workdir_lib.check_finite(epoch + 1, (state.params, state.batch_stats,
                                                  state.opt_state),
                                      record["train"]["loss"], ckpt.last_good())
             record["lambda_t"] = float(lambda_t) if loss_name == "adaptive" else None
             record["gmm"] = par.unreplicate(state.gmm).to_dict()
+            if epoch == start_epoch:
+                _say("evaluating on the validation and test splits (compiles once)")
             record["val"] = evaluate(par, state, ds, "validation", config.eval_batch_size)
             record["test"] = evaluate(par, state, ds, "test", config.eval_batch_size)
             best = record["val"]["accuracy"] > meta["best_val_accuracy"]
@@ -650,8 +732,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  f"{record['val']['accuracy_visual']:.4f}) | "
                  f"{record['train']['samples_per_second']:.0f} samples/s{gmm_note}")
             ckpt.save(epoch + 1, par.unreplicate(state), meta, best=best)
+            saved_epoch = epoch + 1
         ckpt.wait()
         results = _final_results(config, par, state, ds, ckpt, meta, workdir)
+    except KeyboardInterrupt:
+        ckpt.wait()  # the last epoch's checkpoint is finished before the process ends
+        where = (f"after epoch {saved_epoch}" if saved_epoch else
+                 "before the first epoch was saved")
+        raise RunInterrupted(f"interrupted {where}; run the same command to resume") from None
     finally:
         ckpt.close()
         writer.close()
@@ -662,6 +750,7 @@ def _final_results(config, par: Parallel, state, ds, ckpt: utils.Checkpointer, m
                    workdir: str) -> Dict[str, Any]:
     """Headline (best-validation checkpoint), last epoch, and the peers' protocol."""
     bs = config.eval_batch_size
+    _say("final evaluation: the last and the best-validation checkpoints on the test split")
     last = evaluate(par, state, ds, "test", bs)
     best_state, _ = ckpt.restore(par.unreplicate(state), which="best")
     best = evaluate(par, par.replicate(best_state), ds, "test", bs)

@@ -14,12 +14,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from avgmm.errors import RunInterrupted, UserError  # noqa: F401
 from avgmm.workdir import (CheckpointError, DiskFullError, DivergedError,  # noqa: F401
                            WorkdirBusyError, WorkdirError, disk_full_guard, tree_digest,
                            tree_nbytes)
 
 
 # --------------------------------------------------------------------------- metrics
+# Step-level records, every config.log_every_steps steps.
+STEPS_FILE = "steps.jsonl"
+
+
 class MetricWriter:
     """Writes scalars to `metrics.jsonl` (one object per call) and TensorBoard events.
 
@@ -42,6 +47,18 @@ class MetricWriter:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._tb.add_scalar(key, value, step)
         self._tb.flush()
+
+    def write_steps(self, record: Mapping[str, Any], step: int) -> None:
+        """A step-level record (`STEPS_FILE`, TensorBoard under `steps/`); metrics.jsonl
+        keeps one record per epoch."""
+        path = os.path.join(os.path.dirname(self.path), STEPS_FILE)
+        line = json.dumps(to_python(record), sort_keys=True) + "\n"
+        with disk_full_guard(path, len(line.encode())):
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line)
+        for key, value in flatten_dict(record.get("train", {})).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tb.add_scalar(f"steps/{key}", value, step)
 
     def close(self) -> None:
         self._tb.close()
@@ -77,11 +94,12 @@ def read_metrics(workdir: str) -> list:
     return _read_metrics(os.path.join(workdir, "metrics.jsonl"))[0]
 
 
-def truncate_metrics(workdir: str, keep_epochs_below: int) -> None:
+def truncate_metrics(workdir: str, keep_epochs_below: int,
+                     filename: str = "metrics.jsonl") -> None:
     """Drops epoch records at or after `keep_epochs_below` (written after the checkpoint
     that a resumed run restarts from) and a half-written last line, so the file never
-    holds an epoch twice."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    holds an epoch twice (`filename`: metrics.jsonl or the step records)."""
+    path = os.path.join(workdir, filename)
     records, partial = _read_metrics(path)
     kept = [r for r in records if r.get("epoch", -1) < keep_epochs_below]
     if len(kept) != len(records) or partial:
@@ -151,9 +169,13 @@ def config_diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> Dict[str, T
     b = flatten_dict(new, "")
     a = {k.replace("/", "."): v for k, v in a.items()}
     b = {k.replace("/", "."): v for k, v in b.items()}
+    # A field added to the configs with None ("not checked", e.g. data.expect.*) means
+    # the same as its absence from a run saved before it existed.
     return {k: (a.get(k, "<absent>"), b.get(k, "<absent>"))
             for k in sorted(set(a) | set(b))
-            if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RUNTIME_FIELDS}
+            if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RUNTIME_FIELDS
+            and (a.get(k, "<absent>"), b.get(k, "<absent>")) not in (("<absent>", None),
+                                                                     (None, "<absent>"))}
 
 
 def run_started(workdir: str) -> bool:
@@ -172,11 +194,11 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         saved = json.load(f)
     diff = config_diff(saved, config_to_dict(config))
     if diff:
-        lines = "\n".join(f"  {k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"workdir {workdir} holds a run with a different config:\n{lines}\n"
-            "Resume it with the same config, choose another --workdir, or pass --fresh "
-            "to delete its checkpoints and metrics and start over.")
+        fields = "; ".join(f"{k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
+        raise UserError(
+            f"workdir {workdir} holds a run with a different config ({fields}): resume it "
+            "with the same config, choose another --workdir, or pass --fresh to delete its "
+            "checkpoints and metrics and start over")
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -7,6 +7,15 @@ Every field can be overridden on the command line, e.g. `--config.loss.beta=0`.
 import ml_collections
 
 
+# What converters record about their preprocessing (data_prep.features.AudioParams, the
+# stored frames and the split), with the type a command-line value is parsed as.
+EXPECT_FIELDS = {
+    "sample_rate": int, "clip_seconds": float, "n_fft": int, "hop_length": int,
+    "center": bool, "normalization": str, "spectrogram_recipe": str,
+    "num_frames": int, "frame_size": int, "split_source": str,
+}
+
+
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -32,9 +41,13 @@ def get_config() -> ml_collections.ConfigDict:
     # record decoding alone cannot feed a GPU. cache_dir "" = <data_dir>/avgmm_cache.
     config.data.cache = True
     config.data.cache_dir = ""
-    # Preparation parameters the dataset must have been built with (name -> value); the
-    # loader refuses a dataset that recorded something else.
+    # Preparation parameters the dataset must have been built with; the loader refuses a
+    # dataset that recorded something else. None = not checked. Every config has every
+    # field, so any of them can be set on the command line, e.g.
+    # --config.data.expect.sample_rate=22050.
     config.data.expect = ml_collections.ConfigDict()
+    for field, kind in EXPECT_FIELDS.items():
+        config.data.expect[field] = ml_collections.FieldReference(None, field_type=kind)
 
     config.model = ml_collections.ConfigDict()
     config.model.width = 64  # ResNet-18 widths 64/128/256/512

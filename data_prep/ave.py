@@ -142,5 +142,7 @@ def main(argv):
 
 if __name__ == "__main__":
     convert.define_common_flags()
+    # absl's --help lists only the main module's flags; these are defined in convert.
+    flags.adopt_module_key_flags(convert)
     flags.mark_flag_as_required("raw_dir")
     app.run(main)

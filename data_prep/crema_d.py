@@ -144,6 +144,8 @@ def main(argv):
 
 if __name__ == "__main__":
     convert.define_common_flags()
+    # absl's --help lists only the main module's flags; these are defined in convert.
+    flags.adopt_module_key_flags(convert)
     flags.DEFINE_string("split_csv_dir", None,
                         "Directory with the reference train.csv / test.csv split files.")
     flags.mark_flag_as_required("raw_dir")

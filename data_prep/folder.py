@@ -246,6 +246,8 @@ def main(argv):
 
 if __name__ == "__main__":
     convert.define_common_flags(raw_dir=False)
+    # absl's --help lists only the main module's flags; these are defined in convert.
+    flags.adopt_module_key_flags(convert)
     flags.DEFINE_string("csv", None, "CSV of video_path,label[,split][,audio_path].")
     flags.DEFINE_string("name", "folder_av", "tfds name of the new dataset (snake_case).")
     flags.DEFINE_integer("sample_rate", 22050, "Audio sample rate (Hz).")

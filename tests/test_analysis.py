@@ -176,3 +176,56 @@ def test_report_names_each_rows_split_source(tmp_path):
         table = {r["method"]: r["split_source"] for r in csv.DictReader(f)}
     assert table["Baseline (Concat)"] == "seeded random, seed 0"
     assert table["Warm-up loss only"] == ""
+
+
+def test_report_counts_each_seed_once(two_seeds, tmp_path, capsys):
+    import shutil
+
+    root, runs = two_seeds
+    copy = tmp_path / "copy_of_s0"
+    shutil.copytree(runs["s0"], copy)
+    # The folder and one of its runs named again, plus a copy of seed 0 elsewhere.
+    found = report.find_runs([str(root), runs["s0"], str(copy)])
+    assert len(found) == 4  # s0, s1, concat, the copy
+    rows = report.aggregate([report.load(r) for r in found])
+    full = next(r for r in rows if r["method"].startswith("Ours"))
+    assert full["seeds"] == 2
+    assert "repeats seed 0" in capsys.readouterr().err
+
+
+def test_figures_name_their_run_and_show_only_the_loss_terms_in_use(two_seeds, tmp_path):
+    from avgmm import plots
+
+    _, runs = two_seeds
+    config, records = analyze.load_run(runs["s1"])
+    assert analyze.run_label(config) == ("Ours (full; SGD, reset state) on avsynth/tiny, "
+                                         "seed 1 [configs/tiny.py]")
+    config.loss.beta = 0.0
+    assert analyze.run_label(config).endswith("[configs/tiny.py + loss.beta=0.0]")
+    adaptive = next(r for r in records if r["phase"] == "adaptive")
+    terms = plots.loss_terms(adaptive, config.loss.to_dict())
+    assert set(terms) == {"total loss", "alpha * w_bal * CE(fused)",
+                          "lambda_t * gamma * w_imb * (g - mu_0)^2"}
+    assert set(plots.loss_terms(records[0], config.loss.to_dict())) == {
+        "total loss", "CE(fused)", "CE(audio)", "CE(visual)"}
+    _, concat_records = analyze.load_run(runs["concat"])
+    assert plots.phases_title(concat_records) == "concat (fused CE)"
+    assert plots.phases_title(records) == "warm-up and adaptive"
+    best = max(r["val"]["accuracy"] for r in records)
+    assert plots.best_epoch(records) == next(r["epoch"] for r in records
+                                             if r["val"]["accuracy"] == best)
+    out = analyze.compare([runs["s0"], runs["s1"], runs["concat"]],
+                          str(tmp_path / "cmp" / "comparison.png"))
+    with open(out, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+
+
+def test_imbalance_csv_says_which_checkpoint_and_gmm_made_it(two_seeds):
+    _, runs = two_seeds
+    out = analyze.analyze(runs["s0"], checkpoint="latest", split="train")
+    with open(out["imbalance_source"]) as f:
+        source = json.load(f)
+    assert source["checkpoint"] == "latest" and source["epochs_completed"] == 3
+    assert source["split"] == "train"
+    assert source["gmm"].startswith("the GMM in force in the checkpoint: fit 1")
+    assert {"pi_1", "mu_0", "mu_1"} <= set(source["gmm_params"])

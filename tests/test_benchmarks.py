@@ -26,12 +26,20 @@ def _bench(tmp_path, *args):
 
 
 def test_train_step_bench_smoke(tmp_path):
-    pytest.importorskip("torch")
+    # The PyTorch column needs the `bench` extra; without torch the JAX column still runs.
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
     out, rows = _bench(tmp_path, "train_step", "--shapes=tiny", "--batches=4",
                        "--dtypes=float32", "--losses=adaptive", "--repeats=1")
     assert "jax/torch" in out and len(rows) == 1
-    assert rows[0]["samples_per_s"] > 0 and rows[0]["torch_samples_per_s"] > 0
-    assert rows[0]["flops_per_sample"] > 0
+    assert rows[0]["samples_per_s"] > 0 and rows[0]["flops_per_sample"] > 0
+    if have_torch:
+        assert rows[0]["torch_samples_per_s"] > 0
+    else:
+        assert rows[0]["torch_samples_per_s"] is None and "no PyTorch column" in out
 
 
 def test_gmm_bench_smoke(tmp_path):

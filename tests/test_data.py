@@ -82,7 +82,7 @@ def test_loader_errors_name_the_problem(tiny_data_dir, tmp_path):
                                          r"expects frame_size=224"):
         pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, {"frame_size": 224})
     with pytest.raises(FileNotFoundError, match="not prepared|not found"):
-        pipeline.load_dataset("avsynth/tiny", str(tmp_path), 1)
+        pipeline.load_dataset("crema_d_av", str(tmp_path), 1)
 
 
 def test_evenly_spaced_frames():

@@ -128,7 +128,7 @@ def test_crema_random_split_is_recorded_and_refused_by_the_crema_config(crema_pr
     assert message.startswith("dataset 'crema_d_av' was prepared with split_source='seeded "
                               "random, seed 0' but the config expects "
                               "split_source='standard': ")
-    assert "python -m data_prep.crema_d --raw_dir=... --data_dir=NEW_DIR " \
+    assert "python -m data_prep.crema_d --raw_dir=<CREMA-D download> --data_dir=NEW_DIR " \
            "--split_csv_dir=DIR" in message
     assert "config.data.expect.split_source='seeded random, seed 0'" in message
     # The override the message names works, and the meta says which split it is.
@@ -380,7 +380,7 @@ def test_an_ave_set_from_the_old_converter_is_refused(ave_prepared, tmp_path):
     message = str(e.value)
     assert "\n" not in message
     assert "older converter (version 1.0.0; this code reads 2.0.0)" in message
-    assert f"python -m data_prep.ave --raw_dir=... --data_dir={old}" in message
+    assert f"python -m data_prep.ave --raw_dir=<AVE download> --data_dir={old}" in message
     # Where the converters are not importable, tfds reads the old version from its files
     # and the recipe the config expects is missing: the same advice.
     script = (
@@ -393,7 +393,8 @@ def test_an_ave_set_from_the_old_converter_is_refused(ave_prepared, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert ("REFUSED dataset 'ave_av' does not record 'spectrogram_recipe' (the config "
             "expects spectrogram_recipe='scipy_psd_log')") in out.stdout, out.stdout
-    assert f"prepare it again with python -m data_prep.ave --raw_dir=... --data_dir={old}" \
+    assert f"prepare it again with python -m data_prep.ave --raw_dir=<AVE download> " \
+           f"--data_dir={old}" \
         in out.stdout
 
 
@@ -686,3 +687,17 @@ def test_folder_refuses_an_edited_csv_until_overwrite(crema_raw, tmp_path, capsy
     assert sum(counts) == 5
     again = tfds.builder("edited_clips", data_dir=data_dir).info.metadata
     assert again["preparation"]["source"]["csv_sha1"] != source["csv_sha1"]
+
+
+@pytest.mark.parametrize("module,own", [("folder", "--csv"), ("crema_d", "--split_csv_dir"),
+                                        ("ave", "--raw_dir"), ("av_mnist", "--fsdd_dir")])
+def test_help_lists_every_flag_of_the_converter(module, own):
+    out = subprocess.run([sys.executable, "-m", f"data_prep.{module}", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=REPO))
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]  # absl's --help exits with 1
+    listed = {line.split(":")[0].strip() for line in out.stdout.splitlines()
+              if line.lstrip().startswith("--")}
+    for flag in (own, "--data_dir") + (() if module == "av_mnist" else
+                                        ("--workers", "--num_frames", "--frame_size")):
+        assert flag in listed, (flag, sorted(listed))

@@ -11,6 +11,8 @@ import json
 import os
 from typing import Any, Iterator, List, Tuple
 
+from avgmm.errors import UserError
+
 _TFDS = "tensorflow_datasets.core.features."
 FEATURES_DICT = _TFDS + "features_dict.FeaturesDict"
 TENSOR = _TFDS + "tensor_feature.Tensor"
@@ -33,7 +35,7 @@ def check_prepared(name: str, data_dir: str) -> None:
             with open(path, encoding="utf-8") as f:
                 spec = json.load(f)
         except (OSError, ValueError) as e:
-            raise ValueError(f"dataset '{name}': cannot read {path} as JSON ({e}); prepare "
+            raise UserError(f"dataset '{name}': cannot read {path} as JSON ({e}); prepare "
                              "it again") from e
         if path.endswith("dataset_info.json"):
             if "features" not in spec:
@@ -41,7 +43,7 @@ def check_prepared(name: str, data_dir: str) -> None:
             spec = spec["features"]
         problem = _problem(spec)
         if problem:
-            raise ValueError(f"dataset '{name}' is refused: {path} {problem}; avgmm opens "
+            raise UserError(f"dataset '{name}' is refused: {path} {problem}; avgmm opens "
                              "only datasets made by its own builders (data_prep, avsynth): "
                              "prepare it again")
 

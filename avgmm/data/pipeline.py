@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import shutil
+import sys
 import threading
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
@@ -34,6 +35,7 @@ import tensorflow_datasets as tfds
 from tqdm.auto import tqdm
 
 from avgmm.data import feature_spec
+from avgmm.errors import DatasetNotPreparedError, UserError
 
 Batch = Dict[str, np.ndarray]
 SPLITS = ("train", "validation", "test")
@@ -42,12 +44,19 @@ SPLITS = ("train", "validation", "test")
 HOST_KEYS = ("id",)
 # Converters of the built-in datasets: named in refusals, and imported (which registers
 # their builders) so that the loader knows which dataset version the current code writes.
-CONVERTERS = {"crema_d_av": "data_prep.crema_d", "ave_av": "data_prep.ave"}
+CONVERTERS = {"crema_d_av": "data_prep.crema_d", "ave_av": "data_prep.ave",
+              "av_mnist": "data_prep.av_mnist"}
+# The inputs each converter needs, as shown in "prepare it with: ..." lines.
+CONVERTER_INPUTS = {
+    "crema_d_av": "--raw_dir=<CREMA-D download>",
+    "ave_av": "--raw_dir=<AVE download>",
+    "av_mnist": "--fsdd_dir=<FSDD recordings folder> --mnist_dir=<MNIST idx files folder>",
+}
 CACHE_FIX = ("set config.data.cache_dir to a folder with room for it, or config.data.cache="
              "False to read the records directly (slower)")
 
 
-class CacheError(OSError):
+class CacheError(UserError, OSError):
     """The loader's decoded cache cannot be built; the one-line message says how to fix it."""
 
 
@@ -81,29 +90,35 @@ class Dataset:
         # Before tfds reads the files: it would import any module their spec names.
         feature_spec.check_prepared(name, data_dir)
         _check_version(name, data_dir)
+        # Before tfds too: for a name it has no builder for, its error lists every dataset
+        # it knows and suggests unrelated ones.
+        if not is_prepared(name, data_dir):
+            raise DatasetNotPreparedError(
+                f"dataset '{name}' is not prepared in {_show(data_dir)}; prepare it with: "
+                f"{prepare_command(name, data_dir)}")
         try:
             builder = tfds.builder(name, data_dir=data_dir)
-        except Exception as e:  # tfds raises several types for a missing dataset
-            raise FileNotFoundError(
-                f"dataset '{name}' was not found in data_dir='{data_dir}': prepare it first "
-                f"(see the README's data section) or point config.data.data_dir at it ({e})"
-            ) from e
+        except Exception as e:  # tfds raises several types for a dataset it cannot read
+            raise DatasetNotPreparedError(
+                f"dataset '{name}' in {_show(data_dir)} cannot be opened "
+                f"({_one_line(e)}); prepare it again with: "
+                f"{prepare_command(name, data_dir)}") from e
         if not builder.is_prepared():
-            raise FileNotFoundError(
-                f"dataset '{name}' is not prepared in data_dir='{data_dir}' "
-                f"(looked in {builder.data_dir}); prepare it first (see the README)")
+            raise DatasetNotPreparedError(
+                f"dataset '{name}' is not prepared in {_show(data_dir)} (looked in "
+                f"{builder.data_dir}); prepare it with: {prepare_command(name, data_dir)}")
         info = builder.info
         missing = {"audio", "frames", "label", "id"} - set(info.features.keys())
         if missing:
-            raise ValueError(f"dataset '{name}' lacks the features {sorted(missing)}; "
+            raise UserError(f"dataset '{name}' lacks the features {sorted(missing)}; "
                              "avgmm needs audio, frames, label and id")
         self.sources = {s: tfds.data_source(name, data_dir=data_dir, split=s)
                         for s in SPLITS if s in info.splits}
         if "train" not in self.sources:
-            raise ValueError(f"dataset '{name}' has no 'train' split: {list(info.splits)}")
+            raise UserError(f"dataset '{name}' has no 'train' split: {list(info.splits)}")
         frames_shape = tuple(info.features["frames"].shape)
         if not 1 <= num_frames <= frames_shape[0]:
-            raise ValueError(
+            raise UserError(
                 f"config.data.num_frames={num_frames} but '{name}' stores "
                 f"{frames_shape[0]} frames per clip; use a value in 1..{frames_shape[0]}")
         self.frame_index = evenly_spaced(frames_shape[0], num_frames)
@@ -211,8 +226,11 @@ class Dataset:
             _reserve(os.path.join(tmp, f"{name}.npy"))
         labels, ids, flags = [], [], []
         chunk = 256
+        if not sys.stderr.isatty():  # a bar in a log file is noise: one line instead
+            print(f"decoding {self.meta.name} {split} ({n} clips) into the cache {tmp}",
+                  flush=True)
         with tqdm(total=n, desc=f"caching {self.meta.name} {split}", unit="clip",
-                  leave=False, dynamic_ncols=True) as bar:
+                  leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
             for start in range(0, n, chunk):
                 batch = self._read_records(split, range(start, min(start + chunk, n)))
                 out["audio"][start:start + len(batch["label"])] = batch["audio"]
@@ -359,7 +377,19 @@ def load_dataset(name: str, data_dir: str, num_frames: int,
                  expected_params: Optional[Mapping[str, Any]] = None,
                  cache_dir: Optional[str] = None) -> Dataset:
     """Opens a prepared dataset; refuses one whose recorded parameters differ from
-    `expected_params` (a mapping of parameter name to the value the config asks for)."""
+    `expected_params` (a mapping of parameter name to the value the config asks for; None
+    values are not checked).
+
+    The embedded synthetic `avsynth/<config>` is generated here when it is missing (it
+    needs no download), so every entry point can use it on a fresh machine.
+    """
+    if name.split("/")[0] == "avsynth" and not is_prepared(name, data_dir):
+        from avgmm.data import avsynth  # tfds builder module: imported only when needed
+
+        config_name = (name.split(":")[0].split("/") + ["default"])[1]
+        print(f"building the synthetic dataset {name} in {_show(data_dir)} (once; it "
+              "needs no download)", flush=True)
+        avsynth.prepare(os.path.expanduser(data_dir), config_name)
     ds = Dataset(name, data_dir, num_frames)
     _check_params(ds, name, expected_params)
     if cache_dir:
@@ -367,12 +397,44 @@ def load_dataset(name: str, data_dir: str, num_frames: int,
     return ds
 
 
+def is_prepared(name: str, data_dir: str) -> bool:
+    """Whether `data_dir` holds a finished build of `name` (`base[/config][:version]`):
+    a version folder with its `dataset_info.json`."""
+    base, _, version = name.partition(":")
+    root = os.path.join(os.path.expanduser(data_dir), *base.split("/"))
+    if not os.path.isdir(root):
+        return False
+    versions = [version] if version else os.listdir(root)
+    return any(re.fullmatch(r"\d+\.\d+\.\d+", v)
+               and os.path.exists(os.path.join(root, v, "dataset_info.json"))
+               for v in versions)
+
+
+def _show(path: str) -> str:
+    """`path` as people type it: the home folder as `~`."""
+    path = str(path)
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~") and (path == home or path.startswith(home + os.sep)):
+        return "~" + path[len(home):]
+    return path
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def prepare_command(name: str, data_dir: str) -> str:
-    """How to prepare `name` again, for refusals."""
-    module = CONVERTERS.get(name.split("/")[0])
+    """The command that prepares `name` into `data_dir`, for refusals."""
+    base = name.split(":")[0].split("/")[0]
+    if base == "avsynth":
+        return f"python -m avgmm.demo --data_dir={_show(data_dir)}"
+    module = CONVERTERS.get(base)
     if module is None:
-        return "the converter that made it (see the README's data section)"
-    return f"python -m {module} --raw_dir=... --data_dir={data_dir}"
+        return ("python -m data_prep.folder --csv=<clips.csv> --name=" + base +
+                f" --data_dir={_show(data_dir)} (or the converter that made it; see the "
+                "README's data section)")
+    return (f"python -m {module} {CONVERTER_INPUTS[base]} --data_dir={_show(data_dir)}")
 
 
 def _check_version(name: str, data_dir: str) -> None:
@@ -392,34 +454,40 @@ def _check_version(name: str, data_dir: str) -> None:
     older = sorted(v for v in os.listdir(folder) if re.fullmatch(r"\d+\.\d+\.\d+", v)
                    and os.path.exists(os.path.join(folder, v, "dataset_info.json")))
     if older:
-        raise ValueError(
+        raise UserError(
             f"dataset '{name}' in {folder} was prepared by an older converter (version "
             f"{', '.join(older)}; this code reads {current}): prepare it again with "
             f"{prepare_command(name, data_dir)}")
 
 
 def _check_params(ds: Dataset, name: str, expected_params: Optional[Mapping[str, Any]]):
-    for key, want in (expected_params or {}).items():
-        if key not in ds.meta.params:
-            raise ValueError(
-                f"dataset '{name}' does not record '{key}' (the config expects {key}="
-                f"{want!r}), so an older converter made it: prepare it again with "
-                f"{prepare_command(name, ds.data_dir)}")
-        have = ds.meta.params[key]
-        if key == "split_source":
-            if not _same_split(have, want):
-                raise ValueError(
-                    f"dataset '{name}' was prepared with split_source={have!r} but the "
-                    f"config expects split_source={want!r}: prepare it into a new "
-                    f"data_dir with the standard split files "
-                    f"({prepare_command(name, 'NEW_DIR')} --split_csv_dir=DIR, DIR "
-                    f"holding train.csv and test.csv) or set "
-                    f"config.data.expect.split_source={have!r}")
-        elif not _same(have, want):
-            raise ValueError(
-                f"dataset '{name}' was prepared with {key}={have!r} but the config expects "
-                f"{key}={want!r}: prepare the data again with {key}={want!r} or set "
-                f"config.data.expect.{key}={have!r}")
+    """Refuses a dataset prepared with other parameters, naming every differing one."""
+    expected = {k: v for k, v in (expected_params or {}).items() if v is not None}
+    unrecorded = sorted(k for k in expected if k not in ds.meta.params)
+    if unrecorded:
+        raise UserError(
+            f"dataset '{name}' does not record {', '.join(map(repr, unrecorded))} (the "
+            "config expects "
+            + ", ".join(f"{k}={expected[k]!r}" for k in unrecorded) + "), so an older "
+            f"converter made it: prepare it again with {prepare_command(name, ds.data_dir)}")
+    differ = [(k, ds.meta.params[k], want) for k, want in sorted(expected.items())
+              if not (_same_split if k == "split_source" else _same)(ds.meta.params[k], want)]
+    if not differ:
+        return
+    have_text = ", ".join(f"{k}={have!r}" for k, have, _ in differ)
+    want_text = ", ".join(f"{k}={want!r}" for k, _, want in differ)
+    keep = " ".join(f"--config.data.expect.{k}={have!r}" for k, have, _ in differ)
+    if [k for k, _, _ in differ] == ["split_source"]:
+        have = differ[0][1]
+        raise UserError(
+            f"dataset '{name}' was prepared with {have_text} but the config expects "
+            f"{want_text}: prepare it into a new data_dir with the standard split files "
+            f"({prepare_command(name, 'NEW_DIR')} --split_csv_dir=DIR, DIR holding "
+            f"train.csv and test.csv) or set config.data.expect.split_source={have!r}")
+    raise UserError(
+        f"dataset '{name}' was prepared with {have_text} but the config expects "
+        f"{want_text}: prepare the data again with those values or accept the data's "
+        f"with {keep}")
 
 
 def _same_split(have: Any, want: Any) -> bool:

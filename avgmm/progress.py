@@ -1,0 +1,106 @@
+"""What a running job tells its operator: step-level metrics every `log_every_steps`
+steps (`steps.jsonl` and TensorBoard), a tqdm bar on a terminal, plain periodic lines with
+ETAs when the output goes to a file, and one line before each pause that would otherwise
+look like a hang (compilation, GMM fits, the final evaluation)."""
+
+import sys
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+
+def say(message: str) -> None:
+    """A timestamped progress line on stdout (above any progress bar)."""
+    tqdm.write(time.strftime("[%H:%M:%S] ") + message, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def interactive() -> bool:
+    """Whether progress goes to a terminal (bars) or to a file (plain lines)."""
+    return sys.stderr.isatty()
+
+
+def duration(seconds: float) -> str:
+    """`1:02:03` / `2:03` for people."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class RunClock:
+    """Seconds per training step measured so far, for the run's ETA (evaluation time is
+    included through the wall time of finished epochs)."""
+
+    def __init__(self, total_steps: int, done_steps: int):
+        self.total_steps = total_steps
+        self.done_steps = done_steps
+        self.start = time.time()
+        self.start_steps = done_steps
+
+    def eta(self, done_steps: int) -> Optional[float]:
+        steps = done_steps - self.start_steps
+        if steps <= 0:
+            return None
+        return (time.time() - self.start) / steps * (self.total_steps - done_steps)
+
+
+def train_epoch(step_fn: Callable, state: Any, batches: Iterable[Dict[str, np.ndarray]],
+                shard: Callable, lambda_t: Any, *, positions: np.ndarray, steps: int,
+                batch_size: int, desc: str, log_every: int, first_step: int,
+                on_log: Callable[[int, Dict[str, float], float], None],
+                clock: RunClock, compile_note: Optional[str] = None
+                ) -> Tuple[Any, List[Dict[str, Any]], float]:
+    """Runs one epoch of `step_fn`; returns `(state, per-step terms on the host,
+    samples/s)`.
+
+    samples/s counts from the first step's completion, so a step function's compilation
+    (the first step of each phase) is not in it. Every `log_every` steps the mean terms of
+    those steps and their samples/s go to `on_log(global_step, terms, samples_per_s)`;
+    without a terminal the same moments print a plain line with the ETAs.
+    """
+    bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True,
+               disable=not interactive())
+    terms: List[Any] = []
+    window_start, window_from = None, 0
+    t0, loop_start = None, time.time()
+    try:
+        for i, batch in enumerate(batches):
+            if i == 0 and compile_note:
+                say(compile_note)
+            batch["position"] = positions
+            state, step_terms = step_fn(state, shard(batch), lambda_t)
+            terms.append(step_terms)
+            bar.update(1)
+            if i == 0:
+                jax.block_until_ready(step_terms)
+                t0 = window_start = time.time()
+                window_from = 1
+                continue
+            done = i + 1
+            if log_every > 0 and done % log_every == 0:
+                recent = jax.device_get(terms[window_from:done])
+                now = time.time()
+                rate = (done - window_from) * batch_size / max(now - window_start, 1e-9)
+                mean = {k: float(np.mean([t[k][0] for t in recent])) for k in recent[0]}
+                on_log(first_step + done, mean, rate)
+                if not interactive():
+                    epoch_eta = (now - t0) / (done - 1) * (steps - done)
+                    run_eta = clock.eta(first_step + done)
+                    say(f"{desc} step {done}/{steps} | loss {mean['loss']:.4f} | "
+                        f"{rate:.0f} samples/s | epoch ETA {duration(epoch_eta)}"
+                        + (f", run ETA {duration(run_eta)}" if run_eta is not None else ""))
+                window_start, window_from = now, done
+        host_terms = jax.device_get(terms)
+    finally:
+        bar.close()
+    end = time.time()
+    n = len(host_terms)
+    if n > 1:
+        rate = (n - 1) * batch_size / max(end - t0, 1e-9)
+    else:  # one step: its time includes whatever compilation it needed
+        rate = n * batch_size / max(end - loop_start, 1e-9)
+    return state, host_terms, rate
