@@ -27,7 +27,8 @@ def _run(root, variant, seed, method, val, test, best_epoch, aucs=()):
             record["gmm_fit"] = {"pi_1": 0.3 / (e - 2), "auc_imbalanced": aucs[e - 3]}
         records.append(record)
     results = {"test_accuracy": test[best_epoch - 1], "best_epoch": best_epoch, "epochs": 4,
-               "last_epoch": {"accuracy": test[-1]}, "gmm_fit_aucs": list(aucs),
+               "last_epoch": {"accuracy": test[-1], "accuracy_degraded": 0.3,
+                              "accuracy_clean": 0.8}, "gmm_fit_aucs": list(aucs),
                "test_accuracy_degraded": 0.4, "test_accuracy_clean": 0.9}
     for name, obj in (("config.json", config), ("results.json", results)):
         with open(os.path.join(run, name), "w") as f:
@@ -52,6 +53,7 @@ def test_study_tables_pool_seeds_and_judge_the_adaptive_phase(tmp_path):
     assert paper["best_in_adaptive"] == "1/2" and paper["best_epoch"] == "3, 2"
     assert paper["val_audio_warmup"] == "70.0 ± 0.0" and paper["val_audio_end"] == "90.0 ± 0.0"
     assert paper["fit_aucs"] == "0.800±0.141 / 0.700±0.141"
+    assert paper["test_degraded"] == "40.0 ± 0.0" and paper["test_degraded_last"] == "30.0 ± 0.0"
     assert rows["concat"]["best_in_adaptive"] == "-" and rows["concat"]["fit_aucs"] == "-"
     text = study.tables(list(rows.values()))
     assert text.count("\n| paper |") == 2  # one row in each table
