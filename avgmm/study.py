@@ -1,6 +1,6 @@
 """Tables and figures of a reproduction study: several variants, several seeds each.
 
-    python -m avgmm.study ROOT [--out=DIR] [--reference=warmup_only]
+    python -m avgmm.study ROOT [--out=DIR] [--show=a,b,c] [--split=val|test]
 
 `ROOT` holds one folder per variant with one finished run per seed
 (`ROOT/<variant>/seed<k>/results.json`, as `launch.sh study` writes them). For every
@@ -160,18 +160,19 @@ def _curve(runs: List[Dict[str, Any]], split: str, key: str):
 
 
 def figures(variants: Dict[str, List[Dict[str, Any]]], out_dir: str, title: str,
-            shown: Optional[Sequence[str]] = None) -> List[str]:
-    """Figure-4-style accuracy curves and Figure-3-style mixture evolution."""
+            shown: Optional[Sequence[str]] = None, split: str = "val") -> List[str]:
+    """Figure-4-style accuracy curves (of `split`: val or test) and Figure-3-style
+    mixture evolution."""
     shown = [v for v in (shown or variants) if v in variants]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=False)
     for ax, (key, name) in zip(axes, (("accuracy", "multimodal"), ("accuracy_audio", "audio-only"),
                                       ("accuracy_visual", "visual-only"))):
         for v in shown:
-            epochs, values = _curve(variants[v], "val", key)
+            epochs, values = _curve(variants[v], split, key)
             ax.plot(epochs, values, "o-", ms=2.5, label=v)
         warm = [r["config"]["schedule"]["warmup_epochs"] for r in variants[shown[0]]]
         ax.axvline(warm[0] + 0.5, color="0.5", lw=0.8, ls="--")
-        ax.set_title(f"validation {name} accuracy")
+        ax.set_title(f"{'validation' if split == 'val' else 'test'} {name} accuracy")
         ax.set_xlabel("epoch (dashed: end of warm-up)")
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
@@ -213,11 +214,13 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     flags.DEFINE_string("out", None, "Where to write study.md and the figures (default ROOT).")
     flags.DEFINE_list("show", [], "Variants drawn in the figures (default: all).")
+    flags.DEFINE_enum("split", "val", ["val", "test"], "Split of the accuracy curves.")
 
 
 def main(argv):
     if len(argv) != 2:
-        sys.exit("usage: python -m avgmm.study ROOT [--out=DIR] [--show=a,b,c]")
+        sys.exit("usage: python -m avgmm.study ROOT [--out=DIR] [--show=a,b,c] "
+                 "[--split=val|test]")
     root = argv[1]
     try:
         variants = load_runs(root)
@@ -232,7 +235,7 @@ def main(argv):
             + tables(rows))
     with open(os.path.join(out_dir, "study.md"), "w", encoding="utf-8") as f:
         f.write(text)
-    paths = figures(variants, out_dir, title, FLAGS.show or None)
+    paths = figures(variants, out_dir, title, FLAGS.show or None, FLAGS.split)
     print(text)
     print("wrote", os.path.join(out_dir, "study.md"), *paths)
 
