@@ -37,7 +37,7 @@ PAPER = {
     ("CREMA-D", "adam_no_reset"): 75.67, ("AVE", "adam_no_reset"): 66.67,
 }
 LABELS = {
-    "full": "Ours (full; SGD, reset state)", "concat": "Baseline (Concat)",
+    "full": "GMM adaptive loss (full; SGD, reset state)", "concat": "Baseline (Concat)",
     "warmup_only": "Warm-up loss only", "alpha0": "w/o L_MM (alpha = 0)",
     "beta0": "w/o |g|^2 (beta = 0)", "gamma0": "w/o |g - mu_0|^2 (gamma = 0)",
     "no_gmm_weights": "w/o GMM weights (w = 1)", "adam_reset": "Adam (reset state)",

@@ -169,7 +169,7 @@ def test_report_names_each_rows_split_source(tmp_path):
     table, notes = md.split("\n\nSplit source of the runs (from results.json):\n")
     assert table.count("\n|") == 4  # header, separator, three rows
     assert notes.splitlines() == [
-        "- CREMA-D, Ours (full; SGD, reset state): standard: 6896",
+        "- CREMA-D, GMM adaptive loss (full; SGD, reset state): standard: 6896",
         "- CREMA-D, Baseline (Concat): seeded random, seed 0"]
     _, csv_path = report.write(rows, str(tmp_path / "out"))
     with open(csv_path, newline="") as f:
@@ -198,7 +198,7 @@ def test_figures_name_their_run_and_show_only_the_loss_terms_in_use(two_seeds, t
 
     _, runs = two_seeds
     config, records = analyze.load_run(runs["s1"])
-    assert analyze.run_label(config) == ("Ours (full; SGD, reset state) on avsynth/tiny, "
+    assert analyze.run_label(config) == ("GMM adaptive loss (full; SGD, reset state) on avsynth/tiny, "
                                          "seed 1 [configs/tiny.py]")
     config.loss.beta = 0.0
     assert analyze.run_label(config).endswith("[configs/tiny.py + loss.beta=0.0]")
