@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import sys
+import textwrap
 from typing import Any, Dict, List, Tuple
 
 import ml_collections
@@ -100,7 +101,8 @@ def draw_plots(workdir: str, records: List[Dict], fits: List[Dict],
     run when its `config` is given."""
     out = os.path.join(workdir, "plots")
     os.makedirs(out, exist_ok=True)
-    run = run_label(config) if config is not None else ""
+    # Wrapped: a run with several changes makes a label wider than any figure.
+    run = textwrap.fill(run_label(config), 100) if config is not None else ""
     loss_config = config.loss.to_dict() if config is not None else {}
     written = []
     for k, fit in enumerate(fits):

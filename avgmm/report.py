@@ -44,7 +44,7 @@ LABELS = {
     "sgd_no_reset": "SGD (same state)", "adam_no_reset": "Adam (same state)",
     # Readings the paper leaves open (not in its tables).
     "lambda_step": "lambda epoch restarts each step", "lambda_global": "lambda epoch global",
-    "posteriors_refit": "posteriors of the refit gaps", "unimodal": "+ unimodal CE (ours)",
+    "posteriors_refit": "posteriors of the refit gaps", "unimodal": "unimodal CE kept (ours)",
     "reset_schedule": "reset restarts LR schedule", "gmm_bic": "GMM selected by BIC",
     "gap_weaker": "gap gradient to the weaker modality (ours)",
 }
@@ -126,7 +126,7 @@ def ablation_name(config: Dict[str, Any]) -> Tuple[str, Optional[str]]:
         changes.append("gap_weaker")
     unimodal = loss.get("unimodal_weight", 0.0)
     if unimodal:
-        label = f"{LABELS['unimodal']} w = {unimodal:g}"
+        label = f"{LABELS['unimodal']}, w = {unimodal:g}"
         return (label if not changes else
                 " + ".join([LABELS[c] for c in changes] + [label])), None
     if not changes:
