@@ -506,6 +506,44 @@ def _save_fit(workdir: str, fit_index: int, epoch: int, gmm: gmm_lib.GMMParams, 
     os.replace(tmp, os.path.join(path, f"fit_{fit_index:03d}.npz"))
 
 
+def refit_gmm(par: Parallel, state, ds: pipeline.Dataset, config: ml_collections.ConfigDict,
+              workdir: str, fit_index: int, epochs_done: int, meta: Dict[str, Any]):
+    """Algorithm 1, steps a-b: the gaps of every training sample in inference mode, a
+    GMM fitted to them on the device, and the fit's record (saved under `gmm_fits/`).
+
+    Returns the state with the new mixture (and the gaps it was fitted to) and the record;
+    `meta` (checkpointed) gains the fit count, the fit's AUC where the data has a
+    ground-truth flag, and whether its labelling was ambiguous.
+    """
+    start = time.time()
+    _say(f"GMM fit {fit_index}: collecting the training gaps and fitting")
+    dev_gaps, dev_mask, host_gaps = collect_gaps(par, state, ds, "train",
+                                                 config.eval_batch_size)
+    fitted = par.fit_gmm(dev_gaps, dev_mask)
+    state = state.replace(gmm=fitted,
+                          fit_gaps=par.replicate(np.asarray(host_gaps["gap"], np.float32)))
+    gmm = par.unreplicate(fitted)
+    fit = gmm.to_dict()
+    fit.update(fit_index=fit_index, seconds=time.time() - start,
+               gap_mean=float(host_gaps["gap"].mean()), gap_std=float(host_gaps["gap"].std()))
+    auc = gmm_auc(gmm, host_gaps)
+    if auc is not None:
+        fit["auc_imbalanced"] = auc
+        meta["fit_aucs"] = list(meta.get("fit_aucs", [])) + [auc]
+    if fit["fallback"]:
+        _say(f"GMM fit {fit_index}: one component (degenerate gaps, or gmm.select=bic "
+             "preferred one): every sample counts as balanced")
+    elif fit["ambiguous"]:
+        _say(f"GMM fit {fit_index}: labelling ambiguous: the gaps do not support two "
+             f"components (BIC two {fit['bic_two']:.1f} >= one {fit['bic_one']:.1f}); "
+             "gmm.select=bic treats them as balanced")
+    _save_fit(workdir, fit_index, epochs_done, gmm, host_gaps)
+    meta["gmm_fits"] = fit_index + 1
+    meta["ambiguous_fits"] = (list(meta.get("ambiguous_fits", []))
+                              + ([fit_index] if fit["ambiguous"] else []))
+    return state, fit
+
+
 def _trace_norm(opt_state) -> float:
     """Norm of the optimizer's moment buffers (0 right after a reset)."""
     leaves = [x for x in jax.tree.leaves(opt_state.inner_state)
@@ -657,34 +695,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 record["optimizer_reset"] = {"moment_norm": _trace_norm(host.opt_state)}
                 state = par.replicate(host)
             if loss_name == "adaptive" and e % config.schedule.epochs_per_step == 0:
-                start = time.time()
-                _say(f"GMM fit {adaptive_step}: collecting the training gaps and fitting")
-                dev_gaps, dev_mask, host_gaps = collect_gaps(par, state, ds, "train",
-                                                             config.eval_batch_size)
-                fitted = par.fit_gmm(dev_gaps, dev_mask)
-                state = state.replace(gmm=fitted, fit_gaps=par.replicate(
-                    np.asarray(host_gaps["gap"], np.float32)))
-                gmm = par.unreplicate(fitted)
-                fit = gmm.to_dict()
-                fit.update(fit_index=adaptive_step, seconds=time.time() - start,
-                           gap_mean=float(host_gaps["gap"].mean()),
-                           gap_std=float(host_gaps["gap"].std()))
-                auc = gmm_auc(gmm, host_gaps)
-                if auc is not None:
-                    fit["auc_imbalanced"] = auc
-                    meta["fit_aucs"] = list(meta.get("fit_aucs", [])) + [auc]
-                if fit["fallback"]:
-                    _say(f"GMM fit {adaptive_step}: one component (degenerate gaps, or "
-                         "gmm.select=bic preferred one): every sample counts as balanced")
-                elif fit["ambiguous"]:
-                    _say(f"GMM fit {adaptive_step}: labelling ambiguous: the gaps do not "
-                         f"support two components (BIC two {fit['bic_two']:.1f} >= one "
-                         f"{fit['bic_one']:.1f}); gmm.select=bic treats them as balanced")
-                record["gmm_fit"] = fit
-                _save_fit(workdir, adaptive_step, epoch, gmm, host_gaps)
-                meta["gmm_fits"] = adaptive_step + 1
-                meta["ambiguous_fits"] = (list(meta.get("ambiguous_fits", []))
-                                          + ([adaptive_step] if fit["ambiguous"] else []))
+                state, record["gmm_fit"] = refit_gmm(par, state, ds, config, workdir,
+                                                     adaptive_step, epoch, meta)
             lambda_t = np.float32(config.loss.lambda_decay ** lambda_exponent(config, epoch))
             step_fn = par.train_steps[loss_name]
             note = None
