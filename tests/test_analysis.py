@@ -85,7 +85,7 @@ def test_report_pools_seeds_into_mean_and_spread(two_seeds, tmp_path):
             results[name] = json.load(f)
     rows = report.aggregate([report.load(r) for r in report.find_runs([str(root)])])
     assert len(rows) == 2
-    full = next(r for r in rows if r["method"].startswith("Ours"))
+    full = next(r for r in rows if r["method"] == report.LABELS["full"])
     concat = next(r for r in rows if r["method"] == "Baseline (Concat)")
     assert full["seeds"] == 2 and concat["seeds"] == 1
     accs = [100 * results[s]["test_accuracy"] for s in ("s0", "s1")]
@@ -188,7 +188,7 @@ def test_report_counts_each_seed_once(two_seeds, tmp_path, capsys):
     found = report.find_runs([str(root), runs["s0"], str(copy)])
     assert len(found) == 4  # s0, s1, concat, the copy
     rows = report.aggregate([report.load(r) for r in found])
-    full = next(r for r in rows if r["method"].startswith("Ours"))
+    full = next(r for r in rows if r["method"] == report.LABELS["full"])
     assert full["seeds"] == 2
     assert "repeats seed 0" in capsys.readouterr().err
 
