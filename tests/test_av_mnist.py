@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import tiny
 from data_prep import av_mnist, convert, features, media
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -165,15 +166,7 @@ def test_loader_and_trainer_see_the_ground_truth_flag(prepared, tmp_path):
     batch = ds.read("test", range(40))
     assert batch["imbalanced"].dtype == bool and batch["imbalanced"].sum() == 20
     train.validate_config(config, num_devices=1)
-    config.model.width = 4
-    config.model.stage_sizes = (1, 1)
-    config.data.image_size = SIZE
-    config.data.prefetch = 0
-    config.batch_size = config.eval_batch_size = 16
-    config.num_devices = 1
-    config.schedule.warmup_epochs = 1
-    config.schedule.adaptive_steps = 1
-    config.schedule.epochs_per_step = 1
+    tiny.shrink(config, image_size=SIZE, batch_size=16)
     results = train.train_and_evaluate(config, str(tmp_path / "run"))
     # The GMM's imbalanced posterior is scored against the recorded degradation.
     assert 0 <= results["final_gmm_auc_imbalanced"] <= 1

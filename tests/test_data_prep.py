@@ -13,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import media_fixtures
+from configs import tiny
 from data_prep import ave, convert, crema_d, features, folder, media
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -456,15 +457,7 @@ def test_trainer_runs_the_paper_configs_on_fixture_data(name, crema_prepared, av
     config.data.data_dir = crema_prepared if name == "crema" else ave_prepared
     if name == "crema":  # the fixture has the seeded random split, not the standard one
         config.data.expect.split_source = "seeded random, seed 0"
-    config.model.width = 4
-    config.model.stage_sizes = (1, 1)
-    config.data.image_size = 32
-    config.data.prefetch = 0
-    config.batch_size = config.eval_batch_size = 2
-    config.num_devices = 1
-    config.schedule.warmup_epochs = 1
-    config.schedule.adaptive_steps = 1
-    config.schedule.epochs_per_step = 1
+    tiny.shrink(config, image_size=32, batch_size=2)
     results = train.train_and_evaluate(config, str(tmp_path / name))
     assert results["gmm_fits"] == 1 and 0 <= results["test_accuracy"] <= 1
     # The loader refuses data prepared with other parameters than the config expects.
