@@ -48,7 +48,7 @@ usage: ./launch.sh COMMAND [ARGS...]
 Multi-GPU: every run uses all local GPUs (jax.pmap); restrict with CUDA_VISIBLE_DEVICES or
 --config.num_devices=N. The global batch must divide by the device count (all processes'
 devices in a multi-host run). Other clusters: start one process per machine with
-JAX_COORDINATOR_ADDRESS=host0:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i (README, Training).
+JAX_COORDINATOR_ADDRESS=host0:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i (docs/multihost.md).
 USAGE
 }
 
@@ -101,7 +101,7 @@ case "$cmd" in
     if [ -z "${SLURM_JOB_ID:-}" ]; then
       echo "launch.sh multihost: not inside a SLURM allocation; submit it, e.g." \
            "sbatch --nodes=2 --ntasks-per-node=1 --gpus-per-node=8 --wrap" \
-           "\"./launch.sh multihost $config\", or see the README (Training) for other" \
+           "\"./launch.sh multihost $config\", or see docs/multihost.md for other" \
            "clusters" >&2
       exit 2
     fi

@@ -148,7 +148,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def use_study_loss(config: ml_collections.ConfigDict) -> None:
-    """The adaptive loss our reproduction study supports (README, "Does it work?").
+    """The adaptive loss our reproduction study supports (docs/study.md).
 
     Eq. 10 as printed drops the warm-up's unimodal cross-entropies and lets the gap terms
     lower the stronger modality; keeping the unimodal terms and sending the gap terms'

@@ -79,6 +79,12 @@ def _start(config: ml_collections.ConfigDict, wd: Workdir, ds: pipeline.Dataset,
     """Prepares the workdir and the state (resuming what is there); returns `(run,
     replicated state)`, or the saved results of a run that is already finished."""
     on_primary(lambda: _prepare_workdir(config, wd, fresh))
+    # A finished run answers before anything is built or compiled (a sweep run again).
+    done = on_primary(lambda: _finished_results(config, wd), share=True)
+    if done is not None:
+        _say(f"{wd.path} is finished ({config.epochs} epochs); its results (from "
+             "results.json; --fresh trains it again):")
+        return done
     method, par, template = build(config, ds)
     ckpt = SharedCheckpoints(wd.path, keep=config.checkpoint_keep)
     restored = ckpt.resume(template)  # skips damaged checkpoints, repairs a missing best
@@ -86,13 +92,6 @@ def _start(config: ml_collections.ConfigDict, wd: Workdir, ds: pipeline.Dataset,
     host_state = template
     if restored is not None:
         host_state, meta = restored
-        done = on_primary(lambda: _finished_results(method, wd, int(host_state.epoch)),
-                          share=True)
-        if done is not None:
-            ckpt.close()
-            _say(f"{wd.path} is finished ({int(host_state.epoch)} epochs); its results "
-                 "(from results.json; --fresh trains it again):")
-            return done
         _say(f"resuming {wd.path} after epoch {int(host_state.epoch)}")
     # Records are numbered by epochs completed (1-based); keep those up to the checkpoint.
     keep_below = int(host_state.epoch) + 1
@@ -283,11 +282,11 @@ def _log_steps(writer, epoch: int, phase: str, step: int, terms: Dict[str, float
                         "train": dict(terms, samples_per_second=samples_per_second)}, step)
 
 
-def _finished_results(method: methods.Method, wd: Workdir,
-                      last_epoch: int) -> Optional[Dict[str, Any]]:
-    """The saved results of a run whose checkpoint `last_epoch` is its final epoch, or
-    None where the run is not finished (epochs to go, or no intact results.json)."""
-    if last_epoch != method.epochs():
+def _finished_results(config: ml_collections.ConfigDict,
+                      wd: Workdir) -> Optional[Dict[str, Any]]:
+    """The saved results of a run whose newest checkpoint is its final epoch, or None
+    where the run is not finished (epochs to go, or no intact results.json)."""
+    if wd.latest_epoch() != config.epochs:
         return None
     return wd.read_results()
 

@@ -109,12 +109,17 @@ class Workdir:
         if len(kept) != len(records) or partial:
             files.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
+    def latest_epoch(self) -> Optional[int]:
+        """The epoch of the newest latest checkpoint (epochs completed), or None."""
+        latest = os.path.join(self.file(self.CHECKPOINTS), "latest")
+        if not os.path.isdir(latest):
+            return None
+        return max((int(d) for d in os.listdir(latest) if d.isdigit()), default=None)
+
     def run_started(self) -> bool:
         """Whether the workdir holds trained epochs (metrics or checkpoints), not just a
         config."""
-        latest = os.path.join(self.file(self.CHECKPOINTS), "latest")
-        has_ckpt = os.path.isdir(latest) and any(d.isdigit() for d in os.listdir(latest))
-        return has_ckpt or bool(self.read_metrics())
+        return self.latest_epoch() is not None or bool(self.read_metrics())
 
     # ------------------------------------------------------------------ config
     def save_config(self, config: ml_collections.ConfigDict) -> None:

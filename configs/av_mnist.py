@@ -2,7 +2,7 @@
 
 Prepare the data first, e.g. offline from the FSDD recordings and scikit-learn's digits:
 `python -m data_prep.av_mnist --fsdd_dir=.../recordings --digits_dir=sklearn
---visual_noise_fraction=0.3` (see the README's AV-MNIST section). A narrow ResNet-18
+--visual_noise_fraction=0.3` (see docs/datasets.md, AV-MNIST). A narrow ResNet-18
 (width 16) on 64 x 65 spectrograms and one 28 x 28 image; a few minutes on 2 cores.
 """
 

@@ -490,8 +490,8 @@ def prepare_command(name: str, data_dir: str) -> str:
     module = CONVERTERS.get(base)
     if module is None:
         return ("python -m data_prep.folder --csv=<clips.csv> --name=" + base +
-                f" --data_dir={_show(data_dir)} (or the converter that made it; see the "
-                "README's data section)")
+                f" --data_dir={_show(data_dir)} (or the converter that made it; see "
+                "docs/datasets.md)")
     return (f"python -m {module} {CONVERTER_INPUTS[base]} --data_dir={_show(data_dir)}")
 
 
