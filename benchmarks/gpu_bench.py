@@ -27,11 +27,13 @@ another process (benchmarks/sized_data.py) while the steps are measured. Writes
 `bench_gpu.json` and `bench_gpu.md` under --out after every section.
 
 `--smoke`: the whole script at tiny sizes (tiny shapes, a 2-stage width-4 ResNet, a few
-dozen clips, batch 4) on whatever JAX runs on (the CPU in the test suite), in about a
-minute.
+dozen clips, batch 4) on the CPU, GPU or not, in about a minute.
 """
 
 import os
+import time
+
+STARTED = time.monotonic()  # the budget counts from here, imports included
 
 # Before jax is imported: JAX would otherwise take 75% of the GPU's memory at its first
 # use, leaving too little to the PyTorch process (the larger cases need tens of GB).
@@ -48,7 +50,6 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -196,8 +197,10 @@ class Budget:
     """Seconds left of a run's budget; `allows(estimate)` says whether work of that
     estimated length still fits (RESERVE_S kept back)."""
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
-        self.seconds, self.clock, self.start = seconds, clock, clock()
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic,
+                 start: Optional[float] = None):
+        self.seconds, self.clock = seconds, clock
+        self.start = clock() if start is None else start
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -289,9 +292,9 @@ def step_cases(sizes: Sizes, shape: Shape,
 
 
 def run_torch(cases: Sequence[Tuple[Shape, int, str]], sizes: Sizes, budget: Budget,
-              tmp: str) -> Dict[str, Dict[str, Any]]:
-    """The PyTorch reference's rows by case key, from its own process, which gets at most
-    TORCH_SHARE of the budget."""
+              tmp: str, cpu: bool) -> Dict[str, Dict[str, Any]]:
+    """The PyTorch reference's rows by case key, from its own process (on the CPU if
+    `cpu`), which gets at most TORCH_SHARE of the budget."""
     spec = [{"key": _key(s, b, d), "audio_shape": list(s.audio), "frames": s.frames,
              "frame_size": s.size, "width": sizes.width, "stages": list(sizes.stages),
              "batch": b, "dtype": d, "loss": LOSS, "num_classes": s.classes,
@@ -305,9 +308,10 @@ def run_torch(cases: Sequence[Tuple[Shape, int, str]], sizes: Sizes, budget: Bud
     if seconds > 0:
         deadline = time.time() + seconds
         try:
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES="") if cpu else None
             proc = subprocess.run([sys.executable, os.path.join(BENCH, "torch_worker.py"),
                                    spec_path, out_path, str(deadline)], capture_output=True,
-                                  text=True, timeout=seconds + 60)
+                                  text=True, timeout=seconds + 60, env=env)
             if proc.returncode:
                 failure = f"the PyTorch process failed: {proc.stderr.strip()[-300:]}"
         except subprocess.TimeoutExpired:
@@ -336,8 +340,11 @@ def start_data(sizes: Sizes, data_dir: str, name: str) -> subprocess.Popen:
            f"--freq_bins={s.audio[0]}", f"--time_steps={s.audio[1]}", "--num_frames=1",
            f"--frame_size={s.size}", f"--num_classes={s.classes}",
            f"--json_out={os.path.join(data_dir, 'generation.json')}"]
-    log = open(os.path.join(data_dir, "generation.log"), "w", encoding="utf-8")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    # Host work only: it must not take a GPU context (or memory) from the measurements.
+    with open(os.path.join(data_dir, "generation.log"), "w", encoding="utf-8") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                         CUDA_VISIBLE_DEVICES=""))
 
 
 def wait_data(proc: subprocess.Popen, data_dir: str, budget: Budget,
@@ -607,7 +614,10 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite")
     args = p.parse_args()
     sizes = SMOKE if args.smoke else GPU
-    budget = Budget(args.budget_s if args.budget_s is not None else sizes.budget_s)
+    if args.smoke:  # the same tiny run on every machine, GPU or not
+        jax.config.update("jax_platforms", "cpu")
+    budget = Budget(args.budget_s if args.budget_s is not None else sizes.budget_s,
+                    start=STARTED)
     # Compile times are those of a cold start: no persistent compilation cache.
     jax.config.update("jax_enable_compilation_cache", False)
     os.makedirs(args.out, exist_ok=True)
@@ -719,7 +729,8 @@ def _run(run: Run, tmp: str, data_dir: str, name: str, have_torch: bool) -> None
                  + step_cases(sizes, sizes.ave, large))
         if have_torch:
             run.say("PyTorch reference (its own process)")
-            run.torch_rows = run_torch(crema + later, sizes, budget, tmp)
+            run.torch_rows = run_torch(crema + later, sizes, budget, tmp,
+                                       cpu=sizes is SMOKE)
             names = {r.get("device_name") for r in run.torch_rows.values()} - {None}
             result["device"]["torch_device_name"] = next(iter(names), None)
         run.steps(crema)
