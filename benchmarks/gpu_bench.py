@@ -27,7 +27,7 @@ another process (benchmarks/sized_data.py) while the steps are measured. Writes
 `bench_gpu.json` and `bench_gpu.md` under --out after every section.
 
 `--smoke`: the whole script at tiny sizes (tiny shapes, a 2-stage width-4 ResNet, a few
-dozen clips, batch 4) on the CPU, GPU or not, in about a minute.
+dozen clips, batch 4) on the CPU, GPU or not, in about a minute of CPU time.
 """
 
 import os
