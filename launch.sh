@@ -41,10 +41,11 @@ usage: ./launch.sh COMMAND [ARGS...]
                               plots and the per-sample imbalance.csv of one run
   report RUN_OR_FOLDER... [--out=DIR]
                               results table (Markdown + CSV), seeds pooled
-  bench [train_step|gmm|input_pipeline|data_prep|run] [ARGS]
-                              the benchmarks (all five without a name; run: a whole demo
-                              run, cold and warm, split by kind of work); see
-                              benchmarks/README.md
+  bench [train_step|gmm|input_pipeline|data_prep|run|gpu] [ARGS]
+                              the benchmarks (the first five without a name; run: a whole
+                              demo run, cold and warm, split by kind of work; gpu: 8 minutes
+                              on one GPU, tables under runs/bench_gpu/, --smoke for a tiny
+                              CPU run); see benchmarks/README.md
 Multi-GPU: every run uses all local GPUs (jax.pmap); restrict with CUDA_VISIBLE_DEVICES or
 --config.num_devices=N. The global batch must divide by the device count (all processes'
 devices in a multi-host run). Other clusters: start one process per machine with
@@ -63,6 +64,7 @@ case "$cmd" in
       train_step|input_pipeline|data_prep) which=$1; shift; exec "$PY" "benchmarks/$which.py" "$@" ;;
       run) shift; exec "$PY" benchmarks/run_bench.py "$@" ;;
       gmm) shift; exec "$PY" benchmarks/gmm_bench.py "$@" ;;
+      gpu) shift; exec "$PY" benchmarks/gpu_bench.py "$@" ;;
       all) for b in train_step.py gmm_bench.py input_pipeline.py data_prep.py run_bench.py; do
              "$PY" "benchmarks/$b"; done ;;
       *) echo "launch.sh bench: unknown benchmark '$1'" >&2; exit 2 ;;

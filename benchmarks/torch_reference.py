@@ -99,7 +99,9 @@ def adaptive_loss(f, l_a, l_v, y, gmm, alpha=1.0, beta=1.0, gamma=1.0, lambda_t=
 
 def make_step(model, loss_name: str, lr: float = 2e-3):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    gmm = (torch.tensor([0.85, 0.15]), torch.tensor([0.0, 0.5]), torch.tensor([0.01, 0.04]))
+    device = next(model.parameters()).device  # the GMM must live where the gaps do
+    gmm = tuple(torch.tensor(v, device=device)
+                for v in ([0.85, 0.15], [0.0, 0.5], [0.01, 0.04]))
 
     def step(audio, frames, y):
         opt.zero_grad(set_to_none=True)

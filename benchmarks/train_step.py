@@ -42,11 +42,17 @@ SHAPES = {
 }
 
 
-def jax_case(label, audio_shape, tv, size, width, stages, batch, dtype, loss_name, repeats):
+def build_case(label, audio_shape, tv, size, width, stages, batch, dtype, loss_name,
+               num_classes=6):
+    """The jitted single-device train step of one case, with its initial state, a random
+    batch (frames uint8, audio float16, as the loader delivers them) and its scalars:
+    `(step, state, batch, scalars)`. `loss_name`: the adaptive method's warm-up or
+    adaptive phase (the latter with a fixed two-component GMM in force)."""
     config = default.get_config()
     config.model.width, config.model.stage_sizes, config.model.dtype = width, stages, dtype
     config.data.num_frames, config.data.image_size = tv, size
-    meta = DatasetMeta(name=label, num_classes=6, class_names=[str(i) for i in range(6)],
+    meta = DatasetMeta(name=label, num_classes=num_classes,
+                       class_names=[str(i) for i in range(num_classes)],
                        audio_shape=audio_shape, frames_shape=(tv, size, size, 3),
                        num_examples={"train": batch}, params={}, has_imbalance_flag=False)
     method = methods.get(config)  # the default config's method: adaptive
@@ -60,15 +66,27 @@ def jax_case(label, audio_shape, tv, size, width, stages, batch, dtype, loss_nam
             bic_one=jnp.zeros(()), bic_two=jnp.zeros(()), ambiguous=jnp.array(False))))
     step = steps.jit_train_step(config, meta, method, loss_name)
     rng = np.random.default_rng(0)
-    batch = {"audio": jnp.asarray(rng.standard_normal((batch,) + audio_shape), jnp.float16),
-             "frames": jnp.asarray(rng.integers(0, 256, (batch, tv, size, size, 3)), jnp.uint8),
-             "label": jnp.asarray(rng.integers(0, 6, batch), jnp.int32),
-             "position": jnp.arange(batch, dtype=jnp.int32)}
-    lam = steps.step_scalars(config, method, config.schedule.warmup_epochs)
-    compiled = step.lower(state, batch, lam).compile()
+    arrays = {"audio": jnp.asarray(rng.standard_normal((batch,) + tuple(audio_shape)),
+                                   jnp.float16),
+              "frames": jnp.asarray(rng.integers(0, 256, (batch, tv, size, size, 3)),
+                                    jnp.uint8),
+              "label": jnp.asarray(rng.integers(0, num_classes, batch), jnp.int32),
+              "position": jnp.arange(batch, dtype=jnp.int32)}
+    scalars = steps.step_scalars(config, method, config.schedule.warmup_epochs)
+    return step, state, arrays, scalars
+
+
+def flops_of(compiled) -> float:
+    """FLOPs of one call of a compiled function by XLA's cost analysis (NaN if none)."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def jax_case(label, audio_shape, tv, size, width, stages, batch, dtype, loss_name, repeats):
+    step, state, batch, lam = build_case(label, audio_shape, tv, size, width, stages, batch,
+                                         dtype, loss_name)
+    flops = flops_of(step.lower(state, batch, lam).compile())
     state, _ = step(state, batch, lam)  # warm-up
     jax.block_until_ready(state)
     times = []
