@@ -414,6 +414,7 @@ def epoch_config(sizes: Sizes, data_dir: str, name: str, batch: int):
     config.data.cache_dir = ""  # <data_dir>/avgmm_cache, where sized_data.py built it
     for field in list(config.data.expect.keys()):
         config.data.expect[field] = None  # generated data record no CREMA-D preprocessing
+    config.epochs = 1
     config.schedule.warmup_epochs, config.schedule.adaptive_steps = 1, 0
     config.compilation_cache_dir = ""
     config.num_devices = 1
