@@ -34,7 +34,7 @@ def make_model(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,
     return AVClassifier(num_classes=meta.num_classes, width=config.model.width,
                         stage_sizes=tuple(config.model.stage_sizes), axis_name=axis_name,
                         dtype=DTYPES[config.model.dtype],
-                        head_type=methods.REGISTRY[config.method].head)
+                        head_type=methods.REGISTRY[config.method].head_type(config))
 
 
 def create_train_state(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,

@@ -87,7 +87,8 @@ class Method:
 
     name: ClassVar[str] = ""
     # Fusion head the method trains: "split" (one dense layer on [phi_a; phi_v], whose
-    # halves are the unimodal logits) or "shared" (one layer applied to each modality).
+    # halves are the unimodal logits), "shared" (one layer applied to each modality) or
+    # "separate" (the fusion layer plus a unimodal layer per modality).
     head: ClassVar[str] = "split"
 
     def __init__(self, config: ml_collections.ConfigDict):
@@ -102,6 +103,12 @@ class Method:
     @classmethod
     def validate(cls, config: ml_collections.ConfigDict, need: Need) -> None:
         """Checks `config.<name>` (and anything else the method reads) before compiling."""
+
+    @classmethod
+    def head_type(cls, config: ml_collections.ConfigDict) -> str:
+        """The head the model is built with for `config`: `head`, unless one of the
+        method's settings chooses (MMPareto's `heads`)."""
+        return cls.head
 
     @classmethod
     def table1_runs(cls) -> Dict[str, str]:
