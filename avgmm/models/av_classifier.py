@@ -76,11 +76,12 @@ class SeparateHeads(nn.Module):
 
     @nn.compact
     def __call__(self, phi_a: jnp.ndarray, phi_v: jnp.ndarray) -> AVLogits:
-        dense = lambda name: nn.Dense(self.num_classes, dtype=jnp.float32, name=name)  # noqa: E731
         phi_a = phi_a.astype(jnp.float32)
         phi_v = phi_v.astype(jnp.float32)
-        return AVLogits(fused=dense("fused")(jnp.concatenate([phi_a, phi_v], axis=-1)),
-                        audio=dense("audio")(phi_a), visual=dense("visual")(phi_v))
+        layer = {name: nn.Dense(self.num_classes, dtype=jnp.float32, name=name)
+                 for name in ("fused", "audio", "visual")}
+        return AVLogits(fused=layer["fused"](jnp.concatenate([phi_a, phi_v], axis=-1)),
+                        audio=layer["audio"](phi_a), visual=layer["visual"](phi_v))
 
 
 HEADS = {"split": SplitFusionHead, "shared": SharedHead, "separate": SeparateHeads}
