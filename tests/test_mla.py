@@ -112,6 +112,13 @@ def _momentum(state):
     return state.opt_state.inner_state[1][0].trace
 
 
+def _variant(method, **settings):
+    """The same method with other `config.mla` settings (same model, state layout)."""
+    config = method.config.copy_and_resolve_references()
+    config.mla.update(settings)
+    return mla.MLA(config)
+
+
 def _substeps(method, ctx):
     return {m: jax.jit(lambda s, b, m=m: method.substep(m, s, b, ctx)[0])
             for m in mla.MODALITIES}
@@ -157,9 +164,7 @@ def test_visual_substep_steps_the_audio_encoder_on_a_zero_gradient_as_torch_1_8(
     # Its BatchNorm statistics do not move (no forward pass of it in this sub-step).
     assert _same(state.batch_stats["audio_encoder"], after.batch_stats["audio_encoder"])
     # Switched off (PyTorch >= 2.0's set_to_none=True): the audio encoder stays put.
-    method, state0, batch, ctx = mla_setup(idle_encoder_steps=False)
-    state, _ = jax.jit(lambda s, b: method.update("mla", s, b, {}, ctx))(state0, batch)
-    after = _substeps(method, ctx)["visual"](state, batch)
+    after = _substeps(_variant(method, idle_encoder_steps=False), ctx)["visual"](state, batch)
     assert _same(state.params["audio_encoder"], after.params["audio_encoder"])
     assert _same(_momentum(state)["audio_encoder"], _momentum(after)["audio_encoder"])
     assert not _same(state.params["visual_encoder"], after.params["visual_encoder"])
@@ -192,8 +197,7 @@ def test_default_head_gradient_is_not_projected_as_in_the_released_code(mla_setu
     np.testing.assert_array_equal(after.method_state.projector,
                                   np.eye(after.method_state.projector.shape[0]))
     # With the paper's projection the same sub-step gives another head.
-    method, state, batch, ctx = mla_setup(gradient_projection=True)
-    sub = _substeps(method, ctx)
+    sub = _substeps(_variant(method, gradient_projection=True), ctx)
     projected = sub["visual"](sub["audio"](state, batch), batch)
     assert not np.allclose(projected.params["head"]["dense"]["kernel"], expected,
                            rtol=1e-4, atol=1e-7)
