@@ -56,7 +56,7 @@ class Parallel:
         self.mesh = Mesh(np.array(self.local_devices), (AXIS,))
         self.sharding = NamedSharding(self.mesh, P(AXIS))
         self.config, self.meta, self.method = config, meta, method
-        self.model = make_model(config, meta, method.head, axis_name=AXIS)
+        self.model = make_model(config, meta, method, axis_name=AXIS)
         # How often each mapped function was traced, i.e. compiled (a test holds it to once).
         self.traces: Dict[str, int] = collections.Counter()
         self._mapped: Dict[str, Callable] = {}
@@ -177,8 +177,8 @@ class Parallel:
         outs, masks = jax.device_get((outs, masks))
         device = {}
         for k in outs[0]:
-            values = [np.asarray(o[k]) for o in outs]
-            host[k] = [v.reshape(-1) for v in values]
+            values = [np.asarray(o[k]) for o in outs]  # [local devices, n, ...] each
+            host[k] = [v.reshape((-1,) + v.shape[2:]) for v in values]
             if k in keep:  # joined on the host: no computation outside the mapped steps
                 device[k] = self.put(np.concatenate(values, axis=1))
         if keep:

@@ -26,7 +26,7 @@ def create_train_state(config: ml_collections.ConfigDict, meta, tx: optax.Gradie
                        method: Method) -> TrainState:
     """Initialized (unreplicated) state for a dataset (`DatasetMeta`); the model never
     sees the device axis here."""
-    model = make_model(config, meta, method.head)
+    model = make_model(config, meta, method)
     size = config.data.image_size
     audio = jnp.zeros((1,) + tuple(meta.audio_shape), jnp.float32)
     frames = jnp.zeros((1, config.data.num_frames, size, size, 3), jnp.float32)

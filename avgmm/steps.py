@@ -55,7 +55,7 @@ def jit_train_step(config: ml_collections.ConfigDict, meta: DatasetMeta, method:
                    phase: str) -> Callable:
     """`train_step(state, batch, scalars)` of one phase jitted for a single device (no
     device axis; the state is donated): benchmarks and tests."""
-    model = make_model(config, meta, method.head, axis_name=None)
+    model = make_model(config, meta, method)
     return jax.jit(functools.partial(train_step, model=model, method=method, phase=phase,
                                      config=config, axis_name=None), donate_argnums=(0,))
 

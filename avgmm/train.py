@@ -101,7 +101,8 @@ def _start(config: ml_collections.ConfigDict, wd: Workdir, ds: pipeline.Dataset,
     ctx = methods.RunContext(
         par=par, ds=ds, config=config, workdir=wd, meta=meta,
         samples=lambda state, split, keep=(): evaluation.sample_rows(par, state, ds, split,
-                                                                     bs, keep))
+                                                                     bs, keep),
+        initial_state=template)
     run = _Run(method, ctx, template, ckpt, tuple(evaluators.build(config, ds.meta)))
     return run, par.replicate(host_state)
 

@@ -20,4 +20,8 @@ def get_config():
     # density with nperseg 512 / noverlap 353, log, per-sample z-score), taken from the
     # converter itself: the loader refuses a dataset that recorded other values.
     config.data.expect.update(features.AVE_AUDIO.as_metadata())
+    # OGM-GE's authors give no alpha for AVE (0.1 is their VGGSound value, 0.8 their
+    # CREMA-D one); the PMR authors ran OGM-GE on AVE with concat fusion at 0.2
+    # (fanyunfeng-bit/Modal-Imbalance-PMR bash.sh line 145). docs/methods.md, "OGM-GE".
+    config.ogm_ge.alpha = 0.2
     return config

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avgmm import build, train
+from avgmm import build, losses, train
 from avgmm.data import augment
 from avgmm.methods import StepContext, mla
 from avgmm.models import AVLogits
@@ -82,17 +82,22 @@ def test_projector_update_and_kernel_projection_hand_worked():
 # ------------------------------------------------------------------ the alternation
 @pytest.fixture
 def mla_setup(tiny_config):
-    tiny_config.method = "mla"
-    tiny_config.num_devices = 1
-    ds = open_dataset(tiny_config)
-    method, _, state = build.build(tiny_config, ds)
-    batch = next(iter(ds.train_batches(tiny_config.batch_size, 0, 0, 0)))
-    batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "id"}
-    model = make_model(tiny_config, ds.meta, "shared")
-    ctx = StepContext(model=model, axis_name=None, key=jax.random.key(0),
-                      frames=augment.eval_frames(batch["frames"],
-                                                 tiny_config.data.image_size))
-    return method, state, batch, ctx
+    """`setup(**mla_settings)`: the method, a fresh state, a batch and a step context."""
+    def setup(**settings):
+        tiny_config.method = "mla"
+        tiny_config.num_devices = 1
+        tiny_config.mla.update(settings)
+        ds = open_dataset(tiny_config)
+        method, _, state = build.build(tiny_config, ds)
+        batch = next(iter(ds.train_batches(tiny_config.batch_size, 0, 0, 0)))
+        batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "id"}
+        model = make_model(tiny_config, ds.meta, method)
+        ctx = StepContext(model=model, axis_name=None, key=jax.random.key(0),
+                          frames=augment.eval_frames(batch["frames"],
+                                                     tiny_config.data.image_size))
+        return method, state, batch, ctx
+
+    return setup
 
 
 def _leaves(tree):
@@ -107,34 +112,101 @@ def _momentum(state):
     return state.opt_state.inner_state[1][0].trace
 
 
+def _variant(method, **settings):
+    """The same method with other `config.mla` settings (same model, state layout)."""
+    config = method.config.copy_and_resolve_references()
+    config.mla.update(settings)
+    return mla.MLA(config)
+
+
+def _substeps(method, ctx):
+    return {m: jax.jit(lambda s, b, m=m: method.substep(m, s, b, ctx)[0])
+            for m in mla.MODALITIES}
+
+
 def test_audio_substep_moves_only_the_audio_encoder_and_head(mla_setup):
-    method, state, batch, ctx = mla_setup
+    method, state, batch, ctx = mla_setup()
     update = jax.jit(lambda s, b: method.update("mla", s, b, {}, ctx))
-    audio = jax.jit(lambda s, b: method.substep("audio", s, b, ctx)[0])
     # One full step first, so every momentum buffer is non-zero.
     state, terms = update(state, batch)
     assert int(state.step) == 1 and int(state.opt_state.count) == 1
     assert int(state.method_state.substeps) == 2
-    after = audio(state, batch)
+    after = _substeps(method, ctx)["audio"](state, batch)
     assert not _same(state.params["audio_encoder"], after.params["audio_encoder"])
     assert not _same(state.params["head"], after.params["head"])
-    # The visual encoder, its BatchNorm statistics and its momentum are untouched; the
+    # The visual encoder (not trained yet in this batch: its gradient is None in the
+    # authors' loop), its BatchNorm statistics and its momentum are untouched; the
     # optimizer's step count (the schedule) waits for the visual sub-step.
     assert _same(state.params["visual_encoder"], after.params["visual_encoder"])
     assert _same(state.batch_stats["visual_encoder"], after.batch_stats["visual_encoder"])
     assert _same(_momentum(state)["visual_encoder"], _momentum(after)["visual_encoder"])
     assert not _same(_momentum(state)["audio_encoder"], _momentum(after)["audio_encoder"])
     assert int(after.opt_state.count) == 1 and int(after.step) == 1
-    visual = jax.jit(lambda s, b: method.substep("visual", s, b, ctx)[0])(state, batch)
-    assert _same(state.params["audio_encoder"], visual.params["audio_encoder"])
-    assert not _same(state.params["visual_encoder"], visual.params["visual_encoder"])
+
+
+def test_visual_substep_steps_the_audio_encoder_on_a_zero_gradient_as_torch_1_8(mla_setup):
+    # The authors pin torch 1.8.1: zero_grad() after the audio sub-step zeroes the audio
+    # encoder's gradient in place (set_to_none=False), and SGD steps every parameter whose
+    # gradient is not None: d = 0 + wd p, buf <- 0.9 buf + d, p <- p - lr buf
+    # (e.g. p = 1, buf = 0.5, lr = 0.1, wd = 0.01: buf = 0.46, p = 0.954).
+    method, state, batch, ctx = mla_setup()
+    state, _ = jax.jit(lambda s, b: method.update("mla", s, b, {}, ctx))(state, batch)
+    after = _substeps(method, ctx)["visual"](state, batch)
+    lr, mu, wd = 0.05, 0.9, 1e-4  # configs/tiny.py and the default optimizer
+    for p, buf, p_new, buf_new in zip(_leaves(state.params["audio_encoder"]),
+                                      _leaves(_momentum(state)["audio_encoder"]),
+                                      _leaves(after.params["audio_encoder"]),
+                                      _leaves(_momentum(after)["audio_encoder"])):
+        expected_buf = mu * buf + wd * p
+        np.testing.assert_allclose(buf_new, expected_buf, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(p_new, p - lr * expected_buf, rtol=1e-5, atol=1e-9)
+    assert not _same(state.params["audio_encoder"], after.params["audio_encoder"])
+    # Its BatchNorm statistics do not move (no forward pass of it in this sub-step).
+    assert _same(state.batch_stats["audio_encoder"], after.batch_stats["audio_encoder"])
+    # Switched off (PyTorch >= 2.0's set_to_none=True): the audio encoder stays put.
+    after = _substeps(_variant(method, idle_encoder_steps=False), ctx)["visual"](state, batch)
+    assert _same(state.params["audio_encoder"], after.params["audio_encoder"])
+    assert _same(_momentum(state)["audio_encoder"], _momentum(after)["audio_encoder"])
+    assert not _same(state.params["visual_encoder"], after.params["visual_encoder"])
+
+
+def test_default_head_gradient_is_not_projected_as_in_the_released_code(mla_setup):
+    # GSPlugin.before_update tests `n == "module.weight"` on fc_out.named_parameters()
+    # (names "weight", "bias"): never true, so the released code steps the head on its
+    # plain gradient. The visual sub-step after the audio one (the first one GSPlugin
+    # would have projected) must give p - lr (0.9 buf + g + wd p) with g the plain
+    # gradient of CE(h(phi_v)).
+    method, state, batch, ctx = mla_setup()
+    sub = _substeps(method, ctx)
+    first = sub["audio"](state, batch)
+    after = sub["visual"](first, batch)
+
+    def head_loss(kernel):
+        (_, phi_v), _ = ctx.features(first, first.params, batch)
+        head = dict(first.params["head"], dense=dict(first.params["head"]["dense"],
+                                                     kernel=kernel))
+        out = ctx.head(dict(first.params, head=head), phi_v, phi_v).audio
+        return losses.cross_entropy(out, batch["label"]).mean()
+
+    p = first.params["head"]["dense"]["kernel"]
+    g = jax.grad(head_loss)(p)
+    buf = _momentum(first)["head"]["dense"]["kernel"]
+    expected = p - 0.05 * (0.9 * buf + g + 1e-4 * p)
+    np.testing.assert_allclose(after.params["head"]["dense"]["kernel"], expected,
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(after.method_state.projector,
+                                  np.eye(after.method_state.projector.shape[0]))
+    # With the paper's projection the same sub-step gives another head.
+    sub = _substeps(_variant(method, gradient_projection=True), ctx)
+    projected = sub["visual"](sub["audio"](state, batch), batch)
+    assert not np.allclose(projected.params["head"]["dense"]["kernel"], expected,
+                           rtol=1e-4, atol=1e-7)
 
 
 def test_update_is_audio_then_visual_and_counts_one_step(mla_setup):
-    method, state, batch, ctx = mla_setup
+    method, state, batch, ctx = mla_setup(gradient_projection=True)
     update = jax.jit(lambda s, b: method.update("mla", s, b, {}, ctx))
-    sub = {m: jax.jit(lambda s, b, m=m: method.substep(m, s, b, ctx)[0])
-           for m in mla.MODALITIES}
+    sub = _substeps(method, ctx)
     # The very first sub-step leaves the projector at I (GSPlugin's exp_count == 0).
     first = sub["audio"](state, batch)
     np.testing.assert_array_equal(first.method_state.projector,

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 import device_runs
-from avgmm.methods import mmpareto
+from avgmm import build, losses, train
+from avgmm.data import augment
+from avgmm.methods import StepContext, mmpareto
+from avgmm.run_config import open_dataset
+from avgmm.models import make_model
 
 
 def _combined(g_mm, g_uni, gamma=1.5):
@@ -85,3 +89,64 @@ def test_mmpareto_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, 
         assert t["loss"] == pytest.approx(t["ce_fused"] + t["ce_audio"] + t["ce_visual"],
                                           rel=1e-5)
     device_runs.assert_runs_agree(runs[1], runs[4])
+
+
+def _one_step(config):
+    config.method = "mmpareto"
+    config.num_devices = 1
+    ds = open_dataset(config)
+    method, _, state = build.build(config, ds)
+    batch = next(iter(ds.train_batches(config.batch_size, 0, 0, 0)))
+    batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "id"}
+    model = make_model(config, ds.meta, method)
+    ctx = StepContext(model=model, axis_name=None, key=jax.random.key(0),
+                      frames=augment.eval_frames(batch["frames"], config.data.image_size))
+    after, _ = jax.jit(lambda s, b: method.update("mmpareto", s, b, {}, ctx))(state, batch)
+    return state, after, batch, ctx
+
+
+def test_separate_heads_each_train_on_their_own_loss_as_the_reference(tiny_config):
+    # code/MMPareto.py backpropagates L_mm + L_a + L_v and skips every `head*` parameter
+    # when combining: `head` (the fusion layer) gets dL_mm only, `head_audio` dL_a only,
+    # `head_video` dL_v only. First step (zero momentum): p <- p - lr (g + wd p).
+    state, after, batch, ctx = _one_step(tiny_config)
+    assert set(state.params["head"]) == {"fused", "audio", "visual"}
+    (phi_a, phi_v), _ = ctx.features(state, state.params, batch)
+    phi_a, phi_v = jax.lax.stop_gradient(phi_a), jax.lax.stop_gradient(phi_v)
+
+    def loss(head, which):
+        logits = ctx.head(dict(state.params, head=head), phi_a, phi_v)
+        return losses.cross_entropy(getattr(logits, which), batch["label"]).mean()
+
+    head = state.params["head"]
+    for layer in ("fused", "audio", "visual"):
+        g = jax.grad(loss)(head, layer)
+        # The layer's gradient comes from its own loss alone ...
+        for other in {"fused", "audio", "visual"} - {layer}:
+            assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(g[other]))
+        for name in ("kernel", "bias"):
+            p = head[layer][name]
+            np.testing.assert_allclose(after.params["head"][layer][name],
+                                       p - 0.05 * (g[layer][name] + 1e-4 * p),
+                                       rtol=1e-4, atol=1e-7, err_msg=f"{layer}/{name}")
+
+
+def test_split_heads_switch_keeps_the_fusion_layer_halves(tiny_config):
+    # heads="split": one layer on [phi_a; phi_v] whose halves are the unimodal logits.
+    tiny_config.mmpareto.heads = "split"
+    state, after, _, _ = _one_step(tiny_config)
+    assert set(state.params["head"]) == {"kernel", "bias"}
+    assert not np.allclose(after.params["head"]["kernel"], state.params["head"]["kernel"])
+
+
+def test_bad_heads_and_gamma_are_refused(tiny_config, tmp_path):
+    from avgmm.errors import UserError
+
+    tiny_config.method = "mmpareto"
+    tiny_config.mmpareto.heads = "shared"
+    with pytest.raises(UserError, match="mmpareto.heads"):
+        train.train_and_evaluate(tiny_config, str(tmp_path / "a"))
+    tiny_config.mmpareto.heads = "separate"
+    tiny_config.mmpareto.gamma = float("nan")
+    with pytest.raises(UserError, match="mmpareto.gamma"):
+        train.train_and_evaluate(tiny_config, str(tmp_path / "b"))

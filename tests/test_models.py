@@ -78,3 +78,24 @@ def test_shared_head_applies_one_layer_to_each_modality():
     np.testing.assert_allclose(out.audio, phi_a @ dense["kernel"] + dense["bias"], atol=1e-5)
     np.testing.assert_allclose(out.visual, phi_v @ dense["kernel"] + dense["bias"], atol=1e-5)
     np.testing.assert_allclose(out.fused, out.audio + out.visual, atol=1e-6)
+
+
+def test_separate_heads_are_the_fusion_layer_and_two_unimodal_layers():
+    # MMPareto's reference model: head = Linear(2D, C) on [a; v], head_audio = Linear(D, C)
+    # on a, head_video = Linear(D, C) on v - three layers, so fused != audio + visual.
+    model = AVClassifier(num_classes=3, width=4, stage_sizes=(1, 1), head_type="separate")
+    audio = jax.random.normal(jax.random.key(0), (2, 16, 16))
+    frames = jax.random.normal(jax.random.key(1), (2, 1, 16, 16, 3))
+    variables = model.init(jax.random.key(2), audio, frames)
+    head = variables["params"]["head"]
+    assert head["fused"]["kernel"].shape == (16, 3)
+    assert head["audio"]["kernel"].shape == head["visual"]["kernel"].shape == (8, 3)
+    assert _count(head) == 16 * 3 + 3 + 2 * (8 * 3 + 3)
+    phi_a, phi_v = model.apply(variables, audio, frames, False, method=model.features)
+    out = model.apply(variables, audio, frames)
+    dense = lambda x, p: x @ p["kernel"] + p["bias"]  # noqa: E731
+    np.testing.assert_allclose(out.fused, dense(jnp.concatenate([phi_a, phi_v], -1),
+                                                head["fused"]), atol=1e-5)
+    np.testing.assert_allclose(out.audio, dense(phi_a, head["audio"]), atol=1e-5)
+    np.testing.assert_allclose(out.visual, dense(phi_v, head["visual"]), atol=1e-5)
+    assert not np.allclose(out.fused, out.audio + out.visual, atol=1e-3)

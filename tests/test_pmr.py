@@ -63,6 +63,22 @@ def test_prototype_loss_and_rho_match_a_hand_worked_batch():
     assert float(loss) == pytest.approx(math.log(2), rel=1e-6)
 
 
+def test_default_loss_is_the_authors_script_without_the_entropy_term():
+    # fanyunfeng-bit/Modal-Imbalance-PMR main_Prototype_grad.py:178 (and BalanceBenchmark's
+    # PMR_trainer.py:175): loss = CE(out) + beta * loss_proto_a + lam * loss_proto_v with
+    # (beta, lam) = (0, alpha) when ratio_a_p > 1. On the toy batch rho = 1.262248 > 1 and
+    # alpha = 2 (bash.sh): 0.693147 + 2 * 1.126928 = 2.947003 - no entropy term, even in
+    # the first epochs where the switch would add it.
+    logits, phi_a, phi_v, labels, protos_a, protos_v = _toy()
+    c = pmr.PMR.defaults()
+    assert c.mu == 0.0 and c.alpha == 2.0 and c.coefficient == "step"
+    loss, terms = pmr.pmr_loss(logits, phi_a, phi_v, labels, protos_a, protos_v,
+                               alpha=c.alpha, mu=c.mu, coefficient=c.coefficient,
+                               modulate=1.0, entropy_on=1.0)
+    assert float(loss) == pytest.approx(2.947003, rel=1e-5)
+    assert float(terms["coef_audio"]) == 0.0 and float(terms["coef_visual"]) == 2.0
+
+
 def test_gradient_is_finite_on_a_prototype_and_rho_is_not_differentiated():
     logits, phi_a, phi_v, labels, protos_a, protos_v = _toy()
 
@@ -138,6 +154,7 @@ def test_pmr_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_p
     config = tiny_config
     config.method = "pmr"
     config.pmr.modulation_ends = 1  # epochs 1-2 modulated, epoch 3 plain CE
+    config.pmr.mu = 0.01  # the entropy switch on (off by default, as the authors' script)
     config.pmr.entropy_epochs = 0  # entropy bonus in epoch 1 only
     runs = device_runs.train_on_device_counts(config, tmp_path)
     records = runs[1]

@@ -76,8 +76,9 @@ class StepContext:
 class RunContext:
     """What an epoch-start hook may use: the devices (`par.batch_sums` is a mapped pass
     over a split), the data, the run's folder, its checkpointed bookkeeping (`meta`, a
-    JSON-able dict), and `samples(state, split, keep)`: every sample's inference-mode gap,
-    true-class probabilities and predictions (`avgmm.evaluation.sample_rows`)."""
+    JSON-able dict), `samples(state, split, keep)`: every sample's inference-mode gap,
+    true-class probabilities and predictions (`avgmm.evaluation.sample_rows`), and the
+    run's initial state (e.g. to re-initialize towards)."""
 
     par: Any  # avgmm.parallel.Parallel
     ds: Any  # avgmm.data.pipeline.Dataset
@@ -85,6 +86,7 @@ class RunContext:
     workdir: Any  # avgmm.workdir.Workdir
     meta: Dict[str, Any]
     samples: Callable[..., Tuple[Dict[str, Any], Dict[str, Any]]]
+    initial_state: Any  # the run's state before its first epoch (host)
 
 
 class Method:
@@ -97,7 +99,8 @@ class Method:
     # learning rate, e.g. {"ogm_ge.alpha": (0.1, 0.4, 0.8)}; {} when it has none.
     tuning: ClassVar[Dict[str, Tuple[Any, ...]]] = {}
     # Fusion head the method trains: "split" (one dense layer on [phi_a; phi_v], whose
-    # halves are the unimodal logits) or "shared" (one layer applied to each modality).
+    # halves are the unimodal logits), "shared" (one layer applied to each modality) or
+    # "separate" (the fusion layer plus a unimodal layer per modality).
     head: ClassVar[str] = "split"
 
     def __init__(self, config: ml_collections.ConfigDict):
@@ -112,6 +115,12 @@ class Method:
     @classmethod
     def validate(cls, config: ml_collections.ConfigDict, need: Need) -> None:
         """Checks `config.<name>` (and anything else the method reads) before compiling."""
+
+    @classmethod
+    def head_type(cls, config: ml_collections.ConfigDict) -> str:
+        """The head the model is built with for `config`: `head`, unless one of the
+        method's settings chooses (MMPareto's `heads`)."""
+        return cls.head
 
     # ---------------------------------------------------------------- schedule (host)
     def epochs(self) -> int:

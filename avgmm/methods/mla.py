@@ -4,11 +4,14 @@ Unimodal-Adaptation, `main.py` `train_epoch` with `--gs_flag`, `utils/utils.py` 
 
 Each batch trains the modalities in turn through ONE shared classifier head: an audio
 sub-step (`CE(h(phi_a))`, audio encoder and head updated), then a visual sub-step
-(`CE(h(phi_v))` with the head the audio sub-step left, visual encoder and head updated).
-Before each sub-step's optimizer step the head's weight gradient is projected by a matrix
-`P` that shrinks the directions of the features already seen (orthogonal weight
-modification), so one modality's update disturbs the other's less. At test time the two
-unimodal predictions are combined with weights from their entropies.
+(`CE(h(phi_v))` with the head the audio sub-step left, visual encoder and head updated;
+the audio encoder, whose gradient the authors' pinned PyTorch 1.8.1 zeroes rather than
+deletes, takes a momentum and weight-decay step on a zero gradient). At test time the
+two unimodal predictions are combined with weights from their entropies.
+
+The paper's gradient modification, a projection of the head's weight gradient by a matrix
+`P` that shrinks the directions of the features already seen, never runs in the released
+code (its parameter-name test matches nothing); it is a switch, off by default.
 """
 
 from typing import Tuple
@@ -39,8 +42,8 @@ class MLAState:
 
 
 class MLA(base.Method):
-    """Alternating unimodal sub-steps through a shared head, projected head gradients,
-    entropy-weighted test-time fusion."""
+    """Alternating unimodal sub-steps through a shared head (head gradients projected on
+    request), entropy-weighted test-time fusion."""
 
     name = "mla"
     label = "MLA"
@@ -52,8 +55,15 @@ class MLA(base.Method):
         c = ml_collections.ConfigDict()
         # The paper's gradient modification; in the authors' public code it never runs (its
         # parameter-name test `n == "module.weight"` matches no name of the nn.Linear it
-        # is given), see docs/methods.md. False: plain alternating updates.
-        c.gradient_projection = True
+        # is given), see docs/methods.md. False (the released code): plain alternating
+        # updates; True: the paper's projection.
+        c.gradient_projection = False
+        # requirements.txt pins torch==1.8.1, whose `optimizer.zero_grad()` zeroes
+        # gradients in place (set_to_none=False): after the audio sub-step the audio
+        # encoder holds a zero gradient, not None, so the visual sub-step's SGD step also
+        # moves it (momentum and weight decay). True: as there; False: an encoder leaves
+        # the optimizer alone outside its own sub-step (PyTorch >= 2.0's default).
+        c.idle_encoder_steps = True
         # alpha of the projector update: alpha0 * decay ** (1 + batch / batches_per_epoch),
         # GSPlugin.before_update's `1.0 * 0.1 ** (batch_index / len_dataloader + 1)`.
         c.alpha0 = 1.0
@@ -68,6 +78,8 @@ class MLA(base.Method):
     def validate(cls, config, need):
         c = config.mla
         need(isinstance(c.gradient_projection, bool), "mla.gradient_projection",
+             "True or False")
+        need(isinstance(c.idle_encoder_steps, bool), "mla.idle_encoder_steps",
              "True or False")
         need(c.alpha0 > 0, "mla.alpha0", "a number > 0")
         need(0 < c.alpha_decay <= 1, "mla.alpha_decay", "a number in (0, 1]")
@@ -104,9 +116,12 @@ class MLA(base.Method):
 
     def substep(self, modality: str, state, batch, ctx: base.StepContext):
         """One unimodal optimizer step: `CE(h(phi_m))`, gradients of modality `m`'s encoder
-        and the head (the other encoder and its optimizer moments are left as they were),
-        the head's weight gradient projected. Returns the state, its terms and the
-        modality's training logits (computed with the head before this sub-step)."""
+        and the head, the head's weight gradient projected (`gradient_projection`).
+        Encoders not yet trained in this batch keep their weights and optimizer moments;
+        one trained in an earlier sub-step takes the optimizer's step on a zero gradient
+        (momentum, weight decay) when `idle_encoder_steps`, else keeps them too. Returns
+        the state, its terms and the modality's training logits (computed with the head
+        before this sub-step)."""
         c = self.config.mla
         params = state.params
         enc = f"{modality}_encoder"
@@ -147,10 +162,15 @@ class MLA(base.Method):
         stats = dict(state.batch_stats)
         stats[enc] = enc_stats
         new = state.apply_gradients(grads=grads, batch_stats=stats)
-        # Only the trained parts move: PyTorch's SGD skips parameters without a gradient
-        # (no momentum, no weight decay). The optimizer's step count (hence the learning-rate
-        # schedule) advances once per batch, with the last sub-step.
-        keep = {m_ + "_encoder" for m_ in MODALITIES if m_ != modality}
+        # PyTorch's SGD skips parameters whose gradient is None (no momentum, no weight
+        # decay): the encoders still to come in this batch (their gradients were deleted at
+        # the end of the last batch). Torch 1.8.1's zero_grad() leaves a zero gradient on
+        # the encoders already trained, which SGD does step. The optimizer's step count
+        # (hence the learning-rate schedule) advances once per batch, with the last
+        # sub-step.
+        position = MODALITIES.index(modality)
+        idle = set(MODALITIES[:position]) if c.idle_encoder_steps else set()
+        keep = {m_ + "_encoder" for m_ in MODALITIES if m_ != modality and m_ not in idle}
         last = modality == MODALITIES[-1]
         new = new.replace(
             params=_select(keep, state.params, new.params, outside_new=True),

@@ -6,10 +6,14 @@ unimodal ones (`logits.audio`, `logits.visual`). On each encoder, the multimodal
 and that modality's unimodal gradient are combined with equal weights when they agree
 (cosine > 0) and with the two-task min-norm (MGDA) weights when they conflict; the
 combination is then scaled up to at least the norm of the plain sum, times `gamma`
-(per parameter tensor, as the authors' code). The head trains on the plain sum of the
-three losses. See docs/methods.md.
+(per parameter tensor, as the authors' code). The heads train on the plain sum of the
+three losses: with the authors' separate unimodal heads (`heads="separate"`, default) the
+fusion layer gets only the multimodal gradient and each unimodal layer only its own
+loss's; with `heads="split"` the unimodal logits are the fusion layer's halves. See
+docs/methods.md.
 """
 
+import math
 from typing import Tuple
 
 import jax
@@ -20,6 +24,7 @@ from avgmm import losses
 from avgmm.methods import base
 
 ENCODERS = (("audio_encoder", 1), ("visual_encoder", 2))  # (subtree, unimodal loss index)
+HEADS = ("separate", "split")
 
 
 def _dot(a, b) -> jnp.ndarray:
@@ -66,6 +71,7 @@ class MMPareto(base.Method):
     label = "MMPareto"
     # Around the authors' hard-coded 1.5 (1.0: no extra scaling).
     tuning = {"mmpareto.gamma": (1.0, 1.5, 2.0)}
+    head = "separate"
 
     @classmethod
     def defaults(cls):
@@ -73,11 +79,21 @@ class MMPareto(base.Method):
         # GeWu-Lab/MMPareto_ICML2024 code/MMPareto.py: `gamma=1.5`, hard-coded (also
         # BalanceBenchmark's MMPareto alpha 1.5).
         c.gamma = 1.5
+        # code/models/models.py AVClassifier: `head` (concat fusion) beside `head_audio`
+        # and `head_video`, the unimodal losses' own classifiers. "split": the unimodal
+        # logits are the fusion layer's halves instead (this project's earlier version).
+        c.heads = "separate"
         return c
 
     @classmethod
     def validate(cls, config, need):
-        need(config.mmpareto.gamma > 0, "mmpareto.gamma", "a number > 0")
+        gamma = config.mmpareto.gamma
+        need(math.isfinite(gamma) and gamma > 0, "mmpareto.gamma", "a finite number > 0")
+        need(config.mmpareto.heads in HEADS, "mmpareto.heads", f"one of {HEADS}")
+
+    @classmethod
+    def head_type(cls, config):
+        return config.mmpareto.heads
 
     def update(self, phase, state, batch, scalars, ctx):
         labels = batch["label"]
@@ -95,7 +111,9 @@ class MMPareto(base.Method):
         jac = ctx.pmean(jac)
         g = [jax.tree.map(lambda x, i=i: x[i], jac) for i in range(3)]
         g_sum = jax.tree.map(lambda a, b, c: a + b + c, *g)
-        grads = dict(g_sum)  # the head (and anything else) trains on the summed losses
+        # The heads (and anything else) train on the summed losses: the authors' code
+        # skips every parameter named `head*` when combining.
+        grads = dict(g_sum)
         terms = base.cross_entropy_terms(logits, labels)
         for enc, i in ENCODERS:
             k_mm, k_uni, cos = pareto_weights(g[0][enc], g[i][enc])

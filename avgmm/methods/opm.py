@@ -136,6 +136,10 @@ class Opm(base.Method):
 
         grads, (terms, batch_stats, full) = jax.grad(loss_fn, has_aux=True)(state.params)
         grads = ctx.pmean(grads)
+        # Identity here; OPM & OGM modulates them with the un-dropped logits' scores.
+        grads, more = self.transform_grads(phase, grads, full, batch, state.method_state,
+                                           scalars, ctx)
+        terms.update(more)
         terms["accuracy"] = base.accuracy(self.fused(full), labels)
         terms["learning_rate"] = state.opt_state.hyperparams["learning_rate"]
         return state.apply_gradients(grads=grads, batch_stats=batch_stats), ctx.pmean(terms)

@@ -5,12 +5,15 @@ of each class over the training data, recomputed in inference mode at the start 
 modulated epoch) and the softmax over negative Euclidean distances to them. The ratio of
 the two modalities' batch-summed true-class prototype probabilities says which modality
 learns slower; the prototype cross entropy of that modality is added to the fused cross
-entropy, and during the first epochs an entropy bonus on the dominant modality's
-prototype distribution slows it down. See docs/methods.md for the equations, defaults
-and where this follows the authors' code rather than the paper.
+entropy (fanyunfeng-bit/Modal-Imbalance-PMR main_Prototype_grad.py, `train_epoch`). The
+paper's entropy bonus on the dominant modality's prototype distribution during the first
+epochs is in neither the authors' script nor BalanceBenchmark's current trainer: it is off
+by default (`mu=0`). See docs/methods.md for the equations, defaults and where this
+follows the authors' code rather than the paper.
 """
 
 import functools
+import math
 import time
 from typing import Callable, Dict, Tuple
 
@@ -134,8 +137,8 @@ def blend_prototypes(sums: np.ndarray, counts: np.ndarray, old: np.ndarray,
 
 # ---------------------------------------------------------------------- the method
 class PMR(base.Method):
-    """Fused cross entropy plus the slower modality's prototype cross entropy and an
-    entropy bonus on the dominant one, in the modulation window."""
+    """Fused cross entropy plus the slower modality's prototype cross entropy in the
+    modulation window (and, with `mu > 0`, an entropy bonus on the dominant one)."""
 
     name = "pmr"
     label = "PMR"
@@ -157,18 +160,21 @@ class PMR(base.Method):
         # The authors' main_Prototype_grad.py gives the slower modality the full alpha
         # ("step"); "ratio" scales it by the clipped imbalance (GeWu-Lab BalanceBenchmark).
         c.coefficient = "step"
-        # Prototype entropy regularization: absent from the authors' public script; weight
-        # and length from GeWu-Lab BalanceBenchmark's PMR (mu 0.01, norm_epoch 10: epochs
-        # modulation_starts .. modulation_starts + 10). The paper gives no numbers.
-        c.mu = 0.01
+        # Prototype entropy regularization (the paper's): absent from the authors' script
+        # (main_Prototype_grad.py:178, `loss = criterion(out, label) + beta *
+        # loss_proto_a + lam * loss_proto_v`) and from BalanceBenchmark's current
+        # PMR_trainer.py (line 175, the same sum), so off. As a switch: mu 0.01 and 10
+        # epochs (modulation_starts .. modulation_starts + 10) are an earlier
+        # BalanceBenchmark version's mu and norm_epoch; the paper gives no numbers.
+        c.mu = 0.0
         c.entropy_epochs = 10
         return c
 
     @classmethod
     def validate(cls, config, need):
         c = config.pmr
-        need(c.alpha >= 0, "pmr.alpha", "a number >= 0")
-        need(c.mu >= 0, "pmr.mu", "a number >= 0")
+        need(math.isfinite(c.alpha) and c.alpha >= 0, "pmr.alpha", "a finite number >= 0")
+        need(math.isfinite(c.mu) and c.mu >= 0, "pmr.mu", "a finite number >= 0")
         need(0 <= c.momentum < 1, "pmr.momentum", "a number in [0, 1)")
         need(c.modulation_starts >= 0, "pmr.modulation_starts", "an epoch >= 0")
         need(c.modulation_ends >= c.modulation_starts, "pmr.modulation_ends",
@@ -183,9 +189,11 @@ class PMR(base.Method):
         return c.modulation_starts <= epoch <= c.modulation_ends
 
     def entropy_on(self, epoch: int) -> bool:
-        """Whether the entropy bonus is on (the first epochs of the modulation window)."""
+        """Whether the entropy bonus is on (`mu > 0`, the first epochs of the modulation
+        window)."""
         c = self.config.pmr
-        return self.modulated(epoch) and epoch <= c.modulation_starts + c.entropy_epochs
+        return (c.mu > 0 and self.modulated(epoch)
+                and epoch <= c.modulation_starts + c.entropy_epochs)
 
     def describe(self, epoch):
         return {"pmr_modulated": self.modulated(epoch),

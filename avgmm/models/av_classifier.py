@@ -9,7 +9,8 @@ from avgmm.models.resnet import ResNetTrunk
 
 
 class AVLogits(NamedTuple):
-    """Logits of one forward pass: `fused == audio + visual` (eq. 3)."""
+    """Logits of one forward pass: `fused == audio + visual` (eq. 3) for the split and
+    shared heads; with separate unimodal heads `fused` is the concatenation layer's."""
 
     fused: jnp.ndarray
     audio: jnp.ndarray
@@ -62,7 +63,28 @@ class SharedHead(nn.Module):
         return AVLogits(fused=audio + visual, audio=audio, visual=visual)
 
 
-HEADS = {"split": SplitFusionHead, "shared": SharedHead}
+class SeparateHeads(nn.Module):
+    """The concatenation fusion layer plus one unimodal classifier per modality:
+    `f = W [phi_a; phi_v] + b`, `l_a = phi_a W_a' + b_a'`, `l_v = phi_v W_v' + b_v'`, three
+    independent dense layers (`f != l_a + l_v`).
+
+    The head of methods that train unimodal classifiers beside the fused one (MMPareto's
+    `head`, `head_audio`, `head_video`); the fused logits stay the prediction.
+    """
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, phi_a: jnp.ndarray, phi_v: jnp.ndarray) -> AVLogits:
+        phi_a = phi_a.astype(jnp.float32)
+        phi_v = phi_v.astype(jnp.float32)
+        layer = {name: nn.Dense(self.num_classes, dtype=jnp.float32, name=name)
+                 for name in ("fused", "audio", "visual")}
+        return AVLogits(fused=layer["fused"](jnp.concatenate([phi_a, phi_v], axis=-1)),
+                        audio=layer["audio"](phi_a), visual=layer["visual"](phi_v))
+
+
+HEADS = {"split": SplitFusionHead, "shared": SharedHead, "separate": SeparateHeads}
 
 
 class AVClassifier(nn.Module):
@@ -71,7 +93,8 @@ class AVClassifier(nn.Module):
     Inputs: `audio` `[B, F, T]` or `[B, F, T, 1]` (log spectrogram), `frames`
     `[B, Tv, H, W, 3]` (normalized RGB). Frames are folded into the batch, encoded
     independently, and their feature maps are averaged over time and space. `head`:
-    `split` (the paper's concatenation fusion) or `shared` (see `SharedHead`).
+    `split` (the paper's concatenation fusion), `shared` (see `SharedHead`) or `separate`
+    (see `SeparateHeads`).
     """
 
     num_classes: int

@@ -1,6 +1,6 @@
 """The model a config asks for, sized from the dataset: one place that builds it."""
 
-from typing import Optional
+from typing import Any, Optional
 
 import jax.numpy as jnp
 import ml_collections
@@ -11,11 +11,13 @@ from avgmm.models.resnet import ResNetTrunk
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def make_model(config: ml_collections.ConfigDict, meta, head: str = "split",
+def make_model(config: ml_collections.ConfigDict, meta, method: Any = None,
                axis_name: Optional[str] = None) -> AVClassifier:
     """The two-stream classifier for `config.model` and a dataset's metadata
-    (`DatasetMeta`: number of classes), with the fusion head `head` (a method's
-    `Method.head`); `axis_name` is the device axis BatchNorm synchronizes over."""
+    (`DatasetMeta`: number of classes), with the fusion head `method` trains
+    (`Method.head_type`; the paper's split head without a method); `axis_name` is the
+    device axis BatchNorm synchronizes over."""
+    head = "split" if method is None else method.head_type(config)
     return AVClassifier(num_classes=meta.num_classes, width=config.model.width,
                         stage_sizes=tuple(config.model.stage_sizes), axis_name=axis_name,
                         dtype=DTYPES[config.model.dtype], head_type=head)
