@@ -29,12 +29,13 @@ class TrainState(train_state.TrainState):
 
 def make_model(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,
                axis_name: Optional[str] = AXIS) -> AVClassifier:
-    """The two-stream classifier, sized from the config and the dataset's metadata, with
-    the fusion head its method trains."""
-    return AVClassifier(num_classes=meta.num_classes, width=config.model.width,
-                        stage_sizes=tuple(config.model.stage_sizes), axis_name=axis_name,
-                        dtype=DTYPES[config.model.dtype],
-                        head_type=methods.REGISTRY[config.method].head)
+    """The two-stream classifier its method trains (`Method.model_class`, with the
+    method's fusion head), sized from the config and the dataset's metadata."""
+    method = methods.REGISTRY[config.method]
+    return method.model_class(num_classes=meta.num_classes, width=config.model.width,
+                              stage_sizes=tuple(config.model.stage_sizes),
+                              axis_name=axis_name, dtype=DTYPES[config.model.dtype],
+                              head_type=method.head)
 
 
 def create_train_state(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from avgmm import losses
-from avgmm.models import AVLogits
+from avgmm.models import AVClassifier, AVLogits
 
 Terms = Dict[str, jnp.ndarray]
 Scalars = Dict[str, np.ndarray]
@@ -89,6 +89,9 @@ class Method:
     # Fusion head the method trains: "split" (one dense layer on [phi_a; phi_v], whose
     # halves are the unimodal logits) or "shared" (one layer applied to each modality).
     head: ClassVar[str] = "split"
+    # The model it trains: `AVClassifier`, or a module with the same constructor fields,
+    # inputs and outputs (greedy's `MMTMClassifier`, whose streams exchange features).
+    model_class: ClassVar[type] = AVClassifier
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
