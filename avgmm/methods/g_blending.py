@@ -206,11 +206,17 @@ class GBlending(base.Method):
         step = run.par.train_step(f"estimate_{output}")
         scalars = steps.step_scalars(config, self, epoch)
         positions = run.par.positions(config.batch_size)
-        for e in range(epoch, epoch + config.g_blending.super_epoch):
+        n = config.g_blending.super_epoch
+        for e in range(epoch, epoch + n):
+            start, losses_ = time.time(), []
             for batch in run.par.train_batches(run.ds, config.batch_size, e, config.seed,
                                                config.data.prefetch):
                 batch["position"] = positions
-                copy, _ = step(copy, run.par.shard(batch), scalars)
+                copy, terms = step(copy, run.par.shard(batch), scalars)
+                losses_.append(terms["loss"])
+            progress.say(f"  copy CE({output}) epoch {e - epoch + 1}/{n}: loss "
+                         f"{float(np.mean(jax.device_get(losses_))):.4f} "
+                         f"({time.time() - start:.0f} s)")
         return copy
 
     # ------------------------------------------------------------------ device
