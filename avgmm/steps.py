@@ -10,7 +10,6 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from avgmm import losses
 from avgmm.data import augment
@@ -42,13 +41,6 @@ def train_step(state: TrainState, batch: Batch, scalars: Dict[str, jnp.ndarray],
     method_key = jax.random.fold_in(step_key, 2**31 - 1)
     ctx = StepContext(model=model, axis_name=axis_name, key=method_key, frames=frames)
     return method.update(phase, state, batch, scalars, ctx)
-
-
-def step_scalars(config: ml_collections.ConfigDict, method: Method,
-                 epoch: int) -> Dict[str, np.ndarray]:
-    """The host scalars of every train step of a 0-based `epoch`: the method's own and
-    the run's seed."""
-    return dict(method.step_scalars(epoch), seed=np.uint32(config.seed))
 
 
 def jit_train_step(config: ml_collections.ConfigDict, meta: DatasetMeta, method: Method,

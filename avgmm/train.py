@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from avgmm import compile_cache, divergence, evaluation, evaluators, files, methods
-from avgmm import progress, steps, timing
+from avgmm import progress, timing
 from avgmm.build import build
 from avgmm.checkpoints import SharedCheckpoints
 from avgmm.data import pipeline
@@ -203,7 +203,7 @@ def _train_epoch(run: _Run, state, epoch: int, writer, clock: progress.RunClock,
     phase = method.phase(epoch)
     n_steps = ds.steps_per_epoch(config.batch_size)
     step_fn = par.train_step(phase)
-    scalars = steps.step_scalars(config, method, epoch)
+    scalars = method.train_scalars(epoch)
     positions = par.positions(config.batch_size)
     if par.precompiled(phase):
         compiles = False  # compiled in the background; train_step says if it waits
@@ -239,7 +239,7 @@ def _precompile_later_phases(run: _Run, state, from_epoch: int) -> None:
                                         config.seed, 0)))
     batch["position"] = par.positions(config.batch_size)
     _say(f"compiling the {', '.join(phases)} train step(s) in the background")
-    par.precompile(phases, state, batch, steps.step_scalars(config, method, from_epoch))
+    par.precompile(phases, state, batch, method.train_scalars(from_epoch))
 
 
 def _evaluate_epoch(run: _Run, state, record: Dict[str, Any], meta: Dict[str, Any]) -> bool:

@@ -79,7 +79,7 @@ def collection_vs_epoch(config_name: str):
         _, par, template = build.build(config, ds)
         state = par.replicate(template)
         positions = np.arange(config.batch_size, dtype=np.int32)
-        scalars = steps.step_scalars(config, methods.get(config), 0)
+        scalars = methods.get(config).train_scalars(0)
 
         def epoch(state, e):
             start = time.perf_counter()

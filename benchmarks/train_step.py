@@ -72,7 +72,7 @@ def build_case(label, audio_shape, tv, size, width, stages, batch, dtype, loss_n
                                     jnp.uint8),
               "label": jnp.asarray(rng.integers(0, num_classes, batch), jnp.int32),
               "position": jnp.arange(batch, dtype=jnp.int32)}
-    scalars = steps.step_scalars(config, method, config.schedule.warmup_epochs)
+    scalars = method.train_scalars(config.schedule.warmup_epochs)
     return step, state, arrays, scalars
 
 

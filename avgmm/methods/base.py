@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from avgmm import losses
-from avgmm.models import AVLogits
+from avgmm.models import AVClassifier, AVLogits
 
 Terms = Dict[str, jnp.ndarray]
 Scalars = Dict[str, np.ndarray]
@@ -102,6 +102,9 @@ class Method:
     # halves are the unimodal logits), "shared" (one layer applied to each modality) or
     # "separate" (the fusion layer plus a unimodal layer per modality).
     head: ClassVar[str] = "split"
+    # The model it trains: `AVClassifier`, or a module with the same constructor fields,
+    # inputs and outputs (greedy's `MMTMClassifier`, whose streams exchange features).
+    model_class: ClassVar[type] = AVClassifier
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -155,6 +158,12 @@ class Method:
     def step_scalars(self, epoch: int) -> Scalars:
         """Host scalars handed to every step of the epoch (changing them never recompiles)."""
         return {}
+
+    def train_scalars(self, epoch: int) -> Scalars:
+        """What every train step of the 0-based `epoch` receives: `step_scalars` and the
+        run's seed (an argument, not a constant of the program: runs that differ only in
+        their seed share one compiled step)."""
+        return dict(self.step_scalars(epoch), seed=np.uint32(self.config.seed))
 
     def resets_optimizer(self, epoch: int) -> bool:
         """Whether the optimizer's moments are re-initialized before the epoch."""

@@ -14,13 +14,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def make_model(config: ml_collections.ConfigDict, meta, method: Any = None,
                axis_name: Optional[str] = None) -> AVClassifier:
     """The two-stream classifier for `config.model` and a dataset's metadata
-    (`DatasetMeta`: number of classes), with the fusion head `method` trains
-    (`Method.head_type`; the paper's split head without a method); `axis_name` is the
-    device axis BatchNorm synchronizes over."""
+    (`DatasetMeta`: number of classes): the model class `method` trains
+    (`Method.model_class`, e.g. Greedy's MMTM network) with its fusion head
+    (`Method.head_type`); the paper's split-head classifier without a method. `axis_name`
+    is the device axis BatchNorm synchronizes over."""
     head = "split" if method is None else method.head_type(config)
-    return AVClassifier(num_classes=meta.num_classes, width=config.model.width,
-                        stage_sizes=tuple(config.model.stage_sizes), axis_name=axis_name,
-                        dtype=DTYPES[config.model.dtype], head_type=head)
+    model_class = AVClassifier if method is None else method.model_class
+    return model_class(num_classes=meta.num_classes, width=config.model.width,
+                       stage_sizes=tuple(config.model.stage_sizes), axis_name=axis_name,
+                       dtype=DTYPES[config.model.dtype], head_type=head)
 
 
 def trunk_width(config: ml_collections.ConfigDict) -> int:
