@@ -200,7 +200,8 @@ def _train_epoch(run: methods.RunContext, state, method: methods.Method, epoch: 
         compiles = False  # compiled in the background; train_step says if it waits
     state, terms = progress.train_epoch(
         run.par.train_step(phase), state,
-        run.par.train_batches(ds, config.batch_size, epoch, config.seed, config.data.prefetch),
+        run.par.train_batches(ds, config.batch_size, epoch, config.seed, config.data.prefetch,
+                              groups=method.batch_groups(run, state, epoch)),
         run.par.shard, steps.step_scalars(config, method, epoch),
         positions=run.par.positions(config.batch_size), steps=steps_per_epoch,
         batch_size=config.batch_size, desc=f"epoch {epoch + 1}/{total_epochs(config)}",

@@ -9,13 +9,14 @@ from typing import Any, Dict, List, Type
 import ml_collections
 
 from avgmm.errors import UserError
-from avgmm.methods import (adaptive, concat, mla, mmpareto, ogm, ogm_ge, opm, pmr,
-                           warmup_only)
+from avgmm.methods import (adaptive, concat, mla, mmpareto, ogm, ogm_ge, opm, pmr, remix,
+                           sample_valuation, tcmax, warmup_only)
 from avgmm.methods.base import Method, RunContext, StepContext
 
 # In the order of the rows of `launch.sh table1`: the baseline first, the paper's method last.
 _CLASSES = (concat.Concat, ogm_ge.OgmGe, pmr.PMR, mla.MLA, ogm.Ogm, opm.Opm,
-            mmpareto.MMPareto, warmup_only.WarmupOnly, adaptive.Adaptive)
+            mmpareto.MMPareto, sample_valuation.SampleValuation, remix.Remix, tcmax.TCMax,
+            warmup_only.WarmupOnly, adaptive.Adaptive)
 REGISTRY: Dict[str, Type[Method]] = {cls.name: cls for cls in _CLASSES}
 
 __all__ = ["Method", "RunContext", "StepContext", "REGISTRY", "get", "add_defaults",

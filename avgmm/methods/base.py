@@ -87,7 +87,8 @@ class Method:
 
     name: ClassVar[str] = ""
     # Fusion head the method trains: "split" (one dense layer on [phi_a; phi_v], whose
-    # halves are the unimodal logits) or "shared" (one layer applied to each modality).
+    # halves are the unimodal logits), "shared" (one layer applied to each modality) or
+    # "separate" (the split layer's fused logits plus a dense layer per modality).
     head: ClassVar[str] = "split"
 
     def __init__(self, config: ml_collections.ConfigDict):
@@ -134,6 +135,13 @@ class Method:
     def init_state(self, meta) -> Any:
         """The method's state pytree (host arrays) for a dataset (`DatasetMeta`: sizes of
         the splits, number of classes); None when it has none."""
+        return None
+
+    def batch_groups(self, run: RunContext, state, epoch: int) -> Optional[np.ndarray]:
+        """Per-sample group keys `[N]` (ints) of the training split for the 0-based `epoch`,
+        or None (default: plain shuffled batches). The epoch's shuffled order is then
+        stably sorted by group, so that batches are drawn group by group (e.g. unimodal
+        batches); a pure function of the state, so a resumed run sees the same batches."""
         return None
 
     def on_epoch_start(self, run: RunContext, state, epoch: int) -> Tuple[Any, Dict[str, Any]]:

@@ -9,7 +9,8 @@ from avgmm.models.resnet import ResNetTrunk
 
 
 class AVLogits(NamedTuple):
-    """Logits of one forward pass: `fused == audio + visual` (eq. 3)."""
+    """Logits of one forward pass: `fused == audio + visual` (eq. 3) for the split and
+    shared heads; separate unimodal layers (`SeparateHeads`) for some baselines."""
 
     fused: jnp.ndarray
     audio: jnp.ndarray
@@ -62,7 +63,28 @@ class SharedHead(nn.Module):
         return AVLogits(fused=audio + visual, audio=audio, visual=visual)
 
 
-HEADS = {"split": SplitFusionHead, "shared": SharedHead}
+class SeparateHeads(nn.Module):
+    """The fusion layer on `[phi_a; phi_v]` (`SplitFusionHead`'s fused logits) plus one
+    dense layer per modality: `l_a = phi_a U_a + c_a`, `l_v = phi_v U_v + c_v`.
+
+    The head of methods whose authors train unimodal classifiers beside the fused one
+    (Data Remixing): the unimodal logits are then not parts of the fused prediction, and
+    the unimodal losses train the unimodal layers and the encoders only.
+    """
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, phi_a: jnp.ndarray, phi_v: jnp.ndarray) -> AVLogits:
+        fused = SplitFusionHead(self.num_classes, name="fusion")(phi_a, phi_v).fused
+        audio = nn.Dense(self.num_classes, dtype=jnp.float32, name="audio")(
+            phi_a.astype(jnp.float32))
+        visual = nn.Dense(self.num_classes, dtype=jnp.float32, name="visual")(
+            phi_v.astype(jnp.float32))
+        return AVLogits(fused=fused, audio=audio, visual=visual)
+
+
+HEADS = {"split": SplitFusionHead, "shared": SharedHead, "separate": SeparateHeads}
 
 
 class AVClassifier(nn.Module):
@@ -71,7 +93,8 @@ class AVClassifier(nn.Module):
     Inputs: `audio` `[B, F, T]` or `[B, F, T, 1]` (log spectrogram), `frames`
     `[B, Tv, H, W, 3]` (normalized RGB). Frames are folded into the batch, encoded
     independently, and their feature maps are averaged over time and space. `head`:
-    `split` (the paper's concatenation fusion) or `shared` (see `SharedHead`).
+    `split` (the paper's concatenation fusion), `shared` (see `SharedHead`) or `separate`
+    (see `SeparateHeads`).
     """
 
     num_classes: int
