@@ -89,10 +89,10 @@ def valuation_loss(fused: jnp.ndarray, audio_only: jnp.ndarray, visual_only: jnp
 
 
 def unimodal_predictions(head, phi_a: jnp.ndarray, phi_v: jnp.ndarray):
-    """`(fused, audio-only, visual-only)` logits of the fusion layer: the audio-only
-    prediction has the visual features set to zero, and conversely (the authors'
-    `exec_drop`; the bias is kept)."""
-    return (head(phi_a, phi_v).fused, head(phi_a, jnp.zeros_like(phi_v)).fused,
+    """`(audio-only, visual-only)` logits of the fusion layer: the audio-only prediction
+    has the visual features set to zero, and conversely (the authors' `exec_drop`; the
+    bias is kept)."""
+    return (head(phi_a, jnp.zeros_like(phi_v)).fused,
             head(jnp.zeros_like(phi_a), phi_v).fused)
 
 
@@ -157,7 +157,8 @@ class SampleValuation(base.Method):
 
         def rows(head, phi_a, phi_v, batch):
             labels = batch["label"]
-            fused, audio_only, visual_only = unimodal_predictions(head, phi_a, phi_v)
+            fused = head(phi_a, phi_v).fused
+            audio_only, visual_only = unimodal_predictions(head, phi_a, phi_v)
             phi_audio, phi_visual = shapley_contributions(
                 fused.argmax(-1) == labels, audio_only.argmax(-1) == labels,
                 visual_only.argmax(-1) == labels, value)
@@ -184,10 +185,10 @@ class SampleValuation(base.Method):
         def loss_fn(params):
             (phi_a, phi_v), batch_stats = ctx.features(state, params, batch)
             logits = ctx.head(params, phi_a, phi_v)
-            fused, audio_only, visual_only = unimodal_predictions(
+            audio_only, visual_only = unimodal_predictions(
                 lambda a, v: ctx.head(params, a, v), phi_a, phi_v)
-            loss, terms = valuation_loss(fused, audio_only, visual_only, labels, copies_a,
-                                         copies_v)
+            loss, terms = valuation_loss(logits.fused, audio_only, visual_only, labels,
+                                         copies_a, copies_v)
             return loss, (terms, batch_stats, logits)
 
         grads, (terms, batch_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
