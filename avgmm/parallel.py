@@ -219,11 +219,12 @@ class Parallel:
              if k not in pipeline.HOST_KEYS}, self.sharding)
 
     def train_batches(self, ds: pipeline.Dataset, batch_size: int, epoch: int, seed: int,
-                      prefetch: int = 2):
-        """This process's slice of every global training batch of `epoch`."""
+                      prefetch: int = 2, groups: Optional[np.ndarray] = None):
+        """This process's slice of every global training batch of `epoch` (`groups`: see
+        `Dataset.train_batches`)."""
         return ds.train_batches(batch_size, epoch, seed, prefetch,
                                 process_index=self.process_index,
-                                process_count=self.process_count)
+                                process_count=self.process_count, groups=groups)
 
     def eval_batches(self, ds: pipeline.Dataset, split: str, batch_size: int,
                      prefetch: int = 2):

@@ -215,8 +215,11 @@ def _train_epoch(run: _Run, state, epoch: int, writer, clock: progress.RunClock,
         compile_note=(f"compiling the {phase} train step (the first step of a phase waits "
                       "for it)") if compiles else None, timer=timer)
     try:
+        # A method may draw its batches group by group (e.g. Data Remixing's unimodal ones).
+        groups = method.batch_groups(run.ctx, state, epoch)
         for batch in reporter.batches(par.train_batches(ds, config.batch_size, epoch,
-                                                        config.seed, config.data.prefetch)):
+                                                        config.seed, config.data.prefetch,
+                                                        groups=groups)):
             batch["position"] = positions
             state, terms = step_fn(state, par.shard(batch), scalars)
             reporter.step_done(terms)

@@ -297,14 +297,24 @@ class Dataset:
         return batch
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, prefetch: int = 2,
-                      process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+                      process_index: int = 0, process_count: int = 1,
+                      groups: Optional[np.ndarray] = None) -> Iterator[Batch]:
         """Shuffled training batches of one epoch; the incomplete last batch is dropped.
 
         With `process_count` > 1, each process reads only its slice (rows
         `process_index * batch_size / process_count` onwards) of every global batch; the
-        global order is the same whatever the process count."""
+        global order is the same whatever the process count. `groups` (ints, one per
+        training sample) sorts the shuffled order stably by group: the epoch draws the
+        samples of the lowest group first, each group in shuffled order, so batches hold
+        one group except where two groups meet."""
         n = self.meta.num_examples["train"]
         order = np.random.default_rng([seed, epoch]).permutation(n)
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape != (n,):
+                raise ValueError(f"groups has shape {groups.shape}; the training split has "
+                                 f"{n} samples")
+            order = order[np.argsort(groups[order], kind="stable")]
         lo, hi = process_rows(batch_size, process_index, process_count)
         chunks = [order[i:i + batch_size][lo:hi]
                   for i in range(0, n - batch_size + 1, batch_size)]

@@ -11,14 +11,16 @@ import ml_collections
 
 from avgmm.errors import UserError
 from avgmm.methods import (adaptive, agm, concat, diagnose_relearn, g_blending, greedy, mla,
-                           mmpareto, ogm, ogm_ge, opm, opm_ogm, pmr, warmup_only)
+                           mmpareto, ogm, ogm_ge, opm, opm_ogm, pmr, remix, sample_valuation,
+                           tcmax, warmup_only)
 from avgmm.methods.base import Method, RunContext, StepContext
 
 # In the order of the rows of Table 1: the baseline and the paper's rows in its order,
 # then the methods it does not list, the control, and the paper's method last.
 _CLASSES = (concat.Concat, g_blending.GBlending, ogm_ge.OgmGe, greedy.Greedy, pmr.PMR,
             agm.AGM, mla.MLA, diagnose_relearn.DiagnoseRelearn, opm_ogm.OpmOgm, ogm.Ogm,
-            opm.Opm, mmpareto.MMPareto, warmup_only.WarmupOnly, adaptive.Adaptive)
+            opm.Opm, mmpareto.MMPareto, sample_valuation.SampleValuation, remix.Remix,
+            tcmax.TCMax, warmup_only.WarmupOnly, adaptive.Adaptive)
 REGISTRY: Dict[str, Type[Method]] = {cls.name: cls for cls in _CLASSES}
 
 __all__ = ["Method", "RunContext", "StepContext", "REGISTRY", "get", "add_defaults",

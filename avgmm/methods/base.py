@@ -175,6 +175,13 @@ class Method:
         the splits, number of classes); None when it has none."""
         return None
 
+    def batch_groups(self, run: RunContext, state, epoch: int) -> Optional[np.ndarray]:
+        """Per-sample group keys `[N]` (ints) of the training split for the 0-based `epoch`,
+        or None (default: plain shuffled batches). The epoch's shuffled order is then
+        stably sorted by group, so that batches are drawn group by group (e.g. unimodal
+        batches); a pure function of the state, so a resumed run sees the same batches."""
+        return None
+
     def on_epoch_start(self, run: RunContext, state, epoch: int) -> Tuple[Any, Dict[str, Any]]:
         """Host work before the epoch trains (e.g. a pass over the data that updates the
         method's state); returns the (replicated) state and fields for the record."""

@@ -68,8 +68,10 @@ class SeparateHeads(nn.Module):
     `f = W [phi_a; phi_v] + b`, `l_a = phi_a W_a' + b_a'`, `l_v = phi_v W_v' + b_v'`, three
     independent dense layers (`f != l_a + l_v`).
 
-    The head of methods that train unimodal classifiers beside the fused one (MMPareto's
-    `head`, `head_audio`, `head_video`); the fused logits stay the prediction.
+    The head of methods whose authors train unimodal classifiers beside the fused one
+    (MMPareto's `head`, `head_audio`, `head_video`; Data Remixing's unimodal heads); the
+    fused logits stay the prediction, and the unimodal losses train the unimodal layers
+    and the encoders only.
     """
 
     num_classes: int
