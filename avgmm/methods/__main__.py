@@ -1,5 +1,5 @@
-"""`python -m avgmm.methods`: the registered methods, their labels and tuned
-hyper-parameter."""
+"""`python -m avgmm.methods`: the registered methods, their labels and the hyper-parameter
+an equal tuning varies."""
 
 import sys
 
@@ -8,7 +8,9 @@ from avgmm import methods
 if __name__ == "__main__":
     if sys.argv[1:] and sys.argv[1:] != ["--help"]:
         sys.exit("usage: python -m avgmm.methods")
+    width = max(len(name) for name in methods.REGISTRY) + 2
     for name, cls in methods.REGISTRY.items():
-        doc = (cls.__doc__ or "").strip().split("\n")[0]
-        tuned = ", ".join(f"{k} in {v}" for k, v in cls.tuning.items()) or "-"
-        print(f"{name:14s} {cls.label}: {doc}\n{'':14s} tuned: {tuned}")
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        tuned = ", ".join(f"{k} in ({', '.join(f'{v:g}' for v in values)})"
+                          for k, values in cls.tuning.items()) or "-"
+        print(f"{name:{width}s}{cls.label}: {doc}\n{'':{width}s}tuned: {tuned}")

@@ -23,7 +23,7 @@ configs/trainer_config.yaml. See docs/methods.md.
 import functools
 import math
 import time
-from typing import Dict
+from typing import Any, Dict
 
 import jax
 import jax.numpy as jnp
