@@ -36,6 +36,8 @@ def evaluators_block() -> str:
 
     lines = []
     for name, cls in evaluators.REGISTRY.items():
+        if not cls.__module__.startswith("avgmm.evaluators."):
+            continue  # registered elsewhere (e.g. by a test): not part of the tool
         keys = ", ".join(f"`{f.key}`" for f in cls.fields + cls.final_fields)
         lines.append(f"- `{name}`: {_first_line(cls.__doc__)}" + (f" ({keys})" if keys else "")
                      + "\n")

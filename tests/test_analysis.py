@@ -135,9 +135,9 @@ def test_report_markdown_escapes_pipes_in_labels():
 
     row = {"dataset": "CREMA-D", "method": experiments.find("beta0").label, "seeds": 1,
            "paper": 79.3}
-    for metric, _ in report.METRICS:
+    for metric, _ in report.metrics():
         row[metric], row[metric + ".std"] = 50.0, None
-    table = report.markdown([row])
+    table = report.markdown([row])  # the columns every run has
     header, _, line = table.splitlines()
     # Split on unescaped pipes only: the row has as many cells as the header.
     import re
@@ -170,13 +170,13 @@ def test_report_names_each_rows_split_source(tmp_path):
     table, notes = md.split("\n\nSplit source of the runs (from results.json):\n")
     assert table.count("\n|") == 4  # header, separator, three rows
     assert notes.splitlines() == [
-        "- CREMA-D, GMM adaptive loss (full; SGD, reset state): standard: 6896",
+        "- CREMA-D, GMM adaptive loss (the paper's method): standard: 6896",
         "- CREMA-D, Baseline (Concat): seeded random, seed 0"]
     _, csv_path = report.write(rows, str(tmp_path / "out"))
     with open(csv_path, newline="") as f:
         table = {r["method"]: r["split_source"] for r in csv.DictReader(f)}
     assert table["Baseline (Concat)"] == "seeded random, seed 0"
-    assert table["Warm-up loss only"] == ""
+    assert table["Warm-up loss only (control)"] == ""
 
 
 def test_report_counts_each_seed_once(two_seeds, tmp_path, capsys):

@@ -65,7 +65,7 @@ def test_data_prep_bench_smoke(tmp_path):
 
 def test_run_bench_smoke(tmp_path):
     out, rows = _bench(tmp_path, "run", "--config=configs/tiny.py",
-                       "--overrides=--config.schedule.adaptive_steps=1")
+                       "--overrides=--config.epochs=2 --config.schedule.adaptive_steps=1")
     assert [r["start"] for r in rows] == ["cold", "warm"]
     assert "| compile |" in out and "process launch to first step done" in out
     for r in rows:

@@ -122,7 +122,7 @@ def test_avsynth_is_built_on_first_use(tmp_path, capsys):
 
 
 def test_ctrl_c_finished_run_and_fresh(tiny_config, tmp_path, capsys, monkeypatch):
-    tiny_config.schedule.adaptive_steps = 1  # 2 epochs
+    tiny_config.epochs, tiny_config.schedule.adaptive_steps = 2, 1
     tiny_config.data.cache = False  # no cache-building bars on stderr
     workdir = str(tmp_path / "run")
     real_evaluate = evaluation.evaluate

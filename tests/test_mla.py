@@ -244,7 +244,7 @@ def test_one_and_four_devices_agree(tiny_config, tmp_path):
     # The projector's mean feature and the gradients are batch-wide (pmean): the same
     # run on 1 and on 4 devices gives the same losses and accuracies.
     tiny_config.method = "mla"
-    tiny_config.schedule.adaptive_steps = 0  # 1 epoch
+    tiny_config.epochs = 1
     records = {}
     for n in (1, 4):
         tiny_config.num_devices = n

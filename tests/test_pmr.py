@@ -122,7 +122,8 @@ def test_prototypes_are_inference_mode_class_means_of_the_training_features(tiny
     ds = pipeline.load_dataset(config.data.name, config.data.data_dir, config.data.num_frames)
     built = build.build(config, ds)
     state = built.par.replicate(built.template)
-    run = methods.RunContext(par=built.par, ds=ds, config=config, workdir="", meta={})
+    run = methods.RunContext(par=built.par, ds=ds, config=config, workdir=None, meta={},
+                             samples=None, initial_state=built.template)
     state, record = built.method.on_epoch_start(run, state, 0)
     got = built.par.fetch(state.method_state)
     # The same features on one device, without pmap.

@@ -111,15 +111,17 @@ def _final_params(workdir):
 
 def test_kill_and_resume_gives_the_uninterrupted_result(tiny_config, tmp_path):
     config = tiny_config
+    config.epochs = 5
     config.schedule.adaptive_steps = 2
-    config.schedule.epochs_per_step = 2  # 5 epochs
+    config.schedule.epochs_per_step = 2  # 1 + 2 x 2 epochs
     straight = str(tmp_path / "straight")
     expected = train.train_and_evaluate(config, straight)
 
     killed = str(tmp_path / "killed")
     cmd = [sys.executable, "-m", "avgmm.main", f"--config={REPO}/configs/tiny.py",
            f"--workdir={killed}", f"--config.data.data_dir={config.data.data_dir}",
-           "--config.schedule.adaptive_steps=2", "--config.schedule.epochs_per_step=2"]
+           "--config.epochs=5", "--config.schedule.adaptive_steps=2",
+           "--config.schedule.epochs_per_step=2"]
     env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1", PYTHONPATH=REPO)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -152,7 +154,7 @@ def test_kill_and_resume_gives_the_uninterrupted_result(tiny_config, tmp_path):
 
 def test_workdir_with_another_config_is_refused_unless_fresh(tiny_config, tmp_path):
     config = tiny_config
-    config.schedule.adaptive_steps = 0
+    config.epochs, config.schedule.adaptive_steps = 1, 0
     workdir = str(tmp_path / "run")
     train.train_and_evaluate(config, workdir)
     config.loss.beta = 0.5

@@ -79,7 +79,8 @@ ABLATIONS = [
 # and our changes.
 STUDY = [
     _v("concat", "--config.method=concat", "Baseline (Concat)", "concat"),
-    _v("warmup_only", "--config.method=warmup_only", "Warm-up loss only (control)"),
+    _v("warmup_only", "--config.method=warmup_only", "Warm-up loss only (control)",
+       "warmup_only"),
     _v("paper", PAPER_LOSS, "Adaptive loss, eq. 10 as printed", "full"),
     _v("paper_alpha0", PAPER_LOSS + " --config.loss.alpha=0", "eq. 10, alpha = 0"),
     _v("paper_beta0", PAPER_LOSS + " --config.loss.beta=0", "eq. 10, beta = 0"),

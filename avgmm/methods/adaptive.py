@@ -64,12 +64,6 @@ class Adaptive(base.Method):
     def validate(cls, config, need):
         need(config.schedule.warmup_epochs >= 1, "schedule.warmup_epochs",
              ">= 1 for method=adaptive: the first GMM is fitted to a warmed-up model's gaps")
-        s, finetune = config.schedule, config.adaptive.finetune_epochs
-        planned = s.warmup_epochs + s.adaptive_steps * s.epochs_per_step + finetune
-        need(planned == config.epochs, "epochs",
-             f"the adaptive schedule's total: warm-up {s.warmup_epochs} + "
-             f"{s.adaptive_steps} steps x {s.epochs_per_step} + {finetune} purification = "
-             f"{planned} epochs; set config.epochs={planned} or change config.schedule")
         for f in ("alpha", "beta", "gamma"):
             need(config.loss[f] >= 0, f"loss.{f}", "a number >= 0")
         need(0 < config.loss.lambda_decay <= 1, "loss.lambda_decay", "a number in (0, 1]")
@@ -85,6 +79,12 @@ class Adaptive(base.Method):
              "adaptive.finetune_epochs", "an integer >= 0")
         need(0.0 <= a.finetune_threshold <= 1.0, "adaptive.finetune_threshold",
              "a number in [0, 1]")
+        s, finetune = config.schedule, config.adaptive.finetune_epochs
+        planned = s.warmup_epochs + s.adaptive_steps * s.epochs_per_step + finetune
+        need(planned == config.epochs, "epochs",
+             f"the adaptive schedule's total: warm-up {s.warmup_epochs} + "
+             f"{s.adaptive_steps} steps x {s.epochs_per_step} + {finetune} purification = "
+             f"{planned} epochs; set config.epochs={planned} or change config.schedule")
 
     # ------------------------------------------------------------------ schedule
     def phases(self):
