@@ -21,7 +21,7 @@ import collections
 import concurrent.futures
 import functools
 import math
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
