@@ -170,8 +170,8 @@ def test_report_names_each_rows_split_source(tmp_path):
     table, notes = md.split("\n\nSplit source of the runs (from results.json):\n")
     assert table.count("\n|") == 4  # header, separator, three rows
     assert notes.splitlines() == [
-        "- CREMA-D, GMM adaptive loss (the paper's method): standard: 6896",
-        "- CREMA-D, Baseline (Concat): seeded random, seed 0"]
+        "- CREMA-D, Baseline (Concat): seeded random, seed 0",
+        "- CREMA-D, GMM adaptive loss (the paper's method): standard: 6896"]
     _, csv_path = report.write(rows, str(tmp_path / "out"))
     with open(csv_path, newline="") as f:
         table = {r["method"]: r["split_source"] for r in csv.DictReader(f)}

@@ -128,12 +128,12 @@ def test_ctrl_c_finished_run_and_fresh(tiny_config, tmp_path, capsys, monkeypatc
     real_evaluate = evaluation.evaluate
     calls = {"val": 0}
 
-    def interrupted_in_epoch_2(par, state, ds, split, batch_size):
+    def interrupted_in_epoch_2(par, state, ds, split, *args):
         if split == "validation":
             calls["val"] += 1
             if calls["val"] == 2:
                 raise KeyboardInterrupt
-        return real_evaluate(par, state, ds, split, batch_size)
+        return real_evaluate(par, state, ds, split, *args)
 
     monkeypatch.setattr(evaluation, "evaluate", interrupted_in_epoch_2)
     assert main.run(tiny_config, workdir) == 130

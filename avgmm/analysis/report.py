@@ -178,9 +178,17 @@ def aggregate(runs: Sequence[Dict[str, Any]], paper: bool = True) -> List[Dict[s
             row["paper"] = PAPER.get((dataset, key)) if key else None
         rows.append(row)
     _disambiguate(rows)
+    # Declared variants in their sweeps' order, then runs without one in the methods' order.
     order = [v.name for v in experiments.table1()] + list(experiments.all_variants())
-    rows.sort(key=lambda r: (r["dataset"], order.index(r["variant"]) if r["variant"] in order
-                             else len(order), r["method"]))
+    by_method = list(methods.REGISTRY)
+
+    def rank(r):
+        if r["variant"] in order:
+            return order.index(r["variant"])
+        known = r["method_name"] in by_method
+        return len(order) + (by_method.index(r["method_name"]) if known else len(by_method))
+
+    rows.sort(key=lambda r: (r["dataset"], rank(r), r["method"]))
     return rows
 
 
