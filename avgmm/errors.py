@@ -16,5 +16,9 @@ class DatasetNotPreparedError(UserError, FileNotFoundError):
     """The config names a dataset that is not prepared in its data_dir."""
 
 
+class CacheError(UserError, OSError):
+    """The loader's decoded cache cannot be built; the one-line message says how to fix it."""
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a run; the message says how far it got and how to go on."""

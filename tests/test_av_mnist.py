@@ -17,7 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import tiny
-from data_prep import av_mnist, convert, features, media
+from data_prep import av_mnist, convert, degrade, digit_images, features, media
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "recordings")
@@ -122,14 +122,14 @@ def test_splits_pairing_degradation_and_metadata(prepared, fsdd_dir, digits):
             image, label = _image_of(ref, digits)
             assert ex["label"] == label == int(recording[0])  # same digit in both streams
             assert ex["frames"].shape == (1, SIZE, SIZE, 3) and ex["frames"].dtype == np.uint8
-            expected = av_mnist.digit_frame(image, SIZE)
+            expected = digit_images.digit_frame(image, SIZE)
             if code == 1:  # noise instead of the image
                 assert np.abs(ex["frames"].astype(int) - expected).mean() > 40
             else:
                 np.testing.assert_array_equal(ex["frames"], expected)
             clean = features.spectrogram(
                 media.load_audio(os.path.join(fsdd_dir, recording + ".wav"), 8000),
-                features.AV_MNIST_AUDIO).astype(np.float32)
+                av_mnist.AUDIO).astype(np.float32)
             audio = ex["audio"].astype(np.float32)
             assert audio.shape == (64, 65)
             if code == 2:  # noise 10 dB above the speech raises the whole spectrogram
@@ -145,7 +145,8 @@ def test_splits_pairing_degradation_and_metadata(prepared, fsdd_dir, digits):
         assert info.metadata[key] == value, key
     summary = info.metadata["summary"]
     assert summary["per_split"]["test"] == {"kept": 40, "skipped": 0}
-    assert summary["degraded"]["test"] == {"none": 20, "visual": 12, "audio": 8}
+    assert summary["degraded"]["test"] == {"none": 20, "visual_noise": 12, "visual_graded": 0,
+                                           "audio_noise": 8, "audio_mix": 0}
     with open(os.path.join(prepared, "av_mnist", "failures.jsonl")) as f:
         failures = {os.path.basename(r["audio"]): r["reason"] for r in map(json.loads, f)}
     assert set(failures) == {"5_lucas_99.wav", "one-lucas.wav"}
@@ -173,7 +174,7 @@ def test_loader_and_trainer_see_the_ground_truth_flag(prepared, tmp_path):
 
 
 def test_same_call_is_idempotent_and_other_options_are_refused(prepared, fsdd_dir, mnist_dir):
-    version_dir = os.path.join(prepared, "av_mnist", "1.0.0")
+    version_dir = os.path.join(prepared, "av_mnist", str(av_mnist.AvMnist.VERSION))
     before = sorted(os.listdir(version_dir))
     av_mnist.prepare(fsdd_dir, prepared, mnist_dir=mnist_dir, image_size=SIZE,
                      test_speakers=["george"], val_fraction=0.25, seed=3,
@@ -252,15 +253,15 @@ def test_missing_inputs_give_one_line_errors(fsdd_dir, mnist_dir, tmp_path):
 def test_read_idx_refuses_a_truncated_file(tmp_path, digits):
     path = str(tmp_path / "x-idx3-ubyte")
     _write_idx(path, digits[0][:5])
-    np.testing.assert_array_equal(av_mnist.read_idx(path), digits[0][:5])
+    np.testing.assert_array_equal(digit_images.read_idx(path), digits[0][:5])
     with open(path, "r+b") as f:
         f.truncate(100)
     with pytest.raises(convert.DataPrepError, match="is truncated"):
-        av_mnist.read_idx(path)
+        digit_images.read_idx(path)
 
 
 def test_audio_noise_has_the_asked_snr():
     wave = np.sin(np.linspace(0, 200, 8000)).astype(np.float32) * 0.1
-    noisy = av_mnist.add_noise(wave, -10.0, np.random.default_rng(0))
+    noisy = degrade.add_noise(wave, -10.0, np.random.default_rng(0))
     snr = 10 * np.log10(np.mean(wave ** 2) / np.mean((noisy - wave) ** 2))
     assert abs(snr + 10) < 0.3
