@@ -15,7 +15,7 @@ import dataclasses
 import gzip
 import math
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -155,12 +155,16 @@ def load_sklearn_digits() -> ImagePool:
 
 
 # ---------------------------------------------------------------- sharing out
+def _by_priority(splits) -> List[str]:
+    return [s for s in SPLIT_PRIORITY if s in splits] + sorted(
+        s for s in splits if s not in SPLIT_PRIORITY)
+
+
 def allocate(available: int, needs: Dict[str, int], max_uses: int) -> Dict[str, int]:
     """How many of one digit's `available` images each split gets (see the module
     docstring): first `ceil(need / max_uses)` each, in `SPLIT_PRIORITY` order, while
     images last; the rest in proportion to the needs (largest remainders first)."""
-    order = [s for s in SPLIT_PRIORITY if s in needs] + sorted(
-        s for s in needs if s not in SPLIT_PRIORITY)
+    order = _by_priority(needs)
     out, left = {}, available
     for s in order:
         out[s] = min(-(-needs[s] // max_uses), left)
@@ -187,8 +191,7 @@ def partition_pool(pool: ImagePool, needs: Dict[str, Dict[str, int]], max_uses: 
                           max_uses)
         order = np.random.default_rng([seed, 3, int(d)]).permutation(pool.count(d)).tolist()
         start = 0
-        for s in [s for s in SPLIT_PRIORITY if s in counts] + sorted(
-                s for s in counts if s not in SPLIT_PRIORITY):
+        for s in _by_priority(counts):
             for i in order[start:start + counts[s]]:
                 out[s].refs[d].append(pool.refs[d][i])
                 out[s].images[d].append(pool.images[d][i])
@@ -221,10 +224,3 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size),
                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
-
-def used(refs: Sequence[str]) -> Dict[str, int]:
-    """How often each image ref occurs (for the conversion summary)."""
-    counts: Dict[str, int] = {}
-    for r in refs:
-        counts[r] = counts.get(r, 0) + 1
-    return counts

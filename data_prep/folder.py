@@ -219,8 +219,16 @@ def builder_class(name: str, base=None):
         raise convert.DataPrepError(f"--name={name!r}: use lower_snake_case, e.g. my_av")
     if name == base.name:
         return base
-    camel = "".join(p.capitalize() for p in name.split("_"))
-    return type(camel, (base,), {"__doc__": base.__doc__, "__module__": base.__module__})
+    # tfds registers a class per name once per process: a second conversion under the
+    # same name (a library caller, a test) reuses it.
+    if (name, base) not in _MADE:
+        camel = "".join(p.capitalize() for p in name.split("_"))
+        _MADE[(name, base)] = type(camel, (base,), {"__doc__": base.__doc__,
+                                                    "__module__": base.__module__})
+    return _MADE[(name, base)]
+
+
+_MADE: Dict[Tuple[str, type], type] = {}
 
 
 FLAGS = flags.FLAGS
