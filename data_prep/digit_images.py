@@ -3,19 +3,21 @@
 Sources: MNIST's four idx files (plain or `.gz`), a folder of `<digit>/<name>.<ext>`
 images, or scikit-learn's bundled 1,797 8 x 8 digits (`sklearn`, offline).
 
-Sharing (`partition_pool`): the images of each digit are split between the dataset's
-splits, never shared across them. Each split first gets enough images to pair each of its
-clips with one used at most `max_uses` times, in the order test, validation, train; the
-images left over are shared out in proportion to the splits' clips, so that reuse is as
-rare and as even as the pool allows. Within a split, `pair_counts` then hands the images
-out round-robin: each image goes to `floor` or `ceil` of clips / images clips.
+Sharing: an image never pairs with clips of two splits. With one use per image (the
+default), the test split takes its images first and train and validation draw from the
+rest together. With `max_uses` > 1 each split gets its own share of each digit's images
+(`partition_pool`): first enough to pair each of its clips with an image used at most
+`max_uses` times, in the order test, validation, train, while images last; then the
+images left over in proportion to the splits' clips, so that reuse is as rare and as even
+as the pool allows. Within a share, `pair_counts` hands the images out round-robin: each
+goes to `floor` or `ceil` of clips / images clips. A clip left without one is skipped.
 """
 
 import dataclasses
 import gzip
 import math
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -29,8 +31,6 @@ MNIST_FILES = {("train", "images"): "train-images-idx3-ubyte",
                ("train", "labels"): "train-labels-idx1-ubyte",
                ("test", "images"): "t10k-images-idx3-ubyte",
                ("test", "labels"): "t10k-labels-idx1-ubyte"}
-# Who is served first when a digit has too few images for every clip.
-SPLIT_PRIORITY = ("test", "validation", "train")
 
 
 @dataclasses.dataclass
@@ -155,47 +155,62 @@ def load_sklearn_digits() -> ImagePool:
 
 
 # ---------------------------------------------------------------- sharing out
-def _by_priority(splits) -> List[str]:
-    return [s for s in SPLIT_PRIORITY if s in splits] + sorted(
-        s for s in splits if s not in SPLIT_PRIORITY)
+def pairing_groups(max_uses: int) -> List[Tuple[str, ...]]:
+    """The splits that draw their images from one share, in the order they are served.
+
+    With one use per image, test comes first and train and validation draw from the rest
+    together (as the first release did, so its datasets come out the same); an image
+    serves one clip, so no image is in two splits. With reuse, each split has its own
+    share, so that an image is reused only within its split."""
+    if max_uses == 1:
+        return [("test",), ("train", "validation")]
+    return [("test",), ("validation",), ("train",)]
 
 
-def allocate(available: int, needs: Dict[str, int], max_uses: int) -> Dict[str, int]:
-    """How many of one digit's `available` images each split gets (see the module
-    docstring): first `ceil(need / max_uses)` each, in `SPLIT_PRIORITY` order, while
-    images last; the rest in proportion to the needs (largest remainders first)."""
-    order = _by_priority(needs)
+def allocate(available: int, needs: Sequence[Tuple[str, int]], max_uses: int
+             ) -> Dict[str, int]:
+    """How many of one digit's `available` images each group gets, `needs` being
+    `(group, clips)` in the order groups are served: first `ceil(clips / max_uses)` each,
+    while images last; the rest in proportion to the clips (largest remainders first,
+    ties to the earlier group), or with one use per image to the last group."""
+    order = [g for g, _ in needs]
+    clips = dict(needs)
     out, left = {}, available
-    for s in order:
-        out[s] = min(-(-needs[s] // max_uses), left)
-        left -= out[s]
-    total = sum(needs.values())
-    if left > 0 and total > 0:
-        shares = {s: left * needs[s] / total for s in order}
-        extra = {s: math.floor(shares[s]) for s in order}
+    for g in order:
+        out[g] = min(-(-clips[g] // max_uses), left)
+        left -= out[g]
+    total = sum(clips.values())
+    if max_uses == 1 and order:  # nothing to spread: the last group keeps the rest
+        out[order[-1]] += left
+    elif left > 0 and total > 0:
+        shares = {g: left * clips[g] / total for g in order}
+        extra = {g: math.floor(shares[g]) for g in order}
         rest = left - sum(extra.values())
-        for s in sorted(order, key=lambda s: (-(shares[s] - extra[s]), order.index(s)))[:rest]:
-            extra[s] += 1
-        out = {s: out[s] + extra[s] for s in order}
+        for g in sorted(order, key=lambda g: (-(shares[g] - extra[g]), order.index(g)))[:rest]:
+            extra[g] += 1
+        out = {g: out[g] + extra[g] for g in order}
     return out
 
 
 def partition_pool(pool: ImagePool, needs: Dict[str, Dict[str, int]], max_uses: int,
                    seed: int) -> Dict[str, ImagePool]:
-    """Disjoint per-split pools from one pool: `needs[split][digit]` clips to pair, each
-    image used at most `max_uses` times (see `allocate`); the images are drawn at random
-    with `seed`."""
-    out = {s: empty_pool() for s in needs}
+    """Disjoint pools from one: `needs[group][digit]` clips to pair (groups in the order
+    they are served), each image used at most `max_uses` times (see `allocate`); the
+    images are drawn at random with `seed`. A pool that serves one group is kept whole,
+    in its order."""
+    if len(needs) == 1:
+        return {next(iter(needs)): pool}
+    out = {g: empty_pool() for g in needs}
     for d in DIGITS:
-        counts = allocate(pool.count(d), {s: n.get(d, 0) for s, n in needs.items()},
+        counts = allocate(pool.count(d), [(g, n.get(d, 0)) for g, n in needs.items()],
                           max_uses)
         order = np.random.default_rng([seed, 3, int(d)]).permutation(pool.count(d)).tolist()
         start = 0
-        for s in _by_priority(counts):
-            for i in order[start:start + counts[s]]:
-                out[s].refs[d].append(pool.refs[d][i])
-                out[s].images[d].append(pool.images[d][i])
-            start += counts[s]
+        for g, count in counts.items():
+            for i in order[start:start + count]:
+                out[g].refs[d].append(pool.refs[d][i])
+                out[g].images[d].append(pool.images[d][i])
+            start += count
     return out
 
 

@@ -5,6 +5,7 @@ MNIST idx files (gzip and plain) and as a `<digit>/` image folder.
 """
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -98,6 +99,12 @@ def _image_of(ref, digits):
 def test_splits_pairing_degradation_and_metadata(prepared, fsdd_dir, digits):
     splits = _splits(prepared)
     ids = {s: [ex["id"].decode() for ex in v] for s, v in splits.items()}
+    # Without --setting, the converter pairs and degrades as its first release (1.0.0)
+    # did: the hash of every split's (id, degraded) rows that release wrote here.
+    rows = {s: [[ex["id"].decode(), int(ex["degraded"])] for ex in v]
+            for s, v in splits.items()}
+    assert hashlib.sha1(json.dumps(rows, sort_keys=True).encode()).hexdigest() == \
+        "ad85e5bef83e3e67c3c99e30b6eb0d987426de66"
     speaker = lambda i: i.split("+")[0].split("_")[1]  # noqa: E731
     # The held-out speaker is the whole test split and nowhere else.
     assert len(ids["test"]) == 10 * PER_DIGIT and {speaker(i) for i in ids["test"]} == {"george"}

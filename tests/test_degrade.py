@@ -11,12 +11,15 @@ def test_images_are_shared_out_by_need_then_in_proportion():
     # 174 images of a digit for 50 test, 50 validation and 150 training clips, each
     # image for at most 2 clips: 25 / 25 / 75 first, then the 49 left at 50:50:150
     # (9.8, 9.8, 29.4 -> 9, 9, 29 and the two largest remainders to test and validation).
-    assert digit_images.allocate(174, {"train": 150, "validation": 50, "test": 50}, 2) == {
-        "test": 35, "validation": 35, "train": 104}
-    # Too few images, one use each: the test split is served first, then validation.
-    assert digit_images.allocate(6, {"test": 8, "train": 4}, 1) == {"test": 6, "train": 0}
-    assert digit_images.allocate(10, {"test": 4, "validation": 4, "train": 4}, 1) == {
-        "test": 4, "validation": 4, "train": 2}
+    assert digit_images.allocate(174, [("test", 50), ("validation", 50), ("train", 150)],
+                                 2) == {"test": 35, "validation": 35, "train": 104}
+    # One use each: test is served first; train and validation share the rest.
+    assert digit_images.allocate(6, [("test", 8), ("train+validation", 4)], 1) == {
+        "test": 6, "train+validation": 0}
+    assert digit_images.allocate(20, [("test", 4), ("train+validation", 8)], 1) == {
+        "test": 4, "train+validation": 16}
+    assert digit_images.pairing_groups(1) == [("test",), ("train", "validation")]
+    assert digit_images.pairing_groups(2) == [("test",), ("validation",), ("train",)]
 
 
 def test_partition_never_shares_an_image_between_splits():
