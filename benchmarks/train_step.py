@@ -48,7 +48,7 @@ def jax_case(label, audio_shape, tv, size, width, stages, batch, dtype, loss_nam
     config.data.num_frames, config.data.image_size = tv, size
     meta = DatasetMeta(name=label, num_classes=6, class_names=[str(i) for i in range(6)],
                        audio_shape=audio_shape, frames_shape=(tv, size, size, 3),
-                       num_examples={"train": batch}, params={}, has_imbalance_flag=False)
+                       num_examples={"train": batch}, params={})
     method = methods.get(config)  # the default config's method: adaptive
     tx = optim.make_optimizer(config, steps_per_epoch=100)
     state = state_lib.create_train_state(config, meta, tx, method)

@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.cache_dir = ""
     # Cache only splits whose decoded size is at most this many GB; larger ones (VGGSound's
     # train split, about 100 GB) stream from the prepared records rather than doubling the
-    # dataset on disk. 0: never cache; inf: always. Checked by avgmm.data.decoded_cache
+    # dataset on disk. 0: never cache; inf: always. Checked by avgmm.data.pipeline
     # (cache_limit_gb), which also holds the default (CACHE_MAX_GB).
     config.data.cache_max_gb = 32.0
     # Preparation parameters the dataset must have been built with; the loader refuses a

@@ -14,7 +14,8 @@ USAGE = ("usage: python -m data_prep --list [--markdown]\n"
 
 def main(argv) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE + "\n\n" + registry.text_table(registry.entries()))
+        print(USAGE + "\n\n" + registry.text_table(registry.entries()),
+              file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] == "--list":
         rows = registry.entries()

@@ -42,10 +42,12 @@ with `--seed`, exact counts per split (see `degrade` for each kind).
 Recorded per clip: `degraded` (none / visual / audio), `degradation` (the kind),
 `degradation_strength` (0 clean .. 1 nothing left; see `degrade`) and `imbalanced`
 (degraded at all); `<data_dir>/<name>/degradations.jsonl` lists each degraded clip's
-strength, SNR and the recordings mixed into it. Audio: 8 kHz mono, tiled then cut to 1 s, clipped to [-1, 1], STFT
-126 / hop 125 (Hann, centred), `log(|S| + 1e-7)` -> 64 x 65. Images: grey levels as read
-(bright ink on black) resized to `--image_size` and replicated to 3 channels; one frame
-per clip. The `id` of a clip names both halves: `<recording>+<image>`.
+strength, SNR and the recordings mixed into it.
+
+Audio: 8 kHz mono, tiled then cut to 1 s, clipped to [-1, 1], STFT 126 / hop 125 (Hann,
+centred), `log(|S| + 1e-7)` -> 64 x 65. Images: grey levels as read (bright ink on black)
+resized to `--image_size` and replicated to 3 channels; one frame per clip. The `id` of a
+clip names both halves: `<recording>+<image>`.
 """
 
 import dataclasses
@@ -256,10 +258,7 @@ class AvMnist(convert.AVBuilder):
             images_used={s: len({e["image_ref"] for e in examples[s]}) for s in examples},
             seconds=round(elapsed, 1))
         self.info.metadata["summary"] = self.summary
-        self.split_source = (f"speakers: test {','.join(self.split_options['test_speakers'])}"
-                             + (f", validation {','.join(self.split_options['val_speakers'])}"
-                                if self.split_options["val_speakers"] else "")
-                             + f"; seed {self.split_options['seed']}")
+        self.split_source = split_source(self.split_options)
         self.info.metadata["split_source"] = self.split_source
         line = ", ".join(f"{s}: {v['kept']} kept / {v['skipped']} skipped"
                          for s, v in per_split.items())
@@ -371,6 +370,15 @@ class AvMnist(convert.AVBuilder):
     def _download_and_prepare(self, dl_manager, download_config=None):
         super()._download_and_prepare(dl_manager, download_config=download_config)
         self._waves = {}
+
+
+def split_source(o: Dict[str, Any]) -> str:
+    """`speakers: test george, validation jackson; seed 0` (or `validation 0.1 of the
+    others`): the recorded `split_source`."""
+    validation = (",".join(o["val_speakers"]) if o["val_speakers"]
+                  else f"{o['val_fraction']:g} of the others")
+    return (f"speakers: test {','.join(o['test_speakers'])}, validation {validation}; "
+            f"seed {o['seed']}")
 
 
 def prepare(fsdd_dir: str, data_dir: str, *, mnist_dir: Optional[str] = None,

@@ -56,7 +56,8 @@ def resolve_options(setting: Optional[str], given: Dict[str, Any]) -> Dict[str, 
         options[key] = [float(v) for v in options[key]]
     for key in (*FRACTIONS, "val_fraction", "audio_noise_snr_db"):
         options[key] = float(options[key])
-    options["seed"], options["max_image_uses"] = int(options["seed"]), int(options["max_image_uses"])
+    for key in ("seed", "max_image_uses"):
+        options[key] = int(options[key])
     check_options(options)
     return options
 

@@ -299,6 +299,8 @@ def test_benchmark_settings_coexist_with_held_out_speakers_and_recorded_degradat
         name = f"av_mnist_{setting}"
         info = tfds.builder(name, data_dir=settings_dir).info
         assert info.metadata["setting"] == setting and info.metadata["val_speakers"] == "jackson"
+        assert info.metadata["split_source"] == (
+            "speakers: test george, validation jackson; seed 0")
         splits = _splits(settings_dir, name)
         log = _degradations(settings_dir, name)
         refs = {}

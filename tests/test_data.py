@@ -219,7 +219,8 @@ def test_full_disk_refuses_before_building_the_cache(tiny_data_dir, tmp_path, mo
     import collections
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(decoded_cache.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(decoded_cache.shutil, "disk_usage",
+                        lambda p: usage(10**6, 10**6 - 1000, 1000))
     cache = tmp_path / "cache"
     with pytest.raises(CacheError) as err:
         pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(cache))

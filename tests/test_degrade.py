@@ -103,7 +103,9 @@ def test_graded_images_are_weak_not_empty():
     d = datasets.load_digits()
     images = np.round(d.images * (255 / 16)).astype(np.uint8)
     size = 28
-    flat = lambda frames: np.stack(frames)[:, 0, :, :, 0].reshape(len(frames), -1) / 255.0  # noqa: E731
+    def flat(frames):
+        return np.stack(frames)[:, 0, :, :, 0].reshape(len(frames), -1) / 255.0
+
     train = np.arange(len(images)) % 2 == 0
     clean = flat([digit_images.digit_frame(im, size) for im in images])
     centroids = np.stack([clean[train & (d.target == k)].mean(0) for k in range(10)])

@@ -146,3 +146,25 @@ def test_a_throw_away_converter_is_listed_prepared_and_found(tmp_path):
     assert out["entry"] == ["data_prep.toy_conv", "Toy AV", str(ext / "toy_config.py"), True]
     config = config_text.load_config_file(out["entry"][2])
     assert config.data.name == "toy_av"
+
+
+def test_prepare_refuses_an_unknown_name_and_passes_flags_through(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHON=sys.executable)
+    launch = os.path.join(REPO, "launch.sh")
+    out = subprocess.run(["bash", launch, "prepare", "kinetic"], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 2
+    assert ("error: no dataset is named 'kinetic'; prepare one of: av_mnist, "
+            "av_mnist_graded") in out.stderr and ", ks, vggsound" in out.stderr
+    # A setting's fixed argument reaches the converter, which refuses a clashing flag
+    # before decoding anything.
+    out = subprocess.run(["bash", launch, "prepare", "av_mnist_graded", f"--fsdd_dir={tmp_path}",
+                          "--digits_dir=sklearn", "--visual_noise_fraction=0.1",
+                          f"--data_dir={tmp_path}"], capture_output=True, text=True, env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert ("error: --setting=graded fixes the degradation: drop --visual_noise_fraction"
+            in out.stderr), out.stderr
+    out = subprocess.run(["bash", launch, "prepare", "av_mnist", f"--fsdd_dir={tmp_path}",
+                          "--digits_dir=sklearn", "--audio_mix_snr_db=0,-6",
+                          f"--data_dir={tmp_path}"], capture_output=True, text=True, env=env)
+    assert "error: --audio_mix_snr_db=0,-6: finite dB values, LO <= HI" in out.stderr
