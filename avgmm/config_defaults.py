@@ -16,6 +16,8 @@ EXPECT_FIELDS = {
     "sample_rate": int, "clip_seconds": float, "n_fft": int, "hop_length": int,
     "center": bool, "normalization": str, "spectrogram_recipe": str,
     "num_frames": int, "frame_size": int, "split_source": str,
+    # AV-MNIST's benchmark setting (noise, graded, two_sided, none).
+    "setting": str,
 }
 
 
@@ -53,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.cache_dir = ""
     # Cache only splits whose decoded size is at most this many GB; larger ones (VGGSound's
     # train split, about 100 GB) stream from the prepared records rather than doubling the
-    # dataset on disk. 0: never cache; inf: always. Checked by avgmm.data.pipeline
+    # dataset on disk. 0: never cache; inf: always. Checked by avgmm.data.decoded_cache
     # (cache_limit_gb), which also holds the default (CACHE_MAX_GB).
     config.data.cache_max_gb = 32.0
     # Preparation parameters the dataset must have been built with; the loader refuses a

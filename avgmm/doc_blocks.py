@@ -52,8 +52,21 @@ def sweeps_block() -> str:
                    for s in experiments.SWEEPS.values())
 
 
+def datasets_block() -> str:
+    """The datasets the converters' registry knows (built in), with their config."""
+    from data_prep import registry
+
+    lines = []
+    for e in registry.entries(builtin_only=True):
+        how = f"`./launch.sh prepare {e.prepare_name}`" if e.prepare_name else "built on first use"
+        config = f", `configs/{e.config}`" if e.config else ""
+        lines.append(f"- {e.display_name} (`{e.tfds_name}`): {how}{config}\n")
+    return "".join(lines)
+
+
 GENERATORS: Dict[str, Callable[[], str]] = {
     "methods": methods_block, "evaluators": evaluators_block, "sweeps": sweeps_block,
+    "datasets": datasets_block,
 }
 
 

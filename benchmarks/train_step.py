@@ -54,7 +54,7 @@ def build_case(label, audio_shape, tv, size, width, stages, batch, dtype, loss_n
     meta = DatasetMeta(name=label, num_classes=num_classes,
                        class_names=[str(i) for i in range(num_classes)],
                        audio_shape=audio_shape, frames_shape=(tv, size, size, 3),
-                       num_examples={"train": batch}, params={}, has_imbalance_flag=False)
+                       num_examples={"train": batch}, params={})
     method = methods.get(config)  # the default config's method: adaptive
     tx = optim.make_optimizer(config, steps_per_epoch=100)
     state = state_lib.create_train_state(config, meta, tx, method)

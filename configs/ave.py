@@ -8,7 +8,7 @@ batch 64, weight decay 1e-4, StepLR(70, 0.1). Not stated, ours: 30 warm-up epoch
 """
 
 from avgmm import config_defaults as default
-from data_prep import features
+from data_prep import ave
 
 
 def get_config():
@@ -19,9 +19,5 @@ def get_config():
     # The preprocessing the data must have (16 kHz tiled to 10 s, scipy's power spectral
     # density with nperseg 512 / noverlap 353, log, per-sample z-score), taken from the
     # converter itself: the loader refuses a dataset that recorded other values.
-    config.data.expect.update(features.AVE_AUDIO.as_metadata())
-    # OGM-GE's authors give no alpha for AVE (0.1 is their VGGSound value, 0.8 their
-    # CREMA-D one); the PMR authors ran OGM-GE on AVE with concat fusion at 0.2
-    # (fanyunfeng-bit/Modal-Imbalance-PMR bash.sh line 145). docs/methods.md, "OGM-GE".
-    config.ogm_ge.alpha = 0.2
+    config.data.expect.update(ave.AUDIO.as_metadata())
     return config

@@ -8,7 +8,7 @@ Not stated, our choice: 30 warm-up epochs + 7 adaptive steps x 10 epochs (100 ep
 """
 
 from avgmm import config_defaults as default
-from data_prep import features
+from data_prep import crema_d
 
 
 def get_config():
@@ -19,7 +19,7 @@ def get_config():
     # The preprocessing the data must have (22,050 Hz, 3 s, STFT 512 / hop 353,
     # log(|S| + 1e-7) -> 257 x 188), taken from the converter itself: the loader
     # refuses a dataset that recorded other values.
-    config.data.expect.update(features.CREMA_D_AUDIO.as_metadata())
+    config.data.expect.update(crema_d.AUDIO.as_metadata())
     # The reference split files (`--split_csv_dir`), whatever their sha1: the seeded
     # random split is refused unless this is overridden, e.g.
     # --config.data.expect.split_source="seeded random, seed 0".

@@ -10,7 +10,7 @@ adaptive steps of 10 epochs (100 epochs, OGM-GE's default count).
 """
 
 from avgmm import config_defaults as default
-from data_prep import features
+from data_prep import kinetics_sounds
 
 
 def get_config():
@@ -21,6 +21,6 @@ def get_config():
     config.optimizer.learning_rate = 1e-3  # OGM-GE main.py --learning_rate default
     # The preprocessing the data must have, taken from the converter itself: the loader
     # refuses a dataset that recorded other values.
-    config.data.expect.update(features.KINETICS_SOUNDS_AUDIO.as_metadata())
+    config.data.expect.update(kinetics_sounds.AUDIO.as_metadata())
     config.data.expect.split_source = "standard"  # the annotation CSVs' train / val split
     return config

@@ -12,7 +12,7 @@ prepared records, not cached: see config.data.cache_max_gb.
 """
 
 from avgmm import config_defaults as default
-from data_prep import features
+from data_prep import vggsound
 
 
 def get_config():
@@ -21,6 +21,6 @@ def get_config():
     config.data.num_frames = 3  # OGM-GE use_video_frames=3
     config.data.image_size = 224
     config.optimizer.learning_rate = 1e-3  # OGM-GE main.py --learning_rate default
-    config.data.expect.update(features.VGGSOUND_AUDIO.as_metadata())
+    config.data.expect.update(vggsound.AUDIO.as_metadata())
     config.data.expect.split_source = "standard"  # vggsound.csv's train / test split
     return config

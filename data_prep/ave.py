@@ -26,8 +26,8 @@ from typing import List, Tuple
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import convert
-from data_prep.features import AVE_AUDIO
+from data_prep import convert, registry
+from data_prep.features import SCIPY_PSD_LOG, AudioParams
 
 # The 28 AVE categories, sorted: the label order of the prepared dataset.
 CATEGORIES = (
@@ -39,6 +39,12 @@ CATEGORIES = (
     "Violin, fiddle")
 SPLIT_FILES = {"train": "trainSet.txt", "validation": "valSet.txt", "test": "testSet.txt"}
 Row = Tuple[str, str, str, float, float]
+# nperseg 512, noverlap 353 -> hop 159: 257 x 1004 for 10 s at 16 kHz.
+AUDIO = AudioParams(sample_rate=16000, clip_seconds=10.0, n_fft=512, hop_length=159,
+                    center=False, normalization="zscore", spectrogram_recipe=SCIPY_PSD_LOG)
+DATASET = registry.DatasetEntry(
+    tfds_name="ave_av", prepare_name="ave", display_name="AVE",
+    inputs="--raw_dir=<AVE download>", audio=AUDIO, config="ave.py")
 
 
 def read_rows(path: str) -> List[Row]:
@@ -80,7 +86,7 @@ class AveAv(convert.AVBuilder):
         "Download the AVE dataset (https://github.com/YapengTian/AVE-ECCV18) and pass the "
         "directory holding AVE/ (the mp4 files), Annotations.txt, trainSet.txt, "
         "valSet.txt and testSet.txt as --raw_dir.")
-    DEFAULT_AUDIO = AVE_AUDIO
+    DEFAULT_AUDIO = AUDIO
 
     def class_names(self) -> List[str]:
         return list(CATEGORIES)

@@ -22,14 +22,19 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import convert
-from data_prep.features import CREMA_D_AUDIO
+from data_prep import convert, registry
+from data_prep.features import STFT_LOG_MAGNITUDE, AudioParams
 
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 PAPER_TRAIN, PAPER_TEST = 6698, 744
 VALIDATION_FRACTION = 0.1
 SPLIT_SEED = 0
 _NAME = re.compile(r"^\d+_[A-Z]+_([A-Z]{3})_[A-Z]+$")
+AUDIO = AudioParams(sample_rate=22050, clip_seconds=3.0, n_fft=512, hop_length=353,
+                    center=True, normalization="none", spectrogram_recipe=STFT_LOG_MAGNITUDE)
+DATASET = registry.DatasetEntry(
+    tfds_name="crema_d_av", prepare_name="crema_d", display_name="CREMA-D",
+    inputs="--raw_dir=<CREMA-D download>", audio=AUDIO, config="crema.py")
 
 
 def read_split_csv(path: str) -> Dict[str, str]:
@@ -65,7 +70,7 @@ class CremaDAv(convert.AVBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download CREMA-D (https://github.com/CheyneyComputerScience/CREMA-D) and pass "
         "its root, the directory holding AudioWAV/ and VideoFlash/, as --raw_dir.")
-    DEFAULT_AUDIO = CREMA_D_AUDIO
+    DEFAULT_AUDIO = AUDIO
 
     def class_names(self) -> List[str]:
         return list(EMOTIONS)

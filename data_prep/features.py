@@ -103,25 +103,3 @@ def spectrogram(wave: np.ndarray, params: AudioParams) -> np.ndarray:
     """The stored `audio` feature: `log_spectrogram` as float16 `[F, T]`."""
     return log_spectrogram(wave, params).astype(np.float16)
 
-
-CREMA_D_AUDIO = AudioParams(sample_rate=22050, clip_seconds=3.0, n_fft=512, hop_length=353,
-                            center=True, normalization="none",
-                            spectrogram_recipe=STFT_LOG_MAGNITUDE)
-# nperseg 512, noverlap 353 -> hop 159: 257 x 1004 for 10 s at 16 kHz.
-AVE_AUDIO = AudioParams(sample_rate=16000, clip_seconds=10.0, n_fft=512, hop_length=159,
-                        center=False, normalization="zscore",
-                        spectrogram_recipe=SCIPY_PSD_LOG)
-# 8 kHz (FSDD's native rate), 1 s; a 126-point STFT with hop 125 gives 64 x 65.
-AV_MNIST_AUDIO = AudioParams(sample_rate=8000, clip_seconds=1.0, n_fft=126, hop_length=125,
-                             center=True, normalization="none")
-# Kinetics-Sounds: the AVE recipe (16 kHz tiled to 10 s, scipy PSD 512 / noverlap 353,
-# log, z-score -> 257 x 1004), as the OGM-GE reference code's pre-processing/get_ks.py
-# computes it (its assert: shape (257, 1004)).
-KINETICS_SOUNDS_AUDIO = AVE_AUDIO
-# VGGSound: the OGM-GE reference code's dataset/VGGSoundDataset.py recipe: 16 kHz, a 5 s
-# window, librosa STFT n_fft 256 / hop 128 (centred), log(|S| + 1e-7) -> 129 x 626. The
-# reference draws the window at random at every read; a prepared dataset stores one, the
-# clip's first 5 s.
-VGGSOUND_AUDIO = AudioParams(sample_rate=16000, clip_seconds=5.0, n_fft=256, hop_length=128,
-                             center=True, normalization="none",
-                             spectrogram_recipe=STFT_LOG_MAGNITUDE)

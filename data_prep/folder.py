@@ -31,13 +31,16 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import convert
-from data_prep import features
+from data_prep import convert, features, registry
 from data_prep.features import AudioParams
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
                  "test": "test"}
 SPLIT_SEED = 0
+# `--name` names the dataset; `folder_av` is the default.
+DATASET = registry.DatasetEntry(
+    tfds_name="folder_av", prepare_name="folder", display_name="your clips (CSV)",
+    inputs="--csv=<clips.csv>", audio=AudioParams(sample_rate=22050, clip_seconds=3.0))
 
 
 class Row(NamedTuple):
@@ -154,7 +157,7 @@ class FolderAv(convert.AVBuilder):
         "1.1.0": "Records spectrogram_recipe and split_source.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = "List your clips in a CSV and pass it as --csv."
-    DEFAULT_AUDIO = AudioParams(sample_rate=22050, clip_seconds=3.0)
+    DEFAULT_AUDIO = DATASET.audio
     RECORDED_KEYS = convert.AVBuilder.RECORDED_KEYS + ("source",)
     OTHER_TARGET = "a new --name"
 
@@ -216,8 +219,16 @@ def builder_class(name: str, base=None):
         raise convert.DataPrepError(f"--name={name!r}: use lower_snake_case, e.g. my_av")
     if name == base.name:
         return base
-    camel = "".join(p.capitalize() for p in name.split("_"))
-    return type(camel, (base,), {"__doc__": base.__doc__, "__module__": base.__module__})
+    # tfds registers a class per name once per process: a second conversion under the
+    # same name (a library caller, a test) reuses it.
+    if (name, base) not in _MADE:
+        camel = "".join(p.capitalize() for p in name.split("_"))
+        _MADE[(name, base)] = type(camel, (base,), {"__doc__": base.__doc__,
+                                                    "__module__": base.__module__})
+    return _MADE[(name, base)]
+
+
+_MADE: Dict[Tuple[str, type], type] = {}
 
 
 FLAGS = flags.FLAGS

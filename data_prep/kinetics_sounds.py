@@ -45,8 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import convert
-from data_prep.features import KINETICS_SOUNDS_AUDIO
+from data_prep import ave, convert, registry
 from data_prep.youtube_clips import MediaIndex, clip_names
 
 CLASSES = (
@@ -62,6 +61,14 @@ CLASSES = (
 SPLIT_MAP = {"train": "train", "val": "test", "validate": "test", "validation": "test"}
 VALIDATION_FRACTION = 0.1
 SPLIT_SEED = 0
+# The AVE recipe (16 kHz tiled to 10 s, scipy PSD 512 / noverlap 353, log, z-score ->
+# 257 x 1004), as the OGM-GE reference code's pre-processing/get_ks.py computes it (its
+# assert: shape (257, 1004)).
+AUDIO = ave.AUDIO
+DATASET = registry.DatasetEntry(
+    tfds_name="kinetics_sounds_av", prepare_name="ks", display_name="Kinetics-Sounds",
+    inputs="--raw_dir=<Kinetics-400 download with annotations/>", audio=AUDIO,
+    config="ks.py")
 HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
 Row = Tuple[str, str, int, int, str]  # label, youtube_id, start, end, kinetics split
 
@@ -117,7 +124,7 @@ class KineticsSoundsAv(convert.AVBuilder):
         "Download Kinetics-400 (e.g. https://github.com/cvdfoundation/kinetics-dataset) in "
         "the layout <split>/<class>/<youtube_id>_<start:06d>_<end:06d>.mp4 and pass its "
         "root as --raw_dir, with the annotation CSVs in <raw_dir>/annotations.")
-    DEFAULT_AUDIO = KINETICS_SOUNDS_AUDIO
+    DEFAULT_AUDIO = AUDIO
     # Another class list is another dataset: refuse to mix them under one name.
     RECORDED_KEYS = convert.AVBuilder.RECORDED_KEYS + ("class_names",)
 

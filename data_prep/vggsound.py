@@ -34,12 +34,22 @@ from typing import Any, Dict, List, Optional, Tuple
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import convert
-from data_prep.features import VGGSOUND_AUDIO
+from data_prep import convert, registry
+from data_prep.features import STFT_LOG_MAGNITUDE, AudioParams
 from data_prep.youtube_clips import MediaIndex, clip_names
 
 VALIDATION_FRACTION = 0.1
 SPLIT_SEED = 0
+# The OGM-GE reference code's dataset/VGGSoundDataset.py recipe: 16 kHz, a 5 s window,
+# librosa STFT n_fft 256 / hop 128 (centred), log(|S| + 1e-7) -> 129 x 626. The reference
+# draws the window at random at every read; a prepared dataset stores one, the clip's
+# first 5 s.
+AUDIO = AudioParams(sample_rate=16000, clip_seconds=5.0, n_fft=256, hop_length=128,
+                    center=True, normalization="none", spectrogram_recipe=STFT_LOG_MAGNITUDE)
+DATASET = registry.DatasetEntry(
+    tfds_name="vggsound_av", prepare_name="vggsound", display_name="VGGSound",
+    inputs="--raw_dir=<downloaded VGGSound clips> --csv=<vggsound.csv>", audio=AUDIO,
+    config="vggsound.py")
 Row = Tuple[str, int, str, str, int]  # youtube_id, start, label, split, line
 
 
@@ -84,7 +94,7 @@ class VggsoundAv(convert.AVBuilder):
         "Download the VGGSound clips (https://www.robots.ox.ac.uk/~vgg/data/vggsound/) as "
         "<youtube_id>_<start:06d>.mp4 files and pass their folder as --raw_dir and the "
         "official vggsound.csv as --csv.")
-    DEFAULT_AUDIO = VGGSOUND_AUDIO
+    DEFAULT_AUDIO = AUDIO
 
     def __init__(self, *, csv_path: Optional[str] = None, **kwargs):
         self.csv_path = csv_path

@@ -5,6 +5,7 @@ MNIST idx files (gzip and plain) and as a `<digit>/` image folder.
 """
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import tiny
-from data_prep import av_mnist, convert, features, media
+from data_prep import av_mnist, convert, degrade, digit_images, features, media
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSDD = os.path.join(os.path.dirname(REPO), "shared", "data", "fsdd", "recordings")
@@ -98,6 +99,12 @@ def _image_of(ref, digits):
 def test_splits_pairing_degradation_and_metadata(prepared, fsdd_dir, digits):
     splits = _splits(prepared)
     ids = {s: [ex["id"].decode() for ex in v] for s, v in splits.items()}
+    # Without --setting, the converter pairs and degrades as its first release (1.0.0)
+    # did: the hash of every split's (id, degraded) rows that release wrote here.
+    rows = {s: [[ex["id"].decode(), int(ex["degraded"])] for ex in v]
+            for s, v in splits.items()}
+    assert hashlib.sha1(json.dumps(rows, sort_keys=True).encode()).hexdigest() == \
+        "ad85e5bef83e3e67c3c99e30b6eb0d987426de66"
     speaker = lambda i: i.split("+")[0].split("_")[1]  # noqa: E731
     # The held-out speaker is the whole test split and nowhere else.
     assert len(ids["test"]) == 10 * PER_DIGIT and {speaker(i) for i in ids["test"]} == {"george"}
@@ -122,14 +129,14 @@ def test_splits_pairing_degradation_and_metadata(prepared, fsdd_dir, digits):
             image, label = _image_of(ref, digits)
             assert ex["label"] == label == int(recording[0])  # same digit in both streams
             assert ex["frames"].shape == (1, SIZE, SIZE, 3) and ex["frames"].dtype == np.uint8
-            expected = av_mnist.digit_frame(image, SIZE)
+            expected = digit_images.digit_frame(image, SIZE)
             if code == 1:  # noise instead of the image
                 assert np.abs(ex["frames"].astype(int) - expected).mean() > 40
             else:
                 np.testing.assert_array_equal(ex["frames"], expected)
             clean = features.spectrogram(
                 media.load_audio(os.path.join(fsdd_dir, recording + ".wav"), 8000),
-                features.AV_MNIST_AUDIO).astype(np.float32)
+                av_mnist.AUDIO).astype(np.float32)
             audio = ex["audio"].astype(np.float32)
             assert audio.shape == (64, 65)
             if code == 2:  # noise 10 dB above the speech raises the whole spectrogram
@@ -145,7 +152,8 @@ def test_splits_pairing_degradation_and_metadata(prepared, fsdd_dir, digits):
         assert info.metadata[key] == value, key
     summary = info.metadata["summary"]
     assert summary["per_split"]["test"] == {"kept": 40, "skipped": 0}
-    assert summary["degraded"]["test"] == {"none": 20, "visual": 12, "audio": 8}
+    assert summary["degraded"]["test"] == {"none": 20, "visual_noise": 12, "visual_graded": 0,
+                                           "audio_noise": 8, "audio_mix": 0}
     with open(os.path.join(prepared, "av_mnist", "failures.jsonl")) as f:
         failures = {os.path.basename(r["audio"]): r["reason"] for r in map(json.loads, f)}
     assert set(failures) == {"5_lucas_99.wav", "one-lucas.wav"}
@@ -173,7 +181,7 @@ def test_loader_and_trainer_see_the_ground_truth_flag(prepared, tmp_path):
 
 
 def test_same_call_is_idempotent_and_other_options_are_refused(prepared, fsdd_dir, mnist_dir):
-    version_dir = os.path.join(prepared, "av_mnist", "1.0.0")
+    version_dir = os.path.join(prepared, "av_mnist", str(av_mnist.AvMnist.VERSION))
     before = sorted(os.listdir(version_dir))
     av_mnist.prepare(fsdd_dir, prepared, mnist_dir=mnist_dir, image_size=SIZE,
                      test_speakers=["george"], val_fraction=0.25, seed=3,
@@ -252,15 +260,133 @@ def test_missing_inputs_give_one_line_errors(fsdd_dir, mnist_dir, tmp_path):
 def test_read_idx_refuses_a_truncated_file(tmp_path, digits):
     path = str(tmp_path / "x-idx3-ubyte")
     _write_idx(path, digits[0][:5])
-    np.testing.assert_array_equal(av_mnist.read_idx(path), digits[0][:5])
+    np.testing.assert_array_equal(digit_images.read_idx(path), digits[0][:5])
     with open(path, "r+b") as f:
         f.truncate(100)
     with pytest.raises(convert.DataPrepError, match="is truncated"):
-        av_mnist.read_idx(path)
+        digit_images.read_idx(path)
 
 
 def test_audio_noise_has_the_asked_snr():
     wave = np.sin(np.linspace(0, 200, 8000)).astype(np.float32) * 0.1
-    noisy = av_mnist.add_noise(wave, -10.0, np.random.default_rng(0))
+    noisy = degrade.add_noise(wave, -10.0, np.random.default_rng(0))
     snr = 10 * np.log10(np.mean(wave ** 2) / np.mean((noisy - wave) ** 2))
     assert abs(snr + 10) < 0.3
+
+
+@pytest.fixture(scope="module")
+def settings_dir(fsdd_dir, tmp_path_factory):
+    """The four benchmark settings prepared side by side in one data_dir (sklearn's
+    digits; george tests, jackson validates, lucas trains)."""
+    data_dir = str(tmp_path_factory.mktemp("settings"))
+    for setting in av_mnist.SETTINGS:
+        av_mnist.prepare(fsdd_dir, data_dir, digits_dir="sklearn", setting=setting,
+                         image_size=SIZE)
+    return data_dir
+
+
+def _degradations(data_dir, name):
+    with open(os.path.join(data_dir, name, "degradations.jsonl")) as f:
+        return {row["key"]: row for row in map(json.loads, f)}
+
+
+def test_benchmark_settings_coexist_with_held_out_speakers_and_recorded_degradation(
+        settings_dir, fsdd_dir, digits):
+    images = digits[0]
+    fractions = {"noise": {"visual_noise": 0.3}, "graded": {"visual_graded": 0.3},
+                 "two_sided": {"visual_graded": 0.2, "audio_mix": 0.2}, "none": {}}
+    for setting, want in fractions.items():
+        name = f"av_mnist_{setting}"
+        info = tfds.builder(name, data_dir=settings_dir).info
+        assert info.metadata["setting"] == setting and info.metadata["val_speakers"] == "jackson"
+        assert info.metadata["split_source"] == (
+            "speakers: test george, validation jackson; seed 0")
+        splits = _splits(settings_dir, name)
+        log = _degradations(settings_dir, name)
+        refs = {}
+        for split, speaker in (("test", "george"), ("validation", "jackson"),
+                               ("train", "lucas")):
+            examples = splits[split]
+            keys = [ex["id"].decode().split("+")[0] for ex in examples]
+            assert {k.split("_")[1] for k in keys} == {speaker}, (setting, split)
+            # 5_lucas_99 is corrupt; every other recording has an image.
+            assert len(examples) == 10 * PER_DIGIT, (setting, split)
+            refs[split] = [ex["id"].decode().split("+")[1] for ex in examples]
+            # Within a split an image serves at most two clips (sklearn's digits are few).
+            assert max(refs[split].count(r) for r in refs[split]) <= 2
+            kinds = [degrade.KINDS[ex["degradation"]] for ex in examples]
+            for kind in degrade.KINDS[1:]:
+                assert kinds.count(kind) == round(want.get(kind, 0.0) * len(examples)), kind
+            for ex, key, kind, ref in zip(examples, keys, kinds, refs[split]):
+                strength = float(ex["degradation_strength"])
+                assert ex["imbalanced"] == (kind != "none")
+                assert degrade.STREAMS[ex["degraded"]] == degrade.STREAM_OF[kind]
+                image = images[int(ref.split(":")[1])]
+                rng = degrade.clip_rng(0, 1, key)
+                if kind == "none":
+                    assert strength == 0 and key not in log
+                    np.testing.assert_array_equal(ex["frames"],
+                                                  digit_images.digit_frame(image, SIZE))
+                elif kind == "visual_noise":
+                    assert strength == 1
+                elif kind == "visual_graded":  # weak, not empty: the same digit, degraded
+                    assert 0.3 <= strength <= 1.0
+                    np.testing.assert_array_equal(
+                        ex["frames"], degrade.graded_frame(image, SIZE, strength, rng))
+                if kind == "audio_mix":  # two other spoken digits of the same split
+                    row = log[key]
+                    assert -6 <= row["snr_db"] <= 0 and row["split"] == split
+                    assert strength == pytest.approx(degrade.interference_share(row["snr_db"]))
+                    others = row["mixed_in"]
+                    assert len({o[0] for o in others} | {key[0]}) == 3
+                    assert all(o.split("_")[1] == speaker for o in others)
+                    wave = lambda k: np.clip(features.fit_length(  # noqa: E731
+                        media.load_audio(os.path.join(fsdd_dir, k + ".wav"), 8000), 8000),
+                        -1, 1)
+                    mixed = degrade.mix_in(wave(key), [wave(o) for o in others], row["snr_db"])
+                    np.testing.assert_allclose(
+                        ex["audio"].astype(np.float32),
+                        features.spectrogram(mixed, av_mnist.AUDIO).astype(np.float32),
+                        atol=2e-2)
+        # Images never cross splits.
+        assert not set(refs["test"]) & set(refs["validation"])
+        assert not (set(refs["test"]) | set(refs["validation"])) & set(refs["train"])
+
+
+def test_the_config_argument_points_at_each_setting(settings_dir):
+    from avgmm import config_text
+    from avgmm.data import pipeline
+
+    config = config_text.load_config_file(os.path.join(REPO, "configs", "av_mnist.py:two-sided"))
+    assert config.data.name == "av_mnist_two_sided"
+    config.data.expect.frame_size = SIZE
+    ds = pipeline.load_dataset(config.data.name, settings_dir, 1, dict(config.data.expect))
+    assert dict(ds.meta.clip_fields) == {
+        "degradation": degrade.KINDS, "degradation_strength": "float",
+        "degraded": degrade.STREAMS, "imbalanced": "bool"}
+    batch = ds.read("test", range(40))
+    assert batch["degraded"].dtype == np.int32 and batch["degradation_strength"].dtype == np.float32
+    np.testing.assert_array_equal(batch["degraded"] == 1, batch["degradation"] == 2)  # graded
+    assert (batch["degraded"] == 2).sum() == 8 and batch["imbalanced"].sum() == 16
+    # The data of another setting is refused by this config.
+    with pytest.raises(ValueError, match=r"prepared with setting='graded' but the config "
+                                         r"expects setting='two_sided'"):
+        pipeline.load_dataset("av_mnist_graded", settings_dir, 1, dict(config.data.expect))
+
+
+def test_a_setting_fixes_the_degradation_and_checks_the_speakers(fsdd_dir, tmp_path):
+    with pytest.raises(convert.DataPrepError, match=r"--setting=graded fixes the degradation: "
+                                                    r"drop --visual_noise_fraction"):
+        av_mnist.prepare(fsdd_dir, str(tmp_path), digits_dir="sklearn", setting="graded",
+                         visual_noise_fraction=0.1)
+    with pytest.raises(convert.DataPrepError, match=r"--setting='loud': use one of"):
+        av_mnist.prepare(fsdd_dir, str(tmp_path), digits_dir="sklearn", setting="loud")
+    with pytest.raises(convert.DataPrepError, match=r"--val_speakers names \['nobody'\]"):
+        av_mnist.prepare(fsdd_dir, str(tmp_path), digits_dir="sklearn", setting="none",
+                         val_speakers=["nobody"])
+    with pytest.raises(convert.DataPrepError, match="both choose the validation split"):
+        av_mnist.prepare(fsdd_dir, str(tmp_path), digits_dir="sklearn",
+                         val_speakers=["jackson"], val_fraction=0.2)
+    with pytest.raises(convert.DataPrepError, match="leave at least one for training"):
+        av_mnist.prepare(fsdd_dir, str(tmp_path), digits_dir="sklearn",
+                         test_speakers=["george"], val_speakers=["jackson", "lucas"])

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from avgmm.data import augment, avsynth, pipeline
+from avgmm.data import augment, avsynth, decoded_cache, pipeline
+from avgmm.errors import CacheError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -218,9 +219,10 @@ def test_full_disk_refuses_before_building_the_cache(tiny_data_dir, tmp_path, mo
     import collections
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(decoded_cache.shutil, "disk_usage",
+                        lambda p: usage(10**6, 10**6 - 1000, 1000))
     cache = tmp_path / "cache"
-    with pytest.raises(pipeline.CacheError) as err:
+    with pytest.raises(CacheError) as err:
         pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(cache))
     message = str(err.value)
     assert "\n" not in message and str(cache) in message
@@ -236,15 +238,15 @@ def test_disk_filling_up_during_the_build_leaves_no_cache(tiny_data_dir, tmp_pat
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pipeline.np, "save", full_disk)
+    monkeypatch.setattr(decoded_cache.np, "save", full_disk)
     cache = tmp_path / "cache"
-    with pytest.raises(pipeline.CacheError, match=r"filled up .* config\.data\.cache=False"):
+    with pytest.raises(CacheError, match=r"filled up .* config\.data\.cache=False"):
         pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(cache))
     # Nothing half-built is left for a later run to trust or trip over.
     leftovers = [p.name for p in cache.rglob("*") if p.is_dir() and p.name != "avsynth_tiny"
                  and p.parent.name != "avsynth_tiny"]
     assert leftovers == [], leftovers
-    monkeypatch.setattr(pipeline.np, "save", real_save)
+    monkeypatch.setattr(decoded_cache.np, "save", real_save)
     ds = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1, cache_dir=str(cache))
     direct = pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1)
     np.testing.assert_array_equal(ds.read("train", range(48))["frames"],

@@ -11,11 +11,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 import media_fixtures
-from avgmm.data import pipeline
+from avgmm.data import decoded_cache, pipeline
 from avgmm.errors import UserError
 from configs import ks as ks_config
 from configs import vggsound as vgg_config
-from data_prep import convert, kinetics_sounds, media, vggsound
+from data_prep import convert, kinetics_sounds, media, registry, vggsound
 from data_prep.youtube_clips import clip_names
 
 SMALL = convert.FrameParams(num_frames=3, frame_size=32)
@@ -146,7 +146,7 @@ def test_kinetics_sounds_class_list_and_override(tmp_path):
 def test_kinetics_sounds_refuses_annotations_without_a_class(ks_raw, tmp_path):
     root, _ = ks_raw
     builder = kinetics_sounds.KineticsSoundsAv(data_dir=str(tmp_path), frames=SMALL,
-                                               audio=kinetics_sounds.KINETICS_SOUNDS_AUDIO)
+                                               audio=kinetics_sounds.AUDIO)
     with pytest.raises(convert.DataPrepError, match=r"no clip of 28 class\(es\)"):
         builder.list_clips(root)  # the built-in 31: the tree has 3 of them
 
@@ -204,20 +204,21 @@ def test_large_split_streams_from_records_with_identical_batches(vgg_prepared, t
             np.testing.assert_array_equal(a[key], b[key])
     for value in (-1, "lots", float("nan")):
         with pytest.raises(UserError, match="cache_max_gb"):
-            pipeline.cache_limit_gb(value)
+            decoded_cache.cache_limit_gb(value)
 
 
 def test_configs_load_validate_and_match_their_converters():
     from avgmm import config_text, run_config
 
     for module, builder, audio in (
-            (ks_config, kinetics_sounds.KineticsSoundsAv, kinetics_sounds.KINETICS_SOUNDS_AUDIO),
-            (vgg_config, vggsound.VggsoundAv, vggsound.VGGSOUND_AUDIO)):
+            (ks_config, kinetics_sounds.KineticsSoundsAv, kinetics_sounds.AUDIO),
+            (vgg_config, vggsound.VggsoundAv, vggsound.AUDIO)):
         config = module.get_config()
         run_config.validate_config(config, 1)
-        assert pipeline.cache_limit_gb(config.data.cache_max_gb) == pipeline.CACHE_MAX_GB
+        assert decoded_cache.cache_limit_gb(config.data.cache_max_gb) == \
+            decoded_cache.CACHE_MAX_GB
         assert config.data.name == builder.name
-        assert pipeline.CONVERTERS[builder.name] == builder.__module__
+        assert registry.converters()[builder.name] == builder.__module__
         assert builder.DEFAULT_AUDIO == audio
         assert {k: config.data.expect[k] for k in audio.as_metadata()} == audio.as_metadata()
         assert (config.optimizer.learning_rate, config.batch_size,

@@ -33,6 +33,7 @@ from avgmm import gmm as gmm_lib
 from avgmm.analysis import plots, report
 from avgmm.errors import AnalysisError
 from avgmm.workdir import Workdir
+from data_prep import registry
 
 
 def load_run(workdir: str):
@@ -68,24 +69,18 @@ def load_fits(workdir: str) -> List[Dict[str, Any]]:
     return fits
 
 
-# The config file each dataset's runs usually start from: figure titles name the fields a
-# run changed relative to it.
-CONFIG_FILES = {"crema_d_av": "crema.py", "ave_av": "ave.py", "av_mnist": "av_mnist.py",
-                "avsynth/default": "demo.py", "avsynth/tiny": "tiny.py"}
-
-
 def run_label(config: ml_collections.ConfigDict) -> str:
     """`<method> on <dataset>, seed N [configs/x.py + field=value, ...]` for titles."""
     plain = json.loads(config.to_json_best_effort())
     method, _ = report.run_label(plain)
     name = plain["data"]["name"]
     label = f"{method} on {report.dataset_name(name)}, seed {plain['seed']}"
-    base = CONFIG_FILES.get(name)
+    base = registry.config_file(name)  # the config file the dataset's runs start from
     if base is None:
         return label
-    path = os.path.join(config_text.CONFIG_DIR, base)
     try:
-        diff = config_text.overrides(config_text.load_config_file(path), config)
+        diff = config_text.overrides(
+            config_text.load_config_file(os.path.join(config_text.CONFIG_DIR, base)), config)
     except Exception:  # a config file that no longer builds: the label alone still says it
         return label
     diff = {k: v for k, v in diff.items() if k not in config_text.RUNTIME_FIELDS and k != "seed"}

@@ -30,6 +30,7 @@ from absl import app, flags
 from avgmm import config_text, evaluators, experiments, methods
 from avgmm.errors import ReportError
 from avgmm.files import flatten_dict
+from data_prep import registry
 
 # Tables 1-3 of the paper (accuracy %, the peers' protocol), by the key of the variant
 # that reproduces the row (Table 1's baselines: the method's registered name).
@@ -55,7 +56,6 @@ TABLE1 = ("concat", "g_blending", "ogm_ge", "greedy", "pmr", "agm", "mla",
 PAPER_ROW_NAMES = {"g_blending": "G-Blending", "greedy": "Greedy", "agm": "AGM",
                    "diagnose_relearn": "D&R", "opm_ogm": "OPM&OGM",
                    "full": "GMM adaptive loss (the paper's method)"}
-DATASETS = {"crema_d_av": "CREMA-D", "ave_av": "AVE"}
 PEERS = ("peer_protocol_best_test_accuracy", "best test over epochs (peers' protocol)")
 GROUPING_IGNORES = set(config_text.RUNTIME_FIELDS) | {"seed"}
 
@@ -117,8 +117,8 @@ def run_label(config: Dict[str, Any]) -> Tuple[str, Optional[str]]:
 
 
 def dataset_name(name: str) -> str:
-    """A dataset's display name."""
-    return DATASETS.get(name, name)
+    """A dataset's display name (the converters' registry; the name itself if unknown)."""
+    return registry.display_name(name)
 
 
 def _get(d: Dict[str, Any], dotted: str):

@@ -24,6 +24,16 @@ from typing import Dict, Iterator, Tuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_prep import registry
+
+# Built by the loader on first use; `python -m avgmm.demo` builds the default one too.
+DATASETS = (
+    registry.DatasetEntry(tfds_name="avsynth/default", display_name="avsynth",
+                          command="python -m avgmm.demo", config="demo.py"),
+    registry.DatasetEntry(tfds_name="avsynth/tiny", display_name="avsynth (tiny)",
+                          command="python -m avgmm.demo", config="tiny.py"),
+)
+
 
 @dataclasses.dataclass
 class AvsynthConfig(tfds.core.BuilderConfig):

@@ -1,72 +1,40 @@
 """Reads a prepared audio-visual dataset (tfds ArrayRecord) into host batches.
 
 Any dataset with the features `audio` `[F, T]`, `frames` `[T, H, W, 3]` uint8, `label`
-and `id` works: the embedded `avsynth` and the prepared CREMA-D / AVE alike. Batches are
-plain numpy dicts; frames stay uint8 so that the device does the augmentation and the
-normalization (see `augment.py`), which keeps the host side a cheap gather.
+and `id` works: the embedded `avsynth` and the prepared CREMA-D / AVE alike. Every other
+scalar feature (ground truth such as `imbalanced`) is a clip field that every batch
+carries under its name (see `clip_fields`). Batches are plain numpy dicts; frames stay
+uint8 so that the device does the augmentation and the normalization (see `augment.py`),
+which keeps the host side a cheap gather.
 
 Order is a pure function of `(seed, epoch)`, so a resumed run sees the same batches.
-
-Decoding tfds records (protobuf parsing in Python) delivers about 120 CREMA-D-sized
-samples/s on 2 CPU cores, too slow to feed a GPU. With `cache_dir`, each split is decoded
-once into plain `.npy` files (only the frames the model uses) and then read through
-memory maps, which costs a copy per batch and nothing else. Each split's cache is built
-under a lock file, so concurrent runs wait for one build and share it; its blocks are
-reserved before they are written, so a full disk is a clear error (never a bus error),
-and only a complete build is ever renamed into place.
+With `cache_dir`, each split is decoded once into memory-mapped `.npy` files (see
+`decoded_cache`); `prepared` checks that the data is there and made as the config
+expects.
 """
 
 import dataclasses
 import errno
-import fcntl
-import hashlib
-import importlib
-import json
 import os
 import queue
-import re
-import shutil
-import sys
 import threading
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tqdm.auto import tqdm
 
-from avgmm.data import feature_spec
-from avgmm.errors import DatasetNotPreparedError, UserError
+from avgmm.data import clip_fields as fields_lib
+from avgmm.data import decoded_cache, feature_spec, prepared
+from avgmm.data.decoded_cache import CACHE_FIX, CACHE_MAX_GB
+from avgmm.errors import CacheError, DatasetNotPreparedError, UserError
 
 Batch = Dict[str, np.ndarray]
 SPLITS = ("train", "validation", "test")
-# Batch entries for the host only (reports); the rest goes to the devices (the ground-truth
-# `imbalanced` flag too: evaluation splits its accuracy into degraded and clean clips).
+# Batch entries for the host only (reports); the rest goes to the devices, the clip
+# fields too (evaluation splits its accuracy by them).
 HOST_KEYS = ("id",)
-# Converters of the built-in datasets: named in refusals, and imported (which registers
-# their builders) so that the loader knows which dataset version the current code writes.
-CONVERTERS = {"crema_d_av": "data_prep.crema_d", "ave_av": "data_prep.ave",
-              "av_mnist": "data_prep.av_mnist", "kinetics_sounds_av": "data_prep.kinetics_sounds",
-              "vggsound_av": "data_prep.vggsound"}
-# The inputs each converter needs, as shown in "prepare it with: ..." lines.
-CONVERTER_INPUTS = {
-    "crema_d_av": "--raw_dir=<CREMA-D download>",
-    "ave_av": "--raw_dir=<AVE download>",
-    "av_mnist": "--fsdd_dir=<FSDD recordings folder> --mnist_dir=<MNIST idx files folder>",
-    "kinetics_sounds_av": "--raw_dir=<Kinetics-400 download with annotations/>",
-    "vggsound_av": "--raw_dir=<downloaded VGGSound clips> --csv=<vggsound.csv>",
-}
-# A split is decoded into the cache only when its decoded size is at most this many GB
-# (config.data.cache_max_gb): above it, a cache would double a large dataset on disk
-# (VGGSound's train split decodes to about 100 GB), so the split is read from the
-# prepared records instead, slower but with no extra disk.
-CACHE_MAX_GB = 32.0
-CACHE_FIX = ("set config.data.cache_dir to a folder with room for it, or config.data.cache="
-             "False (or a smaller config.data.cache_max_gb) to read the records directly "
-             "(slower)")
-
-
-class CacheError(UserError, OSError):
-    """The loader's decoded cache cannot be built; the one-line message says how to fix it."""
+is_prepared = prepared.is_prepared
+prepare_command = prepared.prepare_command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +48,17 @@ class DatasetMeta:
     frames_shape: Sequence[int]  # [T, H, W, 3] as stored
     num_examples: Mapping[str, int]
     params: Mapping[str, Any]  # preparation parameters recorded with the data
-    has_imbalance_flag: bool  # ground-truth `imbalanced` feature (synthetic data)
+    # Per-clip ground truth every batch carries, `{name: kind}`: kind "bool", "int",
+    # "float" or the class names (see `clip_fields`).
+    clip_fields: Mapping[str, fields_lib.Kind] = dataclasses.field(default_factory=dict)
     # Where the splits come from (`standard: <sha1>`, `seeded random, seed N`); empty for
     # datasets that do not record it.
     split_source: str = ""
+
+    @property
+    def has_imbalance_flag(self) -> bool:
+        """Whether the data records the ground-truth `imbalanced` flag."""
+        return "imbalanced" in self.clip_fields
 
 
 class Dataset:
@@ -98,29 +73,29 @@ class Dataset:
     def __init__(self, name: str, data_dir: str, num_frames: int):
         # Before tfds reads the files: it would import any module their spec names.
         feature_spec.check_prepared(name, data_dir)
-        _check_version(name, data_dir)
+        prepared.check_version(name, data_dir)
         # Before tfds too: for a name it has no builder for, its error lists every dataset
         # it knows and suggests unrelated ones.
+        where = prepared.show(data_dir)
         if not is_prepared(name, data_dir):
             raise DatasetNotPreparedError(
-                f"dataset '{name}' is not prepared in {_show(data_dir)}; prepare it with: "
+                f"dataset '{name}' is not prepared in {where}; prepare it with: "
                 f"{prepare_command(name, data_dir)}")
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except Exception as e:  # tfds raises several types for a dataset it cannot read
             raise DatasetNotPreparedError(
-                f"dataset '{name}' in {_show(data_dir)} cannot be opened "
-                f"({_one_line(e)}); prepare it again with: "
-                f"{prepare_command(name, data_dir)}") from e
+                f"dataset '{name}' in {where} cannot be opened ({prepared.one_line(e)}); "
+                f"prepare it again with: {prepare_command(name, data_dir)}") from e
         if not builder.is_prepared():
             raise DatasetNotPreparedError(
-                f"dataset '{name}' is not prepared in {_show(data_dir)} (looked in "
+                f"dataset '{name}' is not prepared in {where} (looked in "
                 f"{builder.data_dir}); prepare it with: {prepare_command(name, data_dir)}")
         info = builder.info
         missing = {"audio", "frames", "label", "id"} - set(info.features.keys())
         if missing:
             raise UserError(f"dataset '{name}' lacks the features {sorted(missing)}; "
-                             "avgmm needs audio, frames, label and id")
+                            "avgmm needs audio, frames, label and id")
         self.sources = {s: tfds.data_source(name, data_dir=data_dir, split=s)
                         for s in SPLITS if s in info.splits}
         if "train" not in self.sources:
@@ -139,7 +114,7 @@ class Dataset:
             frames_shape=frames_shape,
             num_examples={s: len(src) for s, src in self.sources.items()},
             params=dict(info.metadata or {}),
-            has_imbalance_flag="imbalanced" in info.features.keys(),
+            clip_fields=fields_lib.from_features(name, info.features),
             split_source=str((info.metadata or {}).get("split_source") or ""),
         )
         self.cache: Dict[str, Dict[str, np.ndarray]] = {}
@@ -150,22 +125,20 @@ class Dataset:
         """Reads every split whose decoded cache takes at most `max_gb` GB from `.npy`
         memory maps under `cache_dir`, decoding it first where missing (once per dataset
         and frame choice); larger splits keep reading the prepared records."""
-        key = json.dumps({"name": self.meta.name, "dir": self._prepared_dir,
-                          "frames": self.frame_index.tolist(),
-                          "examples": self.meta.num_examples,
-                          "params": self.meta.params}, sort_keys=True, default=str)
-        root = os.path.join(os.path.expanduser(cache_dir), self.meta.name.replace("/", "_"),
-                            hashlib.sha1(key.encode()).hexdigest()[:12])
+        root = decoded_cache.root(cache_dir, self.meta, self._prepared_dir, self.frame_index)
         try:
             small = [s for s in self.sources if self.cache_bytes(s) <= max_gb * 1e9]
             for s in self.sources:
                 if s not in small:
                     print(f"{self.meta.name} {s}: reading the prepared records (its decoded "
-                          f"cache would take {_size(self.cache_bytes(s))}, above "
-                          f"config.data.cache_max_gb={max_gb:g})", flush=True)
+                          f"cache would take {decoded_cache.size_text(self.cache_bytes(s))}, "
+                          f"above config.data.cache_max_gb={max_gb:g})", flush=True)
             if small:
                 os.makedirs(root, exist_ok=True)
-            self.cache = {s: self._cached_split(s, os.path.join(root, s)) for s in small}
+            self.cache = {s: decoded_cache.open_split(os.path.join(root, s), self.meta, s,
+                                                      len(self.frame_index),
+                                                      self._read_records)
+                          for s in small}
         except CacheError:
             raise
         except OSError as e:
@@ -176,95 +149,8 @@ class Dataset:
                              f"{CACHE_FIX}") from e
 
     def cache_bytes(self, split: str) -> int:
-        """Disk space the decoded cache of `split` takes (arrays, labels and ids)."""
-        n = self.meta.num_examples[split]
-        f, t = self.meta.audio_shape
-        _, h, w, c = self.meta.frames_shape
-        per_clip = 2 * f * t + len(self.frame_index) * h * w * c + 8 + 64
-        return n * per_clip + 4096
-
-    def _cached_split(self, split: str, path: str) -> Dict[str, np.ndarray]:
-        """Memory maps of a split's decoded arrays, building them on first use.
-
-        Concurrent runs serialize on `<path>.lock`: the first builds, the others wait and
-        then reuse its result instead of deleting it under it."""
-        if not os.path.exists(os.path.join(path, "complete")):
-            with open(path + ".lock", "a") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    print(f"waiting for another run building the decoded cache {path}",
-                          flush=True)
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                if not os.path.exists(os.path.join(path, "complete")):
-                    self._build_split_cache(split, path)
-        cached = {k: np.load(os.path.join(path, f"{k}.npy"), mmap_mode="r")
-                  for k in ("audio", "frames")}
-        cached["label"] = np.load(os.path.join(path, "label.npy"))
-        with open(os.path.join(path, "id.json"), encoding="utf-8") as fh:
-            cached["id"] = np.asarray(json.load(fh), dtype=object)
-        if os.path.exists(os.path.join(path, "imbalanced.npy")):
-            cached["imbalanced"] = np.load(os.path.join(path, "imbalanced.npy"))
-        return cached
-
-    def _build_split_cache(self, split: str, path: str) -> None:
-        """Decodes `split` into `<path>.incomplete` and renames it to `path` when complete;
-        the caller holds the split's lock. A failed build leaves nothing behind."""
-        tmp = path + ".incomplete"
-        shutil.rmtree(tmp, ignore_errors=True)  # an earlier build that died; never trusted
-        needed = self.cache_bytes(split)
-        free = shutil.disk_usage(os.path.dirname(path)).free
-        if needed > free:
-            raise CacheError(f"the decoded cache of {self.meta.name} {split} needs "
-                             f"{_size(needed)} under {os.path.dirname(path)} but only "
-                             f"{_size(free)} is free; {CACHE_FIX}")
-        os.makedirs(tmp)
-        try:
-            self._write_split_cache(split, tmp)
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    def _write_split_cache(self, split: str, tmp: str) -> None:
-        n = self.meta.num_examples[split]
-        f, t = self.meta.audio_shape
-        _, h, w, c = self.meta.frames_shape
-        out = {
-            "audio": np.lib.format.open_memmap(os.path.join(tmp, "audio.npy"), "w+",
-                                               np.float16, (n, f, t)),
-            "frames": np.lib.format.open_memmap(
-                os.path.join(tmp, "frames.npy"), "w+", np.uint8,
-                (n, len(self.frame_index), h, w, c)),
-        }
-        for name in out:
-            _reserve(os.path.join(tmp, f"{name}.npy"))
-        labels, ids, flags = [], [], []
-        chunk = 256
-        if not sys.stderr.isatty():  # a bar in a log file is noise: one line instead
-            print(f"decoding {self.meta.name} {split} ({n} clips) into the cache {tmp}",
-                  flush=True)
-        with tqdm(total=n, desc=f"caching {self.meta.name} {split}", unit="clip",
-                  leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
-            for start in range(0, n, chunk):
-                batch = self._read_records(split, range(start, min(start + chunk, n)))
-                out["audio"][start:start + len(batch["label"])] = batch["audio"]
-                out["frames"][start:start + len(batch["label"])] = batch["frames"]
-                labels.append(batch["label"])
-                ids.extend(batch["id"].tolist())
-                if "imbalanced" in batch:
-                    flags.append(batch["imbalanced"])
-                bar.update(len(batch["label"]))
-        for arr in out.values():
-            arr.flush()
-        del out
-        np.save(os.path.join(tmp, "label.npy"), np.concatenate(labels))
-        if flags:
-            np.save(os.path.join(tmp, "imbalanced.npy"), np.concatenate(flags))
-        with open(os.path.join(tmp, "id.json"), "w", encoding="utf-8") as fh:
-            json.dump(ids, fh)
-        open(os.path.join(tmp, "complete"), "w").close()
+        """Disk space the decoded cache of `split` takes (arrays, labels, fields, ids)."""
+        return decoded_cache.split_bytes(self.meta, len(self.frame_index), split)
 
     def read(self, split: str, indices: Sequence[int]) -> Batch:
         """Examples at `indices` of `split`, stacked; frames subsampled to `num_frames`."""
@@ -292,8 +178,8 @@ class Dataset:
             "id": np.asarray([r["id"].decode() if isinstance(r["id"], bytes) else str(r["id"])
                               for r in records], dtype=object),
         }
-        if self.meta.has_imbalance_flag:
-            batch["imbalanced"] = np.asarray([r["imbalanced"] for r in records], bool)
+        for key, kind in self.meta.clip_fields.items():
+            batch[key] = fields_lib.column([r[key] for r in records], kind)
         return batch
 
     def train_batches(self, batch_size: int, epoch: int, seed: int, prefetch: int = 2,
@@ -345,25 +231,6 @@ class Dataset:
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.meta.num_examples["train"] // batch_size
-
-
-def _reserve(path: str) -> None:
-    """Allocates a memory-mapped file's blocks now: a full disk is then an OSError here
-    instead of a bus error when the map is written."""
-    if not hasattr(os, "posix_fallocate"):
-        return
-    with open(path, "r+b") as f:
-        try:
-            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-        except OSError as e:
-            # Filesystems without fallocate: the free-space check before the build stands.
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-
-
-def _size(n: int) -> str:
-    """`n` bytes for people: 1.65 GB, 18.0 MB."""
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def process_rows(batch_size: int, process_index: int, process_count: int):
@@ -426,18 +293,6 @@ def _prefetch(iterator: Iterator[Batch], size: int) -> Iterator[Batch]:
         stop.set()
 
 
-def cache_limit_gb(value: Any) -> float:
-    """`config.data.cache_max_gb` checked: a number >= 0 (`inf`: cache every split)."""
-    try:
-        limit = float(value)
-    except (TypeError, ValueError):
-        limit = float("nan")
-    if not limit >= 0:  # NaN fails too
-        raise UserError(f"config.data.cache_max_gb={value!r} is not allowed: a number of GB "
-                        ">= 0 (0: never cache, inf: always)")
-    return limit
-
-
 def load_dataset(name: str, data_dir: str, num_frames: int,
                  expected_params: Optional[Mapping[str, Any]] = None,
                  cache_dir: Optional[str] = None,
@@ -454,120 +309,12 @@ def load_dataset(name: str, data_dir: str, num_frames: int,
         from avgmm.data import avsynth  # tfds builder module: imported only when needed
 
         config_name = (name.split(":")[0].split("/") + ["default"])[1]
-        print(f"building the synthetic dataset {name} in {_show(data_dir)} (once; it "
+        print(f"building the synthetic dataset {name} in {prepared.show(data_dir)} (once; it "
               "needs no download)", flush=True)
         avsynth.prepare(os.path.expanduser(data_dir), config_name)
-    limit = cache_limit_gb(cache_max_gb)
+    limit = decoded_cache.cache_limit_gb(cache_max_gb)
     ds = Dataset(name, data_dir, num_frames)
-    _check_params(ds, name, expected_params)
+    prepared.check_params(ds.meta, name, data_dir, expected_params)
     if cache_dir:
         ds.use_cache(cache_dir, limit)
     return ds
-
-
-def is_prepared(name: str, data_dir: str) -> bool:
-    """Whether `data_dir` holds a finished build of `name` (`base[/config][:version]`):
-    a version folder with its `dataset_info.json`."""
-    base, _, version = name.partition(":")
-    root = os.path.join(os.path.expanduser(data_dir), *base.split("/"))
-    if not os.path.isdir(root):
-        return False
-    versions = [version] if version else os.listdir(root)
-    return any(re.fullmatch(r"\d+\.\d+\.\d+", v)
-               and os.path.exists(os.path.join(root, v, "dataset_info.json"))
-               for v in versions)
-
-
-def _show(path: str) -> str:
-    """`path` as people type it: the home folder as `~`."""
-    path = str(path)
-    home = os.path.expanduser("~")
-    if home not in ("", "/", "~") and (path == home or path.startswith(home + os.sep)):
-        return "~" + path[len(home):]
-    return path
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def prepare_command(name: str, data_dir: str) -> str:
-    """The command that prepares `name` into `data_dir`, for refusals."""
-    base = name.split(":")[0].split("/")[0]
-    if base == "avsynth":
-        return f"python -m avgmm.demo --data_dir={_show(data_dir)}"
-    module = CONVERTERS.get(base)
-    if module is None:
-        return ("python -m data_prep.folder --csv=<clips.csv> --name=" + base +
-                f" --data_dir={_show(data_dir)} (or the converter that made it; see "
-                "docs/datasets.md)")
-    return (f"python -m {module} {CONVERTER_INPUTS[base]} --data_dir={_show(data_dir)}")
-
-
-def _check_version(name: str, data_dir: str) -> None:
-    """Refuses a built-in dataset that exists only in versions older than its
-    converter's."""
-    base = name.split("/")[0]
-    if base not in CONVERTERS:
-        return
-    try:
-        importlib.import_module(CONVERTERS[base])
-        current = str(tfds.builder_cls(base).VERSION)
-    except Exception:  # converters not installed: tfds reads whatever version is there
-        return
-    folder = os.path.join(os.path.expanduser(data_dir), base)
-    if not os.path.isdir(folder) or os.path.isdir(os.path.join(folder, current)):
-        return
-    older = sorted(v for v in os.listdir(folder) if re.fullmatch(r"\d+\.\d+\.\d+", v)
-                   and os.path.exists(os.path.join(folder, v, "dataset_info.json")))
-    if older:
-        raise UserError(
-            f"dataset '{name}' in {folder} was prepared by an older converter (version "
-            f"{', '.join(older)}; this code reads {current}): prepare it again with "
-            f"{prepare_command(name, data_dir)}")
-
-
-def _check_params(ds: Dataset, name: str, expected_params: Optional[Mapping[str, Any]]):
-    """Refuses a dataset prepared with other parameters, naming every differing one."""
-    expected = {k: v for k, v in (expected_params or {}).items() if v is not None}
-    unrecorded = sorted(k for k in expected if k not in ds.meta.params)
-    if unrecorded:
-        raise UserError(
-            f"dataset '{name}' does not record {', '.join(map(repr, unrecorded))} (the "
-            "config expects "
-            + ", ".join(f"{k}={expected[k]!r}" for k in unrecorded) + "), so an older "
-            f"converter made it: prepare it again with {prepare_command(name, ds.data_dir)}")
-    differ = [(k, ds.meta.params[k], want) for k, want in sorted(expected.items())
-              if not (_same_split if k == "split_source" else _same)(ds.meta.params[k], want)]
-    if not differ:
-        return
-    have_text = ", ".join(f"{k}={have!r}" for k, have, _ in differ)
-    want_text = ", ".join(f"{k}={want!r}" for k, _, want in differ)
-    keep = " ".join(f"--config.data.expect.{k}={have!r}" for k, have, _ in differ)
-    if [k for k, _, _ in differ] == ["split_source"]:
-        have = differ[0][1]
-        raise UserError(
-            f"dataset '{name}' was prepared with {have_text} but the config expects "
-            f"{want_text}: prepare it into a new data_dir with the standard split files "
-            f"({prepare_command(name, 'NEW_DIR')} --split_csv_dir=DIR, DIR holding "
-            f"train.csv and test.csv) or set config.data.expect.split_source={have!r}")
-    raise UserError(
-        f"dataset '{name}' was prepared with {have_text} but the config expects "
-        f"{want_text}: prepare the data again with those values or accept the data's "
-        f"with {keep}")
-
-
-def _same_split(have: Any, want: Any) -> bool:
-    """A recorded `kind: detail` split source matches an expected `kind` alone (e.g.
-    `standard`) or the whole value (e.g. `standard: <sha1>`, to pin the files)."""
-    have, want = str(have), str(want)
-    return have == want or (":" not in want and have.split(":", 1)[0].strip() == want)
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return list(a) == list(b)
-    if isinstance(a, float) or isinstance(b, float):
-        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
-    return a == b
