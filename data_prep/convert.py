@@ -319,6 +319,10 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         """Features beyond audio, frames, label and id (e.g. ground-truth flags)."""
         return {}
 
+    def clip_features(self, clip: Clip) -> Dict[str, Any]:
+        """The values of `extra_features` for one clip."""
+        return {}
+
     def flat_metadata(self) -> Dict[str, Any]:
         """Parameters recorded at the top level of the metadata, where loaders check them."""
         return {**self.audio.as_metadata(), **dataclasses.asdict(self.frames)}
@@ -409,7 +413,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
             path = os.path.join(work, c.key + ".npz")
             with np.load(path) as arrays:
                 example = {"audio": arrays["audio"], "frames": arrays["frames"],
-                           "label": c.label, "id": c.clip_id}
+                           "label": c.label, "id": c.clip_id, **self.clip_features(c)}
             yield c.key, example
             if self.consume_work:  # the writer has stored it by the time we resume
                 os.remove(path)
