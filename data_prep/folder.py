@@ -10,9 +10,9 @@ starting with `video_path`). Relative paths are relative to the CSV's folder. Wi
 an `audio_path`, the audio track of the video is used. An `audio_path` may be a WAV,
 MP3, FLAC, OGG or any video container, or an HTK parameter file (`.htk`, `.mfc`, `.mfcc`,
 `.fbank`, `.plp`, `.lpc`, `.user`; every row then names one, of one kind): its feature
-frames, tiled to `--clip_seconds`, are the "spectrogram" (see `data_prep.htk`). `split` is train, validation (or
-val) or test; when no row gives one, a seeded split stratified by label puts 80% / 10% /
-10% of each class into train / validation / test. Then train with
+frames, tiled to `--clip_seconds`, are the "spectrogram" (see `data_prep.htk`).
+`split` is train, validation (or val) or test; when no row gives one, a seeded split
+stratified by label puts 80% / 10% / 10% of each class into train / validation / test. Then train with
 `--config.data.name=<name>` (the classes and shapes are read from the data).
 
 Duplicates are dropped so that no clip lands in two splits: rows naming the same media

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 import media_fixtures
 from configs import tiny
-from data_prep import arrays, convert, folder, htk, media
+from data_prep import array_files, arrays, convert, folder, htk, media
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,7 +63,7 @@ def test_generic_folder_with_a_splits_array(tmp_path):
     assert meta["feature_shape"] == [8, 10] and meta["feature_description"] == "random"
     assert (meta["num_frames"], meta["frame_size"]) == (2, 12)
     assert meta["split_source"].startswith("given in the arrays: ")
-    assert set(meta["preparation"]["source"]) == {f"arrs/{k}.npy" for k in arrays.NAMES}
+    assert set(meta["preparation"]["source"]) == {f"arrs/{k}.npy" for k in array_files.NAMES}
 
     # The loader checks what the arrays record, and names what they cannot tell.
     from avgmm.data import pipeline
@@ -131,12 +131,12 @@ def test_per_split_npz_time_major_zscore_and_a_bad_row(tmp_path):
 
 
 def test_frame_layouts_and_one_line_refusals(tmp_path):
-    assert arrays.frames_layout((5, 28, 28), "f") == (1, 28, 28, 1)
-    assert arrays.frames_layout((5, 28, 28, 3), "f") == (1, 28, 28, 3)
-    assert arrays.frames_layout((5, 4, 28, 28), "f") == (4, 28, 28, 1)
-    assert arrays.frames_layout((5, 4, 28, 28, 1), "f") == (4, 28, 28, 1)
+    assert array_files.frames_layout((5, 28, 28), "f") == (1, 28, 28, 1)
+    assert array_files.frames_layout((5, 28, 28, 3), "f") == (1, 28, 28, 3)
+    assert array_files.frames_layout((5, 4, 28, 28), "f") == (4, 28, 28, 1)
+    assert array_files.frames_layout((5, 4, 28, 28, 1), "f") == (4, 28, 28, 1)
     with pytest.raises(convert.DataPrepError, match="frames must be N x H x W"):
-        arrays.frames_layout((5, 784), "image.npy")
+        array_files.frames_layout((5, 784), "image.npy")
     src = tmp_path / "a"
     src.mkdir()
     np.save(src / "audio.npy", np.zeros((4, 3, 3), np.float32))
