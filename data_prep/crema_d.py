@@ -200,7 +200,9 @@ def main(argv):
         sys.exit(f"error: {e}")
     if table:
         options["summary_table"] = table
-        print(f"human ratings from {table}", flush=True)
+        how = " (found in the raw tree)" if FLAGS.summary_table == "auto" else ""
+        print(f"human ratings from {table}{how}; --summary_table=none prepares without them",
+              flush=True)
     convert.run_cli(CremaDAv, FLAGS, split_options=options)
 
 
