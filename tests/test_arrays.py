@@ -180,11 +180,8 @@ def _write_multibench(root, n_train=48, n_test=16, seed=0):
 def test_multibench_avmnist_layout_prepares_and_trains(tmp_path):
     src = _write_multibench(str(tmp_path / "avmnist"))
     data_dir = str(tmp_path / "data")
-    out = subprocess.run([sys.executable, "-m", "data_prep.arrays", f"--dir={src}",
-                          f"--data_dir={data_dir}", "--layout=multibench_avmnist",
-                          "--name=av_mnist_multibench"],
-                         capture_output=True, text=True, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-2000:]
+    arrays.prepare_arrays(src, data_dir, name="av_mnist_multibench",
+                          layout="multibench_avmnist")
     counts = {s: len(_all(data_dir, "av_mnist_multibench", s))
               for s in ("train", "validation", "test")}
     # MultiBench's rule: the last twelfth of train (5,000 of 60,000) is validation.
