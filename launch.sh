@@ -27,22 +27,16 @@ usage: ./launch.sh COMMAND [ARGS...]
                               sbatch --nodes=2 --ntasks-per-node=1 --gpus-per-node=8 \
                                 --wrap "./launch.sh multihost configs/crema.py"
                               (--dry-run prints the srun line)
-  ablations CONFIG [--seeds N] [--workdir=DIR] [--dry-run] [--config.FIELD=VALUE ...]
-                              the paper's Table 2 (alpha/beta/gamma = 0, no GMM weights,
-                              concat baseline) and Table 3 (SGD/Adam, reset or not) runs,
-                              plus the open readings (lambda epoch, posteriors source,
-                              unimodal terms, schedule reset, BIC selection), one after
-                              another, then the report; --dry-run prints the commands
-  table1 CONFIG [--seeds N] [--workdir=DIR] [--dry-run] [--config.FIELD=VALUE ...]
-                              the paper's Table 1: every registered method (concat, the
-                              balancing baselines, warm-up only, the adaptive loss as printed
-                              and as our study runs it), N seeds each (default 3), one
-                              protocol, then the table (python -m avgmm.report --table1)
-  study CONFIG [--seeds N] [--workdir=DIR] [--dry-run] [--config.FIELD=VALUE ...]
-                              the reproduction study (README, "Does it work?"): concat,
-                              warmup_only, the paper's adaptive loss and its ablations,
-                              the open readings and our changes, N seeds each, then the
-                              tables and figures of python -m avgmm.study
+  ablations|table1|study CONFIG [--seeds=N] [--workdir=DIR] [--jobs=J] [--dry-run]
+                              [--config.FIELD=VALUE ...]
+                              a declared sweep (avgmm/experiments/variants.py): ablations
+                              (the paper's Tables 2 and 3 and its open readings), table1
+                              (every registered method), study (the reproduction study);
+                              N seeds each, J runs at a time, then the summary (report,
+                              Table 1 or study); run again, it resumes; --dry-run prints
+                              the commands
+  sweep list [SWEEP] | sweep run SWEEP CONFIG ...
+                              the same through python -m avgmm.experiments
   analyze --workdir=DIR [--checkpoint=best|latest|EPOCH] [--split=train]
                               plots and the per-sample imbalance.csv of one run
   report RUN_OR_FOLDER... [--out=DIR]
@@ -56,67 +50,6 @@ Multi-GPU: every run uses all local GPUs (jax.pmap); restrict with CUDA_VISIBLE_
 devices in a multi-host run). Other clusters: start one process per machine with
 JAX_COORDINATOR_ADDRESS=host0:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i (README, Training).
 USAGE
-}
-
-# The paper's ablations: a name and the overrides that make it.
-ABLATIONS=(
-  "full:"
-  "alpha0:--config.loss.alpha=0"
-  "beta0:--config.loss.beta=0"
-  "gamma0:--config.loss.gamma=0"
-  "no_gmm_weights:--config.loss.use_gmm_weights=False"
-  "concat:--config.method=concat"
-  "sgd_no_reset:--config.optimizer.reset_between_phases=False"
-  "adam_reset:--config.optimizer.name=adam"
-  "adam_no_reset:--config.optimizer.name=adam --config.optimizer.reset_between_phases=False"
-  # Readings the paper leaves open (README, "Method notes"), each against "full".
-  "lambda_step:--config.loss.lambda_epoch=step"
-  "lambda_global:--config.loss.lambda_epoch=global"
-  "posteriors_refit:--config.loss.posteriors_from=refit"
-  "unimodal_w1:--config.loss.unimodal_weight=1.0"
-  "reset_schedule:--config.optimizer.reset_schedule=True"
-  "gmm_bic:--config.gmm.select=bic"
-)
-
-# The reproduction study: the paper's method as printed (eq. 10, no unimodal terms), its
-# ablations and open readings, and our changes (labelled "ours" in the README).
-PAPER="--config.loss.unimodal_weight=0 --config.loss.gap_gradient=both"
-STUDY=(
-  "concat:--config.method=concat"
-  "warmup_only:--config.method=warmup_only"
-  "paper:$PAPER"
-  "paper_alpha0:$PAPER --config.loss.alpha=0"
-  "paper_beta0:$PAPER --config.loss.beta=0"
-  "paper_gamma0:$PAPER --config.loss.gamma=0"
-  "paper_no_gmm_weights:$PAPER --config.loss.use_gmm_weights=False"
-  "paper_no_reset:$PAPER --config.optimizer.reset_between_phases=False"
-  "paper_lambda_step:$PAPER --config.loss.lambda_epoch=step"
-  "paper_posteriors_refit:$PAPER --config.loss.posteriors_from=refit"
-  "paper_gmm_bic:$PAPER --config.gmm.select=bic"
-  "ours_unimodal:--config.loss.unimodal_weight=1.0 --config.loss.gap_gradient=both"
-  "ours_unimodal_weaker:--config.loss.unimodal_weight=1.0 --config.loss.gap_gradient=weaker"
-)
-
-# Runs NAME:OVERRIDES entries for each seed under ROOT, then a summary command.
-sweep() {
-  local root=$1 seeds=$2 dry=$3 summary=$4; shift 4
-  local entries=() extra=() seen=0
-  for a in "$@"; do
-    if [ "$a" = "--" ]; then seen=1; continue; fi
-    if [ $seen = 0 ]; then entries+=("$a"); else extra+=("$a"); fi
-  done
-  for ((seed = 0; seed < seeds; seed++)); do
-    for entry in "${entries[@]}"; do
-      name=${entry%%:*}; overrides=${entry#*:}
-      # shellcheck disable=SC2206
-      line=("$PY" -m avgmm.main --config="$config" --workdir="$root/$name/seed$seed"
-            --config.seed="$seed" $overrides "${extra[@]+"${extra[@]}"}")
-      if [ "$dry" = 1 ]; then printf '%q ' "${line[@]}"; echo; else "${line[@]}"; fi
-    done
-  done
-  # shellcheck disable=SC2206
-  local report=("$PY" -m $summary)
-  if [ "$dry" = 1 ]; then printf '%q ' "${report[@]}"; echo; else "${report[@]}"; fi
 }
 
 cmd=${1:-help}
@@ -174,33 +107,9 @@ case "$cmd" in
     fi
     exec "${line[@]}" ;;
   ablations|study|table1)
-    [ $# -ge 1 ] || { usage >&2; exit 2; }
-    config=$1; shift
-    seeds=1; dry=0; root="runs/$cmd/$(basename "${config%%:*}" .py)"; extra=()
-    [ "$cmd" != ablations ] && seeds=3
-    while [ $# -gt 0 ]; do
-      case "$1" in
-        --seeds) seeds=$2; shift 2 ;;
-        --seeds=*) seeds=${1#--seeds=}; shift ;;
-        --dry-run) dry=1; shift ;;
-        --workdir=*) root=${1#--workdir=}; shift ;;
-        *) extra+=("$1"); shift ;;
-      esac
-    done
-    if [ "$cmd" = ablations ]; then
-      sweep "$root" "$seeds" "$dry" "avgmm.report $root --out=$root" "${ABLATIONS[@]}" \
-        -- "${extra[@]+"${extra[@]}"}"
-    elif [ "$cmd" = table1 ]; then
-      # The rows come from the registered methods (avgmm/methods): a new method needs no
-      # edit here.
-      runs=$("$PY" -m avgmm.methods --table1) || exit 1
-      mapfile -t TABLE1 <<<"$runs"
-      sweep "$root" "$seeds" "$dry" "avgmm.report $root --out=$root --table1" "${TABLE1[@]}" \
-        -- "${extra[@]+"${extra[@]}"}"
-    else
-      sweep "$root" "$seeds" "$dry" "avgmm.study $root" "${STUDY[@]}" \
-        -- "${extra[@]+"${extra[@]}"}"
-    fi ;;
+    # The sweeps and their variants are declared in avgmm/experiments/variants.py.
+    exec "$PY" -m avgmm.experiments run "$cmd" "$@" ;;
+  sweep) exec "$PY" -m avgmm.experiments "$@" ;;
   help|-h|--help) usage ;;
   *) echo "launch.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

@@ -38,8 +38,9 @@ setuptools.setup(
     description="GMM-guided adaptive loss for balanced audio-visual learning (JAX/Flax).",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(
-        include=["avgmm", "avgmm.*", "configs", "data_prep", "data_prep.*"]),
+    # configs/ holds config files loaded by path (--config=configs/crema.py), not a
+    # package: a top-level `configs` package would collide with other projects'.
+    packages=setuptools.find_packages(include=["avgmm", "avgmm.*", "data_prep", "data_prep.*"]),
     license="Apache-2.0",
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

@@ -1,20 +1,41 @@
-"""Configs for people: the resolved config with each field's comment, the overrides in
-force, and one-line messages for command-line mistakes."""
+"""Configs as text and data: loading a config file, the resolved config with each
+field's comment, the overrides in force, the difference between two configs, and
+one-line messages for command-line mistakes."""
 
 import importlib.util
 import io
+import json
 import os
 import re
 import tokenize
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import ml_collections
 
-from avgmm import utils
+from avgmm.errors import UserError
+from avgmm.files import flatten_dict
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "configs", "default.py")
+# The file whose comments document every field (`--print_config`).
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_defaults.py")
+# The repository's config files (a checkout or an editable install).
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "configs")
 _ASSIGNMENT = re.compile(r"\s*config\.([\w.]+)\s*=")
+# Fields that change how a run executes but not what it computes: a resumed run may
+# change them freely (1 and N devices give the same results), and runs that differ only
+# in them are the same experiment.
+RUNTIME_FIELDS = ("num_devices", "data.data_dir", "data.prefetch", "data.cache",
+                  "data.cache_dir", "data.cache_max_gb", "log_every_steps",
+                  "compilation_cache_dir", "precompile_phases", "variant")
+
+
+def repo_config(name: str) -> str:
+    """The path of the repository's config file `name` (e.g. `demo.py`)."""
+    path = os.path.join(CONFIG_DIR, name)
+    if not os.path.exists(path):
+        raise UserError(f"config file {path} not found: avgmm's configs/ folder comes with "
+                        "a checkout of the repository (install it with pip install -e .)")
+    return path
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -22,15 +43,44 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     path, argument = spec, None
     if not os.path.exists(path) and ":" in spec:
         path, argument = spec.rsplit(":", 1)
-    module_spec = importlib.util.spec_from_file_location("_avgmm_config_file", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_config_module(path)
     return module.get_config() if argument is None else module.get_config(argument)
 
 
-def _flat(config: ml_collections.ConfigDict) -> Dict[str, Any]:
-    return {k.replace("/", "."): v
-            for k, v in utils.flatten_dict(utils.config_to_dict(config)).items()}
+def load_config_module(path: str):
+    """A config file as a module (for files that offer more than `get_config`, such as
+    `configs/tiny.py`'s `shrink`)."""
+    module_spec = importlib.util.spec_from_file_location(
+        "_avgmm_config_" + os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+    """The config as plain JSON data (what `config.json` holds)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def flat(config: Any) -> Dict[str, Any]:
+    """`{dotted.field: value}` of a ConfigDict or of its JSON data."""
+    data = config if isinstance(config, Mapping) else config_to_dict(config)
+    return {k.replace("/", "."): v for k, v in flatten_dict(data).items()}
+
+
+_flat = flat
+
+
+def config_diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+    """`{field: (saved, new)}` for every flattened field that differs, runtime fields
+    aside. A field added to the configs with None ("not checked", e.g. data.expect.*)
+    means the same as its absence from a run saved before it existed."""
+    a, b = flat(saved), flat(new)
+    absent = "<absent>"
+    return {k: (a.get(k, absent), b.get(k, absent))
+            for k in sorted(set(a) | set(b))
+            if a.get(k, absent) != b.get(k, absent) and k not in RUNTIME_FIELDS
+            and (a.get(k, absent), b.get(k, absent)) not in ((absent, None), (None, absent))}
 
 
 def overrides(file_config: ml_collections.ConfigDict,

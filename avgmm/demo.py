@@ -13,9 +13,8 @@ import os
 
 from absl import app, flags, logging
 
-from avgmm import train
+from avgmm import config_text, train
 from avgmm.data import avsynth
-from configs import demo as demo_config
 
 FLAGS = flags.FLAGS
 
@@ -25,6 +24,8 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", "runs/demo", "Parent directory of the two runs.")
     flags.DEFINE_string("data_dir", "~/avgmm_data", "Where avsynth is (or will be) prepared.")
     flags.DEFINE_list("methods", ["concat", "warmup_only", "adaptive"], "Methods to compare.")
+    flags.DEFINE_string("table_out", None, "Also write the results table (Markdown) here, "
+                        "e.g. docs/demo/results.md.")
 
 
 def results_table(results: dict) -> str:
@@ -52,15 +53,19 @@ def main(argv):
     avsynth.prepare(data_dir)
     results = {}
     for method in FLAGS.methods:
-        config = demo_config.get_config()
+        config = config_text.load_config_file(config_text.repo_config("demo.py"))
         config.method = method
         config.data.data_dir = data_dir
         results[method] = train.train_and_evaluate(
             config, os.path.join(FLAGS.workdir, method))
     table = results_table(results)
     print("\n" + table)
-    with open(os.path.join(FLAGS.workdir, "demo_results.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
+    for path in [os.path.join(FLAGS.workdir, "demo_results.md")] + (
+            [FLAGS.table_out] if FLAGS.table_out else []):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"Written by `python -m avgmm.demo` ({', '.join(FLAGS.methods)}; seed 0).\n\n"
+                    + table + "\n")
     with open(os.path.join(FLAGS.workdir, "demo_results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, sort_keys=True)
 

@@ -297,3 +297,22 @@ def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: in
     valid = (valid & finite).astype(jnp.float32)
     return _fit(x, valid, max_iters=int(max_iters), tol=float(tol), reg_covar=float(reg_covar),
                 select=select)
+
+
+def fit_gathered(gaps: jnp.ndarray, mask: jnp.ndarray, *, gmm_config,
+                 axis_name: str) -> GMMParams:
+    """Inside a mapped function: gathers every device's gaps and fits the GMM on the full
+    array (Algorithm 1, step b); `gmm_config` is `config.gmm`."""
+    gaps = jax.lax.all_gather(gaps, axis_name, tiled=True)
+    mask = jax.lax.all_gather(mask, axis_name, tiled=True)
+    return fit_gmm(gaps, mask=mask, max_iters=gmm_config.max_iters, tol=gmm_config.tol,
+                   reg_covar=gmm_config.reg_covar, select=gmm_config.select)
+
+
+def fit_on_devices(par, gaps, mask, gmm_config) -> GMMParams:
+    """The GMM fitted on the devices of `par` (an `avgmm.parallel.Parallel`) to the gaps a
+    per-sample pass left there (`[devices, n]` gaps and mask); returns it replicated.
+    Every caller shares one compiled fit."""
+    fit = par.map("fit_gmm", lambda axis: functools.partial(
+        fit_gathered, gmm_config=gmm_config, axis_name=axis))
+    return fit(gaps, mask)

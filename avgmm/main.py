@@ -20,7 +20,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avgmm import config_text, parallel, train, utils
+from avgmm import config_text, processes, train
+from avgmm.errors import PrimaryError, RunInterrupted, UserError, WorkdirError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -69,25 +70,25 @@ def run(config, workdir: str, fresh: bool = False, tracebacks: bool = False) -> 
     """Trains (or resumes) and prints the results as JSON; returns the exit status."""
     try:
         results = train.train_and_evaluate(config, workdir, fresh=fresh)
-    except utils.UserError as e:  # a config value, the data, a workdir with another run
+    except UserError as e:  # a config value, the data, a workdir with another run
         if tracebacks:
             traceback.print_exc()
-        if not isinstance(e, parallel.PrimaryError):  # process 0 prints it
+        if not isinstance(e, PrimaryError):  # process 0 prints it
             _error(e)
         return USAGE_STATUS
-    except utils.WorkdirError as e:  # busy workdir, divergence, full disk, bad checkpoint
+    except WorkdirError as e:  # busy workdir, divergence, full disk, bad checkpoint
         if tracebacks:
             traceback.print_exc()
-        if not isinstance(e, parallel.PrimaryError):
+        if not isinstance(e, PrimaryError):
             _error(e)
         return FAILED_STATUS
     except KeyboardInterrupt as e:
         if tracebacks:
             traceback.print_exc()
-        print(str(e) if isinstance(e, utils.RunInterrupted) else "interrupted",
+        print(str(e) if isinstance(e, RunInterrupted) else "interrupted",
               file=sys.stderr, flush=True)
         return INTERRUPTED_STATUS
-    if parallel.is_primary():
+    if processes.is_primary():
         print(json.dumps(results, indent=2, sort_keys=True))
     return 0
 

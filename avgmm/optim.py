@@ -6,14 +6,6 @@ import ml_collections
 import optax
 
 
-def total_epochs(config: ml_collections.ConfigDict) -> int:
-    """Every method gets the same budget: warm-up, all adaptive epochs and the adaptive
-    method's purification epochs (`adaptive.finetune_epochs`, 0 unless asked for)."""
-    s = config.schedule
-    finetune = config.adaptive.finetune_epochs if "adaptive" in config else 0
-    return s.warmup_epochs + s.adaptive_steps * s.epochs_per_step + finetune
-
-
 def learning_rate_schedule(config: ml_collections.ConfigDict,
                            steps_per_epoch: int) -> optax.Schedule:
     """`optimizer.lr_schedule`: constant, step (StepLR) or cosine over the whole run."""
@@ -24,7 +16,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
         return optax.exponential_decay(o.learning_rate, o.lr_step_epochs * steps_per_epoch,
                                        o.lr_decay, staircase=True)
     return optax.cosine_decay_schedule(o.learning_rate,
-                                       max(1, total_epochs(config) * steps_per_epoch))
+                                       max(1, config.epochs * steps_per_epoch))
 
 
 def make_optimizer(config: ml_collections.ConfigDict,

@@ -1,22 +1,18 @@
-"""The one place that knows about devices and processes: replication, sharding, the
-pmapped steps, and what the processes of a multi-host run exchange on the host.
+"""The one place that knows about devices: replication, sharding, the mapped train steps,
+and mapped passes over a split that any method or evaluator can use.
 
-Step functions come from `avgmm.steps`; here they are mapped over axis `batch`
+Step functions come from `avgmm.steps`; here they are mapped over axis `steps.AXIS`
 (gradients and metrics averaged, BatchNorm statistics synchronized through the model's
-`axis_name`, gaps gathered before the GMM fit). Values every device holds identically
-(metrics, evaluation sums) come back as one copy.
+`axis_name`). Values every device holds identically (metrics, sums) come back as one copy.
 
 Multi-host (`jax.process_count() > 1`, after `jax.distributed.initialize()`): the steps
 are mapped over every device of every process (process 0's devices first), so every
 collective spans them all; each process reads only its slice of every global batch and
 feeds its own devices, and a sample keeps its position in the global batch (its
-augmentation key). Process 0 alone touches the workdir (lock, checkpoints, metrics,
-results): `on_primary` runs such work there and hands its outcome, or its one-line error,
-to every process; `SharedCheckpoints` sends what process 0 restored to every process.
-With one process every one of these is a plain call.
+augmentation key). What the processes exchange on the host is `avgmm.processes`'.
 
-Outside the mapped steps nothing computes over the replicated arrays (`fetch` reads one
-device's buffer; sums and joins happen on the host): in a multi-process run, a
+Outside the mapped functions nothing computes over the replicated arrays (`fetch` reads
+one device's buffer; sums and joins happen on the host): in a multi-process run, a
 computation over several local devices that needs communication can deadlock against a
 collective another process has entered (seen on CPU with gloo).
 """
@@ -24,108 +20,24 @@ collective another process has entered (seen on CPU with gloo).
 import collections
 import concurrent.futures
 import functools
-import json
-from typing import Any, Callable, Dict, Optional, Sequence
+import math
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
 
-from avgmm import optim, progress, steps, utils
-from avgmm import workdir as workdir_lib
+from avgmm import optim, processes, progress, steps
 from avgmm.data import pipeline
-from avgmm.errors import UserError
 from avgmm.methods import Method
-from avgmm.state import AXIS, make_model
+from avgmm.models import make_model
 
-
-def is_primary() -> bool:
-    """Whether this process writes the run's files and prints its progress (process 0)."""
-    return jax.process_index() == 0
-
-
-class PrimaryError(Exception):
-    """Marks an error that process 0 raised and every other process re-raises (so the
-    command line prints it once, from process 0)."""
-
-
-def _error_classes():
-    """The one-line errors that cross processes, by name."""
-    found, todo = {}, [UserError, workdir_lib.WorkdirError]
-    while todo:
-        cls = todo.pop()
-        found[cls.__name__] = cls
-        todo.extend(cls.__subclasses__())
-    return found
-
-
-def share_json(obj: Any) -> Any:
-    """Process 0's JSON-able `obj`, on every process (others pass anything)."""
-    if jax.process_count() == 1:
-        return obj
-    data = json.dumps(utils.to_python(obj)).encode() if is_primary() else b""
-    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
-    buf = np.zeros((size,), np.uint8)
-    if is_primary():
-        buf[:] = np.frombuffer(data, np.uint8)
-    return json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf))))
-
-
-def share_arrays(tree: Any) -> Any:
-    """Process 0's host arrays, on every process (others pass a tree of the same shapes,
-    e.g. the initial state)."""
-    if jax.process_count() == 1:
-        return tree
-    return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
-
-
-def on_primary(fn: Callable[[], Any], share: bool = False) -> Any:
-    """`fn()` on process 0 only; its one-line error (`UserError`, `WorkdirError`) is
-    raised on every process, so that none waits for a process that stopped. Returns
-    `fn()`'s result on process 0 and None elsewhere, or, with `share`, its (JSON-able)
-    result everywhere."""
-    if jax.process_count() == 1:
-        return fn()
-    result, outcome, failure = None, {}, None
-    if is_primary():
-        try:
-            result = fn()
-        except (UserError, workdir_lib.WorkdirError) as e:
-            failure, outcome = e, {"error": type(e).__name__, "message": str(e)}
-        except BaseException as e:
-            failure, outcome = e, {"error": "RuntimeError",
-                                   "message": f"process 0 failed: {type(e).__name__}: {e}"}
-        if share and failure is None:
-            outcome = {"result": result}
-    outcome = share_json(outcome)
-    if failure is not None:
-        raise failure
-    if "error" in outcome:
-        cls = _error_classes().get(outcome["error"], RuntimeError)
-        error = type(cls.__name__, (cls, PrimaryError), {})(outcome["message"])
-        raise error
-    return outcome.get("result") if share else result
-
-
-class primary_context:
-    """`with primary_context(factory):` holds `factory()`'s context (e.g. the workdir
-    lock) on process 0 only; its failure to enter is raised on every process."""
-
-    def __init__(self, factory: Callable[[], Any]):
-        self.factory, self.context = factory, None
-
-    def __enter__(self):
-        def enter():
-            self.context = self.factory()
-            self.context.__enter__()
-        on_primary(enter)
-
-    def __exit__(self, *exc):
-        if self.context is not None:
-            return self.context.__exit__(*exc)
-        return False
+AXIS = steps.AXIS
+# Batch entries that are not per-sample columns (a per-sample pass keeps every other one:
+# index, id, label, mask and the data's per-clip ground-truth fields).
+_NOT_COLUMNS = ("audio", "frames", "position")
 
 
 class Parallel:
@@ -134,7 +46,7 @@ class Parallel:
     def __init__(self, devices, config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,
                  method: Method):
         # Every process's devices, process 0's first (`run_config.select_devices`): the
-        # order of the device axis, so of the global batch's slices and gathered gaps.
+        # order of the device axis, so of the global batch's slices and gathered arrays.
         self.devices = list(devices)
         self.n = len(self.devices)
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
@@ -143,40 +55,42 @@ class Parallel:
         self.n_local = len(self.local_devices)
         self.mesh = Mesh(np.array(self.local_devices), (AXIS,))
         self.sharding = NamedSharding(self.mesh, P(AXIS))
-        model = make_model(config, meta, axis_name=AXIS)
-        # How often each step function was traced, i.e. compiled (a test holds it to once).
+        self.config, self.meta, self.method = config, meta, method
+        self.model = make_model(config, meta, method.head, axis_name=AXIS)
+        # How often each mapped function was traced, i.e. compiled (a test holds it to once).
         self.traces: Dict[str, int] = collections.Counter()
-
-        def pmap(fn, name, **kwargs):
-            return jax.pmap(self._counted(name, fn), axis_name=AXIS, devices=self.devices,
-                            **kwargs)
-
+        self._mapped: Dict[str, Callable] = {}
         # Metrics are pmean'ed inside: one copy comes back (out_axes None).
         self.train_steps: Dict[str, Callable] = {
-            phase: pmap(functools.partial(steps.train_step, model=model, method=method,
-                                          phase=phase, config=config), f"train[{phase}]",
-                        in_axes=(0, 0, None), out_axes=(0, None), donate_argnums=(0,))
+            phase: self._pmap(functools.partial(steps.train_step, model=self.model,
+                                                method=method, phase=phase, config=config),
+                              f"train[{phase}]", in_axes=(0, 0, None), out_axes=(0, None),
+                              donate_argnums=(0,))
             for phase in method.phases()}
-        self.eval_step = pmap(functools.partial(steps.eval_step, model=model, method=method,
-                                                image_size=config.data.image_size),
-                              "eval", out_axes=None)
-        self.gap_step = pmap(functools.partial(steps.gap_step, model=model,
-                                               image_size=config.data.image_size), "gaps")
-        self.fit_gmm = pmap(functools.partial(steps.fit_gathered_gmm, gmm_config=config.gmm),
-                            "fit_gmm")
-        self._reset = {flag: pmap(functools.partial(optim.reset_optimizer,
-                                                    reset_schedule=flag), "reset_optimizer")
+        self._reset = {flag: self._pmap(functools.partial(optim.reset_optimizer,
+                                                          reset_schedule=flag),
+                                        "reset_optimizer")
                        for flag in (False, True)}
-        self._moment_norm = pmap(lambda s: optim.moment_norm(s.opt_state), "moment_norm",
-                                 out_axes=None)
+        self._moment_norm = self._pmap(lambda s: optim.moment_norm(s.opt_state),
+                                       "moment_norm", out_axes=None)
         self._precompiled: Dict[str, concurrent.futures.Future] = {}
 
-    def _counted(self, name: str, fn: Callable) -> Callable:
-        def traced(*args, **kwargs):
+    def _pmap(self, fn: Callable, name: str, **kwargs) -> Callable:
+        def traced(*args, **kw):
             self.traces[name] += 1  # Python runs this only while JAX traces the function
-            return fn(*args, **kwargs)
-        return traced
+            return fn(*args, **kw)
+        return jax.pmap(traced, axis_name=AXIS, devices=self.devices, **kwargs)
 
+    def map(self, name: str, build: Callable[[str], Callable], **kwargs) -> Callable:
+        """The function `build(axis_name)` mapped over the run's devices (`jax.pmap`
+        keyword arguments in `kwargs`), compiled once per run: later calls with the same
+        `name` return the same mapped function (so `name` must always mean the same
+        computation)."""
+        if name not in self._mapped:
+            self._mapped[name] = self._pmap(build(AXIS), name, **kwargs)
+        return self._mapped[name]
+
+    # ------------------------------------------------------------------ train steps
     def precompile(self, phases: Sequence[str], state, batch: Dict[str, np.ndarray],
                    scalars: Dict[str, Any]) -> None:
         """Compiles the train steps of `phases` in a background thread, so that a later
@@ -196,7 +110,7 @@ class Parallel:
 
     def train_step(self, phase: str) -> Callable:
         """The train step of `phase`: its executable compiled in the background where
-        `precompile` was asked for it, else the pmapped function (compiles on first use)."""
+        `precompile` was asked for it, else the mapped function (compiles on first use)."""
         future = self._precompiled.get(phase)
         if future is None:
             return self.train_steps[phase]
@@ -214,6 +128,68 @@ class Parallel:
         """Whether `phase`'s step was handed to the background compilation."""
         return phase in self._precompiled
 
+    def reset_optimizer(self, state, reset_schedule: bool):
+        """`optim.reset_optimizer` on every device's copy."""
+        return self._reset[bool(reset_schedule)](state)
+
+    def moment_norm(self, state) -> float:
+        """Norm of the optimizer's moment buffers."""
+        return float(self._moment_norm(state))
+
+    # ------------------------------------------------------------------ passes over a split
+    def batch_sums(self, name: str, fn: Callable, state, ds: pipeline.Dataset, split: str,
+                   batch_size: int) -> List[Dict[str, np.ndarray]]:
+        """`fn(state, batch)` (per-shard sums, e.g. of masked per-sample values) over every
+        padded batch of `split`, summed over the devices: one host dict per batch, fetched
+        in one transfer at the end. Compiled once per `name`."""
+        mapped = self.map(name, lambda axis: lambda s, b: jax.lax.psum(fn(s, b), axis),
+                          out_axes=None)
+        sums = [mapped(state, self.shard(batch))
+                for batch in _bar(self.eval_batches(ds, split, batch_size),
+                                  math.ceil(ds.meta.num_examples[split] / batch_size),
+                                  f"{name} {split}")]
+        return jax.device_get(sums)
+
+    def sample_rows(self, name: str, fn: Callable, state, ds: pipeline.Dataset, split: str,
+                    batch_size: int, keep: Sequence[str] = ()) -> Tuple[Dict, Dict]:
+        """`fn(state, batch)` (per-sample arrays) over every sample of `split`.
+
+        Returns `(device, host)`: `device` holds the outputs named in `keep` and `mask`
+        as `[local devices, n]` arrays left on the devices (for a mapped computation over
+        the whole split, e.g. a GMM fit that gathers them), padding included and masked;
+        `host` holds every output, the sample's index, id and label and the data's
+        per-clip ground-truth fields, on every process, for the split's real samples in
+        dataset index order. Compiled once per `name`."""
+        mapped = self.map(name, lambda axis: fn)
+        outs, masks, host = [], [], {}
+        for batch in _bar(self.eval_batches(ds, split, batch_size),
+                          math.ceil(ds.meta.num_examples[split] / batch_size),
+                          f"{name} {split}"):
+            sharded = self.shard(batch)
+            # Device results stay there until the end: no per-batch sync, so reading the
+            # next batch overlaps the forward pass.
+            outs.append(mapped(state, sharded))
+            masks.append(sharded["mask"])
+            # Padding rows too, dropped after the gather: every process sends as many rows.
+            for k, v in batch.items():
+                if k not in _NOT_COLUMNS:
+                    host.setdefault(k, []).append(v)
+        outs, masks = jax.device_get((outs, masks))
+        device = {}
+        for k in outs[0]:
+            values = [np.asarray(o[k]) for o in outs]
+            host[k] = [v.reshape(-1) for v in values]
+            if k in keep:  # joined on the host: no computation outside the mapped steps
+                device[k] = self.put(np.concatenate(values, axis=1))
+        if keep:
+            device["mask"] = self.put(np.concatenate([np.asarray(m) for m in masks], axis=1))
+        host = processes.gather_rows({k: np.concatenate(v) for k, v in host.items()})
+        real = host.pop("mask").astype(bool)
+        host = {k: v[real] for k, v in host.items()}
+        order = np.argsort(host["index"], kind="stable")
+        return device, {k: v[order] for k, v in host.items()}
+
+    # ------------------------------------------------------------------ host <-> devices
     def replicate(self, tree):
         """Host tree -> one copy per local device (leading axis), on the pmap sharding
         (every process holds the same values)."""
@@ -231,7 +207,7 @@ class Parallel:
         return jax.tree.map(_first_copy, tree)
 
     def put(self, array: np.ndarray):
-        """Host `[local devices, ...]` -> one row per local device (e.g. gathered gaps)."""
+        """Host `[local devices, ...]` -> one row per local device."""
         return jax.device_put(array, self.sharding)
 
     def shard(self, batch: Dict[str, np.ndarray]):
@@ -260,31 +236,11 @@ class Parallel:
         lo, hi = pipeline.process_rows(batch_size, self.process_index, self.process_count)
         return np.arange(lo, hi, dtype=np.int32)
 
-    def gather_rows(self, rows: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Host arrays of this process's rows -> every process's rows, process 0's first
-        (each process passes the same number of rows; strings are carried as bytes)."""
-        if self.process_count == 1:
-            return rows
-        out = {}
-        for k, v in rows.items():
-            v = np.asarray(v)
-            if v.dtype == object or v.dtype.kind in "US":
-                out[k] = _gather_strings(v)
-            else:
-                out[k] = np.asarray(multihost_utils.process_allgather(v, tiled=True))
-        return out
 
-    def checkpoints(self, workdir: str, keep: int) -> "SharedCheckpoints":
-        """The run's checkpoints: written and read by process 0, restored everywhere."""
-        return SharedCheckpoints(workdir, keep)
-
-    def reset_optimizer(self, state, reset_schedule: bool):
-        """`optim.reset_optimizer` on every device's copy."""
-        return self._reset[bool(reset_schedule)](state)
-
-    def moment_norm(self, state) -> float:
-        """Norm of the optimizer's moment buffers."""
-        return float(self._moment_norm(state))
+def _bar(iterable, total: int, desc: str):
+    """A progress bar on a terminal, nothing in a log file."""
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
+                disable=not progress.interactive())
 
 
 def _first_copy(x):
@@ -297,61 +253,3 @@ def _first_copy(x):
         if (rows.start or 0) == 0:
             return np.array(np.asarray(shard.data)[0])
     raise ValueError(f"no local copy of row 0 of an array of shape {x.shape}")
-
-
-def _gather_strings(values: np.ndarray) -> np.ndarray:
-    """Every process's strings (object array), process 0's first."""
-    encoded = [str(v).encode() for v in values]
-    width = max([len(e) for e in encoded] + [1])
-    width = int(np.max(multihost_utils.process_allgather(np.int32(width))))
-    buf = np.zeros((len(encoded), width), np.uint8)
-    for i, e in enumerate(encoded):
-        buf[i, :len(e)] = np.frombuffer(e, np.uint8)
-    gathered = np.asarray(multihost_utils.process_allgather(buf, tiled=True))
-    return np.asarray([bytes(r).rstrip(b"\0").decode() for r in gathered], dtype=object)
-
-
-class SharedCheckpoints:
-    """`utils.Checkpointer` run by process 0 alone (every process holds the same
-    replicated state, so its host copy is the whole state); what it restores is sent to
-    every process. Its errors (full disk, damaged checkpoints) stop every process."""
-
-    def __init__(self, workdir: str, keep: int):
-        self._ckpt: Optional[utils.Checkpointer] = on_primary(
-            lambda: utils.Checkpointer(workdir, keep=keep))
-
-    def last_good(self) -> str:
-        if self._ckpt is None:
-            return "process 0 names the last good checkpoint"
-        return self._ckpt.last_good()
-
-    def save(self, epoch: int, state: Any, meta: Dict[str, Any], best: bool) -> None:
-        on_primary(lambda: self._ckpt.save(epoch, state, meta, best=best))
-
-    def wait(self, everywhere: bool = True) -> None:
-        """Blocks until process 0's saves are committed; `everywhere=False` (on the way
-        out of an interrupted run, when the others may be gone) skips the exchange."""
-        if not everywhere:
-            if self._ckpt is not None:
-                self._ckpt.wait()
-            return
-        on_primary(lambda: self._ckpt.wait())
-
-    def close(self) -> None:
-        if self._ckpt is not None:
-            self._ckpt.close()
-
-    def _shared(self, load: Callable[[], Any], template: Any):
-        found = on_primary(load)
-        meta = share_json(None if found is None else found[1])
-        if meta is None:
-            return None
-        return share_arrays(found[0] if found is not None else template), meta
-
-    def resume(self, template: Any):
-        """`Checkpointer.resume` on process 0, its result on every process."""
-        return self._shared(lambda: self._ckpt.resume(template), template)
-
-    def restore(self, template: Any, which: Any = "latest"):
-        """`Checkpointer.restore` on process 0, its result on every process."""
-        return self._shared(lambda: self._ckpt.restore(template, which), template)

@@ -1,11 +1,12 @@
 """What a running job tells its operator: step-level metrics every `log_every_steps`
 steps (`steps.jsonl` and TensorBoard), a tqdm bar on a terminal, plain periodic lines with
 ETAs when the output goes to a file, and one line before each pause that would otherwise
-look like a hang (compilation, GMM fits, the final evaluation)."""
+look like a hang (compilation, GMM fits, the final evaluation). It reports; the loop that
+trains is `avgmm.train`'s."""
 
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import jax
 import numpy as np
@@ -54,76 +55,79 @@ class RunClock:
         return (time.time() - self.start) / steps * (self.total_steps - done_steps)
 
 
-def train_epoch(step_fn: Callable, state: Any, batches: Iterable[Dict[str, np.ndarray]],
-                shard: Callable, scalars: Any, *, positions: np.ndarray, steps: int,
-                batch_size: int, desc: str, log_every: int, first_step: int,
-                on_log: Callable[[int, Dict[str, float], float], None],
-                clock: RunClock, compile_note: Optional[str] = None,
-                timer: Any = None) -> Tuple[Any, Dict[str, float]]:
-    """Runs one epoch of `step_fn(state, batch, scalars)`; returns the state and the
-    epoch's mean of every logged term plus `samples_per_second`.
+class EpochReporter:
+    """Reports the steps of one epoch as they finish: a tqdm bar on a terminal; every
+    `log_every` steps the mean terms of those steps and their samples/s to
+    `on_log(global_step, terms, samples_per_s)` and, without a terminal, a plain line with
+    the epoch's and the run's ETA; at the end the epoch's mean of every term.
 
     samples/s counts from the first step's completion, so a step function's compilation
-    (the first step of each phase) is not in it. Every `log_every` steps the mean terms of
-    those steps and their samples/s go to `on_log(global_step, terms, samples_per_s)`;
-    without a terminal the same moments print a plain line with the ETAs. `timer` (an
-    `avgmm.timing.RunTimer`) is told the time spent waiting for batches and when the
-    run's first step finished.
+    (the first step of each phase) is not in it. `timer` (an `avgmm.timing.RunTimer`) is
+    told the time spent waiting for batches and when the run's first step finished.
     """
-    timer = timing.OFF if timer is None else timer
-    bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True,
-               disable=not interactive())
-    terms: List[Any] = []
-    window_start, window_from = None, 0
-    t0, loop_start = None, time.time()
-    try:
-        for i, batch in enumerate(_timed(batches, timer)):
-            if i == 0 and compile_note:
-                say(compile_note)
-            batch["position"] = positions
-            state, step_terms = step_fn(state, shard(batch), scalars)
-            terms.append(step_terms)
-            bar.update(1)
-            if i == 0:
-                jax.block_until_ready(step_terms)
-                timer.first_step_done()
-                t0 = window_start = time.time()
-                window_from = 1
-                continue
-            done = i + 1
-            if log_every > 0 and done % log_every == 0:
-                recent = jax.device_get(terms[window_from:done])
-                now = time.time()
-                rate = (done - window_from) * batch_size / max(now - window_start, 1e-9)
-                mean = {k: float(np.mean([t[k] for t in recent])) for k in recent[0]}
-                on_log(first_step + done, mean, rate)
-                if not interactive():
-                    epoch_eta = (now - t0) / (done - 1) * (steps - done)
-                    run_eta = clock.eta(first_step + done)
-                    say(f"{desc} step {done}/{steps} | loss {mean['loss']:.4f} | "
-                        f"{rate:.0f} samples/s | epoch ETA {duration(epoch_eta)}"
-                        + (f", run ETA {duration(run_eta)}" if run_eta is not None else ""))
-                window_start, window_from = now, done
-        host_terms = jax.device_get(terms)
-    finally:
-        bar.close()
-    end = time.time()
-    n = len(host_terms)
-    if n > 1:
-        rate = (n - 1) * batch_size / max(end - t0, 1e-9)
-    else:  # one step: its time includes whatever compilation it needed
-        rate = n * batch_size / max(end - loop_start, 1e-9)
-    means = {k: float(np.mean([t[k] for t in host_terms])) for k in host_terms[0]}
-    # From the first step's completion: compilation is not in it.
-    return state, dict(means, samples_per_second=rate)
 
+    def __init__(self, *, steps: int, batch_size: int, desc: str, log_every: int,
+                 first_step: int, on_log: Callable[[int, Dict[str, float], float], None],
+                 clock: RunClock, compile_note: Optional[str] = None, timer: Any = None):
+        self.steps, self.batch_size, self.desc = steps, batch_size, desc
+        self.log_every, self.first_step, self.on_log = log_every, first_step, on_log
+        self.clock, self.compile_note = clock, compile_note
+        self.timer = timing.OFF if timer is None else timer
+        self.terms: List[Any] = []
+        self._bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True,
+                         disable=not interactive())
+        self._t0: Optional[float] = None
+        self._window_start, self._window_from = None, 0
+        self._loop_start = time.time()
 
-def _timed(batches: Iterable[Dict[str, np.ndarray]], timer) -> Iterator[Dict[str, np.ndarray]]:
-    """`batches`, with the time spent waiting for each counted as input."""
-    it = iter(batches)
-    while True:
-        with timer.span("input"):
-            batch = next(it, None)
-        if batch is None:
+    def batches(self, batches: Iterable[Dict[str, np.ndarray]]) -> Iterator[Dict[str, np.ndarray]]:
+        """`batches`, with the time spent waiting for each counted as input, and the
+        compilation note said before the first step."""
+        it = iter(batches)
+        while True:
+            with self.timer.span("input"):
+                batch = next(it, None)
+            if batch is None:
+                return
+            if not self.terms and self.compile_note:
+                say(self.compile_note)
+            yield batch
+
+    def step_done(self, step_terms: Dict[str, Any]) -> None:
+        """Counts a finished step (its terms may still be on the device)."""
+        self.terms.append(step_terms)
+        self._bar.update(1)
+        done = len(self.terms)
+        if done == 1:
+            jax.block_until_ready(step_terms)
+            self.timer.first_step_done()
+            self._t0 = self._window_start = time.time()
+            self._window_from = 1
             return
-        yield batch
+        if self.log_every > 0 and done % self.log_every == 0:
+            recent = jax.device_get(self.terms[self._window_from:done])
+            now = time.time()
+            rate = (done - self._window_from) * self.batch_size / max(now - self._window_start,
+                                                                      1e-9)
+            mean = {k: float(np.mean([t[k] for t in recent])) for k in recent[0]}
+            self.on_log(self.first_step + done, mean, rate)
+            if not interactive():
+                epoch_eta = (now - self._t0) / (done - 1) * (self.steps - done)
+                run_eta = self.clock.eta(self.first_step + done)
+                say(f"{self.desc} step {done}/{self.steps} | loss {mean['loss']:.4f} | "
+                    f"{rate:.0f} samples/s | epoch ETA {duration(epoch_eta)}"
+                    + (f", run ETA {duration(run_eta)}" if run_eta is not None else ""))
+            self._window_start, self._window_from = now, done
+
+    def close(self) -> Dict[str, float]:
+        """Ends the bar; returns the epoch's mean of every term and `samples_per_second`."""
+        self._bar.close()
+        host_terms = jax.device_get(self.terms)
+        end = time.time()
+        n = len(host_terms)
+        if n > 1:
+            rate = (n - 1) * self.batch_size / max(end - self._t0, 1e-9)
+        else:  # one step: its time includes whatever compilation it needed
+            rate = n * self.batch_size / max(end - self._loop_start, 1e-9)
+        means = {k: float(np.mean([t[k] for t in host_terms])) for k in host_terms[0]}
+        return dict(means, samples_per_second=rate)

@@ -7,12 +7,12 @@ import os
 import jax
 import ml_collections
 
+from avgmm import evaluators
 from avgmm import gmm as gmm_lib
 from avgmm import methods
 from avgmm.data import pipeline
 from avgmm.errors import UserError
-from avgmm.optim import total_epochs
-from avgmm.state import DTYPES
+from avgmm.models import DTYPES
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")
@@ -34,8 +34,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     for f in ("schedule.warmup_epochs", "schedule.adaptive_steps"):
         need(functools.reduce(getattr, f.split("."), config) >= 0, f, "an integer >= 0")
     need(config.schedule.epochs_per_step >= 1, "schedule.epochs_per_step", "an integer >= 1")
-    need(total_epochs(config) >= 1, "schedule.warmup_epochs",
-         "warm-up and adaptive epochs must add up to at least 1")
+    need(isinstance(config.epochs, int) and config.epochs >= 1, "epochs", "an integer >= 1")
+    evaluators.validate(config.evaluators, need)
     need(config.gmm.select in gmm_lib.SELECTIONS, "gmm.select",
          f"one of {gmm_lib.SELECTIONS}")
     need(isinstance(config.optimizer.reset_schedule, bool), "optimizer.reset_schedule",

@@ -1,7 +1,7 @@
-"""The train state and the model it trains."""
+"""The train state: parameters, optimizer, BatchNorm statistics, the method's state."""
 
 import functools
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -9,13 +9,8 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from avgmm.data import pipeline
-from avgmm import methods
 from avgmm.methods import Method
-from avgmm.models import AVClassifier
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-AXIS = "batch"  # the device axis of every pmapped function
+from avgmm.models import make_model
 
 
 class TrainState(train_state.TrainState):
@@ -27,20 +22,11 @@ class TrainState(train_state.TrainState):
     epoch: jnp.ndarray
 
 
-def make_model(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,
-               axis_name: Optional[str] = AXIS) -> AVClassifier:
-    """The two-stream classifier, sized from the config and the dataset's metadata, with
-    the fusion head its method trains."""
-    return AVClassifier(num_classes=meta.num_classes, width=config.model.width,
-                        stage_sizes=tuple(config.model.stage_sizes), axis_name=axis_name,
-                        dtype=DTYPES[config.model.dtype],
-                        head_type=methods.REGISTRY[config.method].head)
-
-
-def create_train_state(config: ml_collections.ConfigDict, meta: pipeline.DatasetMeta,
-                       tx: optax.GradientTransformation, method: Method) -> TrainState:
-    """Initialized (unreplicated) state; the model never sees the pmap axis here."""
-    model = make_model(config, meta, axis_name=None)
+def create_train_state(config: ml_collections.ConfigDict, meta, tx: optax.GradientTransformation,
+                       method: Method) -> TrainState:
+    """Initialized (unreplicated) state for a dataset (`DatasetMeta`); the model never
+    sees the device axis here."""
+    model = make_model(config, meta, method.head)
     size = config.data.image_size
     audio = jnp.zeros((1,) + tuple(meta.audio_shape), jnp.float32)
     frames = jnp.zeros((1, config.data.num_frames, size, size, 3), jnp.float32)

@@ -1,26 +1,27 @@
 """Pure step functions, written for one device's shard of the global batch.
 
-`avgmm.parallel.Parallel` maps them over the devices (axis `batch`); with
+`avgmm.parallel.Parallel` maps them over the devices (axis `AXIS`); with
 `axis_name=None` they run on one device under `jax.jit` (benchmarks, tests).
 """
 
 import functools
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avgmm import gmm as gmm_lib
 from avgmm import losses
 from avgmm.data import augment
-from avgmm.methods import Method, StepContext
-from avgmm.models import AVClassifier
 from avgmm.data.pipeline import DatasetMeta
-from avgmm.state import AXIS, TrainState, make_model
+from avgmm.evaluators import Evaluator, Outputs
+from avgmm.methods import Method, StepContext
+from avgmm.models import AVClassifier, make_model
+from avgmm.state import TrainState
 
 Batch = Dict[str, jnp.ndarray]
+AXIS = "batch"  # the device axis of every mapped function
 
 
 def train_step(state: TrainState, batch: Batch, scalars: Dict[str, jnp.ndarray], *,
@@ -54,55 +55,41 @@ def jit_train_step(config: ml_collections.ConfigDict, meta: DatasetMeta, method:
                    phase: str) -> Callable:
     """`train_step(state, batch, scalars)` of one phase jitted for a single device (no
     device axis; the state is donated): benchmarks and tests."""
-    model = make_model(config, meta, axis_name=None)
+    model = make_model(config, meta, method.head, axis_name=None)
     return jax.jit(functools.partial(train_step, model=model, method=method, phase=phase,
                                      config=config, axis_name=None), donate_argnums=(0,))
 
 
-def _eval_logits(model: AVClassifier, state: TrainState, batch: Batch, image_size: int):
+def eval_logits(model: AVClassifier, state: TrainState, batch: Batch, image_size: int):
+    """Inference-mode logits of a batch (evaluation frames, running BatchNorm statistics)."""
     frames = augment.eval_frames(batch["frames"], image_size)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     return model.apply(variables, batch["audio"].astype(jnp.float32), frames, train=False)
 
 
-def eval_step(state: TrainState, batch: Batch, *, model: AVClassifier, method: Method,
-              image_size: int, axis_name: Optional[str] = AXIS) -> Dict[str, jnp.ndarray]:
-    """Sums over the real (unmasked) samples of multimodal/unimodal accuracy, loss, gap."""
-    logits = _eval_logits(model, state, batch, image_size)
-    fused = method.fused(logits)
-    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-    gap = losses.modality_gap(logits.audio, logits.visual, labels)
-    sums = {
-        "count": mask.sum(),
-        "correct": ((fused.argmax(-1) == labels) * mask).sum(),
-        "correct_audio": ((logits.audio.argmax(-1) == labels) * mask).sum(),
-        "correct_visual": ((logits.visual.argmax(-1) == labels) * mask).sum(),
-        "ce_fused": (losses.cross_entropy(fused, labels) * mask).sum(),
-        "gap": (gap * mask).sum(),
-        "gap_sq": (gap * gap * mask).sum(),
-    }
-    if "imbalanced" in batch:  # ground truth of the data: accuracy on the degraded clips
-        flagged = batch["imbalanced"].astype(jnp.float32) * mask
-        sums["count_degraded"] = flagged.sum()
-        sums["correct_degraded"] = ((fused.argmax(-1) == labels) * flagged).sum()
-    return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
+def eval_sums(state: TrainState, batch: Batch, *, model: AVClassifier, method: Method,
+              evaluators: Sequence[Evaluator], image_size: int) -> Dict[str, jnp.ndarray]:
+    """This shard's sums of every evaluator over its real (unmasked) samples, keyed
+    `<evaluator>.<sum>`, and `count`, the number of real samples."""
+    logits = eval_logits(model, state, batch, image_size)
+    mask = batch["mask"].astype(jnp.float32)
+    out = Outputs(fused=method.fused(logits), audio=logits.audio, visual=logits.visual,
+                  label=batch["label"], mask=mask, batch=batch)
+    sums = {"count": mask.sum()}
+    for ev in evaluators:
+        sums.update({f"{ev.name}.{k}": v for k, v in ev.sums(out).items()})
+    return sums
 
 
-def gap_step(state: TrainState, batch: Batch, *, model: AVClassifier,
-             image_size: int) -> Dict[str, jnp.ndarray]:
-    """Per-sample gap and true-class probabilities in inference mode (Algorithm 1, step a)."""
-    logits = _eval_logits(model, state, batch, image_size)
+def sample_outputs(state: TrainState, batch: Batch, *, model: AVClassifier, method: Method,
+                   image_size: int) -> Dict[str, jnp.ndarray]:
+    """Per sample, in inference mode: the modality gap and true-class probabilities
+    (Algorithm 1, step a) and the multimodal and unimodal predictions."""
+    logits = eval_logits(model, state, batch, image_size)
     labels = batch["label"]
     return {"gap": losses.modality_gap(logits.audio, logits.visual, labels),
             "p_audio": losses.true_class_probability(logits.audio, labels),
-            "p_visual": losses.true_class_probability(logits.visual, labels)}
-
-
-def fit_gathered_gmm(gaps: jnp.ndarray, mask: jnp.ndarray, *, gmm_config,
-                     axis_name: str = AXIS) -> gmm_lib.GMMParams:
-    """Gathers every device's gaps and fits the GMM on the full array (Algorithm 1, step b)."""
-    gaps = jax.lax.all_gather(gaps, axis_name, tiled=True)
-    mask = jax.lax.all_gather(mask, axis_name, tiled=True)
-    return gmm_lib.fit_gmm(gaps, mask=mask, max_iters=gmm_config.max_iters,
-                           tol=gmm_config.tol, reg_covar=gmm_config.reg_covar,
-                           select=gmm_config.select)
+            "p_visual": losses.true_class_probability(logits.visual, labels),
+            "pred": method.fused(logits).argmax(-1).astype(jnp.int32),
+            "pred_audio": logits.audio.argmax(-1).astype(jnp.int32),
+            "pred_visual": logits.visual.argmax(-1).astype(jnp.int32)}

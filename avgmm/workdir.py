@@ -1,150 +1,214 @@
-"""Guards around a run's workdir: one run at a time, a full disk and a diverged model
-reported in one line each (`WorkdirError` and its subclasses, which the CLI prints as
-`error: ...`)."""
+"""A run's workdir: the one place that names its files, and the rules around them.
+
+    config.json       the resolved config (written once the config has proven usable)
+    metrics.jsonl     one JSON record per epoch; steps.jsonl every log_every_steps steps
+    tensorboard/      the same scalars as TensorBoard events
+    checkpoints/      latest/<epoch>, best/<epoch>, damaged/ (avgmm.checkpoints)
+    gmm_fits/         fit_NNN.npz of every GMM fit (the adaptive method)
+    results.json      the final results; timing.json where the time went
+    predictions.csv   per-clip predictions of the best checkpoint on the test split
+    plots/, imbalance.csv, imbalance_source.json   written by `python -m avgmm.analyze`
+    .lock             held by the live run (flock)
+
+One run at a time holds the workdir (`Workdir.lock`); a run restarted on it resumes, and
+refuses a config other than the one it started with.
+"""
 
 import contextlib
-import errno
 import fcntl
-import hashlib
-import math
+import json
 import os
 import shutil
 import socket
-from typing import Any, Iterator
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+import ml_collections
 
-LOCK_NAME = ".lock"
-
-
-class WorkdirError(RuntimeError):
-    """A problem with the run's workdir or its outcome, told in one line."""
+from avgmm import config_text, files
+from avgmm.errors import UserError, WorkdirBusyError
 
 
-class WorkdirBusyError(WorkdirError):
-    """Another live process holds the workdir."""
+class Workdir:
+    """The files of one run, by name (`Workdir(path).file(Workdir.RESULTS)` is its results.json)."""
 
+    CONFIG = "config.json"
+    METRICS = "metrics.jsonl"
+    STEPS = "steps.jsonl"
+    TENSORBOARD = "tensorboard"
+    CHECKPOINTS = "checkpoints"
+    GMM_FITS = "gmm_fits"
+    RESULTS = "results.json"
+    TIMING = "timing.json"
+    PREDICTIONS = "predictions.csv"
+    PLOTS = "plots"
+    IMBALANCE_CSV = "imbalance.csv"
+    IMBALANCE_SOURCE = "imbalance_source.json"
+    LOCK = ".lock"
+    # What a run writes, in the order `--fresh` deletes it.
+    OUTPUTS = (CHECKPOINTS, METRICS, STEPS, TENSORBOARD, GMM_FITS, RESULTS, TIMING,
+               PREDICTIONS, CONFIG)
 
-class DiskFullError(WorkdirError):
-    """The workdir's device ran out of space while writing."""
+    def __init__(self, path: str):
+        self.path = os.path.abspath(os.path.expanduser(path))
 
+    def file(self, name: str) -> str:
+        """The path of `name` inside the workdir."""
+        return os.path.join(self.path, name)
 
-class CheckpointError(WorkdirError):
-    """A checkpoint cannot be read back intact."""
+    def __repr__(self) -> str:
+        return f"Workdir({self.path!r})"
 
+    # ------------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[str]:
+        """Holds an exclusive `flock` on `.lock` for the life of the block.
 
-class DivergedError(WorkdirError):
-    """The loss or the parameters became NaN or inf."""
-
-
-# --------------------------------------------------------------------------- lock
-@contextlib.contextmanager
-def lock(workdir: str) -> Iterator[str]:
-    """Holds an exclusive `flock` on `workdir/.lock` for the life of the block.
-
-    The kernel drops the lock when its process dies, so a killed run never blocks the next
-    one; the file's `pid host` content only serves the message when the holder is alive.
-    """
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+        The kernel drops the lock when its process dies, so a killed run never blocks the
+        next one; the file's `pid host` content only serves the message when the holder is
+        alive.
+        """
+        os.makedirs(self.path, exist_ok=True)
+        path = self.file(self.LOCK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").split()
-            pid, host = (holder + ["?", "?"])[:2]
-            raise WorkdirBusyError(f"workdir {workdir} is in use by process {pid} on {host}; "
-                                   "wait for it or use another --workdir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-        yield path
-    finally:
-        os.close(fd)  # releases the flock
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").split()
+                pid, host = (holder + ["?", "?"])[:2]
+                raise WorkdirBusyError(f"workdir {self.path} is in use by process {pid} on "
+                                       f"{host}; wait for it or use another --workdir") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            yield path
+        finally:
+            os.close(fd)  # releases the flock
+
+    def remove_if_unused(self) -> None:
+        """Deletes the workdir if it holds nothing but the lock file (a refused run)."""
+        try:
+            if set(os.listdir(self.path)) <= {self.LOCK}:
+                shutil.rmtree(self.path)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ metrics files
+    def read_metrics(self, name: str = METRICS) -> List[Dict[str, Any]]:
+        """Records of `metrics.jsonl` (or `steps.jsonl`); an unreadable line raises with its
+        line number, except a half-written last line (a run killed mid-write), which is
+        left out."""
+        return _read_records(self.file(name))[0]
+
+    def truncate_metrics(self, keep_epochs_below: int, name: str = METRICS) -> None:
+        """Drops epoch records at or after `keep_epochs_below` (written after the checkpoint
+        that a resumed run restarts from) and a half-written last line, so the file never
+        holds an epoch twice."""
+        path = self.file(name)
+        records, partial = _read_records(path)
+        kept = [r for r in records if r.get("epoch", -1) < keep_epochs_below]
+        if len(kept) != len(records) or partial:
+            files.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+    def run_started(self) -> bool:
+        """Whether the workdir holds trained epochs (metrics or checkpoints), not just a
+        config."""
+        latest = os.path.join(self.file(self.CHECKPOINTS), "latest")
+        has_ckpt = os.path.isdir(latest) and any(d.isdigit() for d in os.listdir(latest))
+        return has_ckpt or bool(self.read_metrics())
+
+    # ------------------------------------------------------------------ config
+    def save_config(self, config: ml_collections.ConfigDict) -> None:
+        """Writes `config.json` atomically."""
+        files.write_json(self.file(self.CONFIG), config_text.config_to_dict(config))
+
+    def saved_config(self) -> Optional[Dict[str, Any]]:
+        """The JSON data of `config.json`, or None when there is none."""
+        if not os.path.exists(self.file(self.CONFIG)):
+            return None
+        with open(self.file(self.CONFIG), encoding="utf-8") as f:
+            return json.load(f)
+
+    def check_config(self, config: ml_collections.ConfigDict,
+                     absent_ok: Optional[Callable[[str, Any], bool]] = None) -> None:
+        """Refuses a workdir whose run was started with a different config.
+
+        `absent_ok(field, value)`: whether a field the saved config lacks (a run saved
+        before the field existed) may have `value` now without changing the run."""
+        saved = self.saved_config()
+        if saved is None or not self.run_started():
+            return
+        diff = config_text.config_diff(upgrade_saved_config(saved),
+                                       config_text.config_to_dict(config))
+        if absent_ok is not None:
+            diff = {k: (a, b) for k, (a, b) in diff.items()
+                    if not (a == "<absent>" and absent_ok(k, b))}
+        if diff:
+            fields = "; ".join(f"{k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
+            raise UserError(
+                f"workdir {self.path} holds a run with a different config ({fields}): resume "
+                "it with the same config, choose another --workdir, or pass --fresh to "
+                "delete its checkpoints and metrics and start over")
+
+    # ------------------------------------------------------------------ results
+    def read_results(self) -> Optional[Dict[str, Any]]:
+        """`results.json`, or None where it is missing or damaged (a damaged one is written
+        again by evaluating)."""
+        try:
+            with open(self.file(self.RESULTS), encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def write_json(self, name: str, obj: Any) -> None:
+        """Writes `obj` as the workdir's JSON file `name`, atomically."""
+        files.write_json(self.file(name), obj)
+
+    # ------------------------------------------------------------------ --fresh
+    def delete_outputs(self) -> Tuple[str, ...]:
+        """`--fresh`: removes what a run wrote (config included); returns what it deleted."""
+        deleted = []
+        for name in self.OUTPUTS:
+            target = self.file(name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            elif os.path.lexists(target):
+                os.remove(target)
+            else:
+                continue
+            deleted.append(name)
+        return tuple(deleted)
 
 
-# --------------------------------------------------------------------------- disk full
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether `exc` or anything it was raised from is ENOSPC (orbax and tensorstore wrap
-    the OSError, sometimes only as text)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(exc) or "ENOSPC" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _read_records(path: str) -> Tuple[List[Dict[str, Any]], bool]:
+    """`(records, partial)`: partial when the last line is a half-written record."""
+    if not os.path.exists(path):
+        return [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    # A run killed while appending leaves a last line without its newline; that record
+    # belongs to an epoch after the last checkpoint, which a resumed run writes again.
+    tail, lines = lines[-1], lines[:-1]
+    records = []
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno} is not valid JSON ({e})") from e
+    if tail.strip():
+        try:
+            records.append(json.loads(tail))
+        except json.JSONDecodeError:
+            return records, True
+    return records, False
 
 
-def _size(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} bytes"
-
-
-def free_bytes(path: str) -> int:
-    """Free space on the device of `path` (or of its nearest existing parent)."""
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    return shutil.disk_usage(path or ".").free
-
-
-@contextlib.contextmanager
-def disk_full_guard(path: str, needed_bytes: int, kept: str = "") -> Iterator[None]:
-    """Turns ENOSPC raised in the block into a `DiskFullError` naming `path`, the space
-    the write needs and, in `kept`, what is still intact."""
-    try:
-        yield
-    except Exception as e:
-        if not is_disk_full(e):
-            raise
-        raise DiskFullError(
-            f"no space left on the device of {path}: the write needs about "
-            f"{_size(needed_bytes)}, {_size(free_bytes(path))} are free"
-            f"{'; ' + kept if kept else ''}. Free some space (or use another --workdir) "
-            "and run the same command again") from e
-
-
-# --------------------------------------------------------------------------- state checks
-def tree_digest(tree: Any) -> str:
-    """sha256 over the dtype, shape and bytes of every leaf (host or device arrays).
-
-    Integers count as int64: a Python int in the restore template (the initial `step`)
-    comes back with another integer width than the array that was saved.
-    """
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        a = np.asarray(jax.device_get(leaf))
-        if np.issubdtype(a.dtype, np.integer):
-            a = a.astype(np.int64)
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def tree_nbytes(tree: Any) -> int:
-    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
-
-
-@jax.jit
-def _all_finite(tree: Any) -> jnp.ndarray:
-    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-             if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
-
-
-def check_finite(step: int, tree: Any, loss: float, last_good: str) -> None:
-    """Raises `DivergedError` when the epoch's mean loss or any floating leaf of `tree`
-    (reduced on the device: one scalar comes back) is NaN or inf."""
-    if math.isfinite(loss) and bool(_all_finite(tree)):
-        return
-    raise DivergedError(
-        f"training diverged in epoch {step} (loss {loss}; NaN or inf in the loss or the "
-        f"parameters): the epoch was neither saved nor evaluated; {last_good}. Lower "
-        "config.optimizer.learning_rate and start again with --fresh")
+def upgrade_saved_config(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """A `config.json` written before `config.epochs` existed, with the budget it ran:
+    its adaptive schedule's epochs (the budget every method had then)."""
+    if "epochs" in saved or "schedule" not in saved:
+        return saved
+    s = saved["schedule"]
+    finetune = saved.get("adaptive", {}).get("finetune_epochs", 0)
+    return dict(saved, epochs=s["warmup_epochs"] + s["adaptive_steps"] * s["epochs_per_step"]
+                + finetune)

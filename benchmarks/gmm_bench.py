@@ -67,7 +67,7 @@ def collection_vs_epoch(config_name: str):
     """Seconds of a steady-state training epoch and of one gap collection + GMM fit."""
     import importlib
 
-    from avgmm import evaluation, methods, run_config, steps, train
+    from avgmm import build, evaluation, methods, run_config, steps
     from avgmm.data import avsynth
 
     config = importlib.import_module(f"configs.{config_name}").get_config()
@@ -76,7 +76,7 @@ def collection_vs_epoch(config_name: str):
         avsynth.prepare(tmp, builder_config)
         config.data.data_dir = tmp
         ds = run_config.open_dataset(config)
-        _, par, template = train.build(config, ds)
+        _, par, template = build.build(config, ds)
         state = par.replicate(template)
         positions = np.arange(config.batch_size, dtype=np.int32)
         scalars = steps.step_scalars(config, methods.get(config), 0)
@@ -91,8 +91,10 @@ def collection_vs_epoch(config_name: str):
 
         def collect(state):
             start = time.perf_counter()
-            gaps, mask, _ = evaluation.collect_gaps(par, state, ds, "train", config.eval_batch_size)
-            jax.block_until_ready(par.fit_gmm(gaps, mask))
+            device, _ = evaluation.sample_rows(par, state, ds, "train", config.eval_batch_size,
+                                               keep=("gap",))
+            jax.block_until_ready(gmm_lib.fit_on_devices(par, device["gap"], device["mask"],
+                                                         config.gmm))
             return time.perf_counter() - start
 
         state, _ = epoch(state, 0)  # compiles

@@ -6,7 +6,7 @@ Prepare the data first, e.g. offline from the FSDD recordings and scikit-learn's
 (width 16) on 64 x 65 spectrograms and one 28 x 28 image; a few minutes on 2 cores.
 """
 
-from configs import default
+from avgmm import config_defaults as default
 from data_prep import features
 
 
@@ -25,6 +25,7 @@ def get_config():
     config.data.expect.frame_size = 28
     config.model.width = 16
     default.use_study_loss(config)
+    config.epochs = 12
     config.schedule.warmup_epochs = 6
     config.schedule.adaptive_steps = 3
     config.schedule.epochs_per_step = 2

@@ -7,7 +7,7 @@ batch 64, weight decay 1e-4, StepLR(70, 0.1). Not stated, ours: 30 warm-up epoch
 7 adaptive steps of 10 epochs.
 """
 
-from configs import default
+from avgmm import config_defaults as default
 from data_prep import features
 
 

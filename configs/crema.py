@@ -7,7 +7,7 @@ weight decay 1e-4, StepLR(70 epochs, 0.1), one frame per clip at 224 x 224.
 Not stated, our choice: 30 warm-up epochs + 7 adaptive steps x 10 epochs (100 epochs).
 """
 
-from configs import default
+from avgmm import config_defaults as default
 from data_prep import features
 
 

@@ -4,7 +4,7 @@
 baseline. A narrow ResNet-18 (width 8) on 40x48 spectrograms and one 32x32 frame.
 """
 
-from configs import default
+from avgmm import config_defaults as default
 
 
 def get_config():
@@ -15,6 +15,7 @@ def get_config():
     config.data.image_size = 32
     config.model.width = 8
     default.use_study_loss(config)
+    config.epochs = 10
     config.schedule.warmup_epochs = 4
     config.schedule.adaptive_steps = 3
     config.schedule.epochs_per_step = 2

@@ -9,7 +9,7 @@ pre-processing/get_ks.py audio: 16 kHz, 10 s, scipy PSD 512 / noverlap 353, log,
 adaptive steps of 10 epochs (100 epochs, OGM-GE's default count).
 """
 
-from configs import default
+from avgmm import config_defaults as default
 from data_prep import features
 
 

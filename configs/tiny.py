@@ -1,6 +1,6 @@
 """A seconds-long run for tests and smoke checks: avsynth/tiny and a 2-stage ResNet."""
 
-from configs import default
+from avgmm import config_defaults as default
 
 
 def get_config():
@@ -11,6 +11,7 @@ def get_config():
     config.data.prefetch = 0
     config.model.width = 4
     config.model.stage_sizes = (1, 1)
+    config.epochs = 3
     config.schedule.warmup_epochs = 1
     config.schedule.adaptive_steps = 2
     config.schedule.epochs_per_step = 1
@@ -31,6 +32,7 @@ def shrink(config, image_size: int, batch_size: int):
     config.data.prefetch = 0
     config.batch_size = config.eval_batch_size = batch_size
     config.num_devices = 1
+    config.epochs = 2
     config.schedule.warmup_epochs = 1
     config.schedule.adaptive_steps = 1
     config.schedule.epochs_per_step = 1

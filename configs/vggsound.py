@@ -11,7 +11,7 @@ adaptive steps of 10 epochs. The train split (about 100 GB decoded) is read from
 prepared records, not cached: see config.data.cache_max_gb.
 """
 
-from configs import default
+from avgmm import config_defaults as default
 from data_prep import features
 
 

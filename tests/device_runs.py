@@ -6,7 +6,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from avgmm import train, utils
+from avgmm import train
+from avgmm.workdir import Workdir
 
 
 def train_on_device_counts(config, root, counts: Sequence[int] = (1, 4)) -> Dict[int, List]:
@@ -20,7 +21,7 @@ def train_on_device_counts(config, root, counts: Sequence[int] = (1, 4)) -> Dict
         results = train.train_and_evaluate(config, workdir)
         for key in ("test_accuracy", "test_accuracy_audio", "test_accuracy_visual"):
             assert 0.0 <= results[key] <= 1.0, (n, key, results[key])
-        runs[n] = utils.read_metrics(workdir)
+        runs[n] = Workdir(workdir).read_metrics()
     return runs
 
 

@@ -8,7 +8,8 @@ import statistics
 import numpy as np
 import pytest
 
-from avgmm import analyze, report, train
+from avgmm import train
+from avgmm.analysis import analyze, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +86,7 @@ def test_report_pools_seeds_into_mean_and_spread(two_seeds, tmp_path):
             results[name] = json.load(f)
     rows = report.aggregate([report.load(r) for r in report.find_runs([str(root)])])
     assert len(rows) == 2
-    full = next(r for r in rows if r["method"] == report.LABELS["full"])
+    full = next(r for r in rows if r["method_name"] == "adaptive")
     concat = next(r for r in rows if r["method"] == "Baseline (Concat)")
     assert full["seeds"] == 2 and concat["seeds"] == 1
     accs = [100 * results[s]["test_accuracy"] for s in ("s0", "s1")]
@@ -104,35 +105,35 @@ def test_report_pools_seeds_into_mean_and_spread(two_seeds, tmp_path):
     assert len(table) == 2 and float(table[0]["seeds"]) in (1, 2)
 
 
-def test_report_names_ablations_and_paper_numbers():
-    from configs import crema
+def test_report_labels_runs_by_their_recorded_variant():
+    from avgmm import experiments
 
-    config = json.loads(crema.get_config().to_json())
-    base = json.loads(json.dumps(config))
-    assert report.ablation_name(config) == (report.LABELS["full"], "full")
-    config["loss"]["beta"] = 0.0
-    assert report.ablation_name(config)[1] == "beta0"
-    config["loss"]["beta"] = 1.0
-    config["optimizer"].update(name="adam", reset_between_phases=False)
-    label, key = report.ablation_name(config)
-    assert key == "adam_no_reset" and report.PAPER[("CREMA-D", key)] == 75.67
-    config["loss"]["gamma"] = 0.0
-    assert report.ablation_name(config)[1] is None  # two changes: no paper row
-    # The paper's open readings are named, never mistaken for the full method.
-    for section, field, value, label in (
-            ("loss", "lambda_epoch", "step", "lambda_step"),
-            ("loss", "posteriors_from", "refit", "posteriors_refit"),
-            ("gmm", "select", "bic", "gmm_bic")):
-        changed = json.loads(json.dumps(base))
-        changed.setdefault(section, {})[field] = value
-        assert report.ablation_name(changed) == (report.LABELS[label], label)
-    changed = json.loads(json.dumps(base))
-    changed["loss"]["unimodal_weight"] = 0.5
-    assert report.ablation_name(changed)[0].endswith("w = 0.5")
+    beta0 = experiments.find("beta0")
+    assert report.run_label({"method": "adaptive", "variant": "beta0"}) == (beta0.label,
+                                                                            "beta0")
+    assert report.PAPER[("CREMA-D", "adam_no_reset")] == 75.67
+    assert report.run_label({"method": "adaptive", "variant": "adam_no_reset"})[1] == \
+        "adam_no_reset"
+    assert report.run_label({"method": "adaptive", "variant": "lambda_step"})[1] is None
+    # Without a variant: the method's label; a baseline's name is its Table 1 key.
+    assert report.run_label({"method": "ogm_ge", "variant": ""}) == ("OGM-GE", "ogm_ge")
+    assert report.run_label({"method": "adaptive"})[1] is None
+
+
+def test_every_variant_name_means_one_experiment_in_every_sweep():
+    from avgmm import experiments
+
+    seen = {}
+    for sweep in experiments.SWEEPS.values():
+        for v in sweep.variants():
+            assert seen.setdefault(v.name, v) == v, v.name
+            assert all(o.startswith("--config.") for o in v.overrides), v
 
 
 def test_report_markdown_escapes_pipes_in_labels():
-    row = {"dataset": "CREMA-D", "method": report.LABELS["beta0"], "seeds": 1,
+    from avgmm import experiments
+
+    row = {"dataset": "CREMA-D", "method": experiments.find("beta0").label, "seeds": 1,
            "paper": 79.3}
     for metric, _ in report.METRICS:
         row[metric], row[metric + ".std"] = 50.0, None
@@ -188,18 +189,18 @@ def test_report_counts_each_seed_once(two_seeds, tmp_path, capsys):
     found = report.find_runs([str(root), runs["s0"], str(copy)])
     assert len(found) == 4  # s0, s1, concat, the copy
     rows = report.aggregate([report.load(r) for r in found])
-    full = next(r for r in rows if r["method"] == report.LABELS["full"])
+    full = next(r for r in rows if r["method_name"] == "adaptive")
     assert full["seeds"] == 2
     assert "repeats seed 0" in capsys.readouterr().err
 
 
 def test_figures_name_their_run_and_show_only_the_loss_terms_in_use(two_seeds, tmp_path):
-    from avgmm import plots
+    from avgmm.analysis import plots
 
     _, runs = two_seeds
     config, records = analyze.load_run(runs["s1"])
-    assert analyze.run_label(config) == ("GMM adaptive loss (full; SGD, reset state) on avsynth/tiny, "
-                                         "seed 1 [configs/tiny.py]")
+    assert analyze.run_label(config) == ("GMM adaptive loss (the paper's method) on "
+                                         "avsynth/tiny, seed 1 [configs/tiny.py]")
     config.loss.beta = 0.0
     assert analyze.run_label(config).endswith("[configs/tiny.py + loss.beta=0.0]")
     adaptive = next(r for r in records if r["phase"] == "adaptive")
@@ -232,27 +233,29 @@ def test_imbalance_csv_says_which_checkpoint_and_gmm_made_it(two_seeds):
 
 
 def test_table1_layout_orders_methods_and_shows_the_papers_numbers():
+    from avgmm import experiments
     from configs import demo
 
-    def run(method, seed, acc, **loss):
+    def run(variant, seed, acc):
         config = json.loads(demo.get_config().to_json())
-        config.update(method=method, seed=seed)
-        config["loss"].update(loss)
+        method = "adaptive" if variant.startswith("adaptive") else variant
+        config.update(method=method, seed=seed, variant=variant)
         results = {"test_accuracy": acc, "last_epoch": {"accuracy": acc},
                    "test_accuracy_audio": 0.5, "test_accuracy_visual": 0.4,
                    "peer_protocol_best_test_accuracy": acc + 0.01}
-        return {"run": f"{method}{seed}", "config": config, "results": results}
+        return {"run": f"{variant}{seed}", "config": config, "results": results}
 
-    paper_loss = {"unimodal_weight": 0.0, "gap_gradient": "both"}
-    runs = [run("adaptive", s, 0.8 + s / 100, **paper_loss) for s in (0, 1)]
-    runs += [run("adaptive", 0, 0.9), run("ogm_ge", 0, 0.7), run("ogm_ge", 1, 0.72),
+    runs = [run("adaptive_paper", s, 0.8 + s / 100) for s in (0, 1)]
+    runs += [run("adaptive_ours", 0, 0.9), run("ogm_ge", 0, 0.7), run("ogm_ge", 1, 0.72),
              run("concat", 0, 0.6), run("warmup_only", 0, 0.85)]
     rows = report.table1_rows(report.aggregate(runs, paper=False))
     names = [r["method"] for r in rows]
     # The paper's order, the rows it has that we did not run in place, ours at the end.
-    assert names[:3] == ["Baseline (Concat)", "G-Blending (not run)", "OGM-GE"]
-    assert names.index("OPM&OGM (not run)") < names.index("Warm-up loss only")
-    assert names[-2] == report.LABELS["full"] and names[-1].startswith("gap gradient")
+    assert names[:2] == ["Baseline (Concat)", "G-Blending (not run)"]
+    assert names[2] == "OGM-GE"
+    assert names.index("OPM&OGM (not run)") < names.index("Warm-up loss only (control)")
+    assert names[-2] == experiments.find("adaptive_paper").label
+    assert names[-1] == experiments.find("adaptive_ours").label
     ogm = rows[2]
     assert ogm["seeds"] == 2 and ogm["test_accuracy"] == pytest.approx(71.0)
     assert (ogm["paper_crema_d"], ogm["paper_ave"]) == (68.95, 66.14)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from avgmm import evaluation, main, run_config, train, utils
+from avgmm import config_text, errors, evaluation, main, run_config, train
+from avgmm.workdir import Workdir
 from avgmm.data import pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +96,7 @@ def test_user_errors_exit_2_with_optional_traceback_and_bugs_keep_theirs(
 
 
 def test_preparation_mismatch_names_every_differing_field(tiny_data_dir):
-    with pytest.raises(utils.UserError) as e:
+    with pytest.raises(errors.UserError) as e:
         pipeline.load_dataset("avsynth/tiny", tiny_data_dir, 1,
                               {"frame_size": 224, "num_frames": 5, "sample_rate": None})
     message = str(e.value)
@@ -109,9 +110,9 @@ def test_preparation_mismatch_names_every_differing_field(tiny_data_dir):
 def test_runs_saved_before_the_expect_fields_existed_still_resume():
     saved = {"data": {"expect": {}, "name": "x"}}
     now = {"data": {"expect": {"sample_rate": None, "split_source": None}, "name": "x"}}
-    assert utils.config_diff(saved, now) == {}
+    assert config_text.config_diff(saved, now) == {}
     now["data"]["expect"]["sample_rate"] = 8000
-    assert utils.config_diff(saved, now) == {"data.expect.sample_rate": ("<absent>", 8000)}
+    assert config_text.config_diff(saved, now) == {"data.expect.sample_rate": ("<absent>", 8000)}
 
 
 def test_avsynth_is_built_on_first_use(tmp_path, capsys):
@@ -142,7 +143,7 @@ def test_ctrl_c_finished_run_and_fresh(tiny_config, tmp_path, capsys, monkeypatc
     assert main.run(tiny_config, workdir) == 0
     out = capsys.readouterr().out
     results = json.loads(out[out.index("\n{") + 1:])
-    assert [r["epoch"] for r in utils.read_metrics(workdir)] == [1, 2]
+    assert [r["epoch"] for r in Workdir(workdir).read_metrics()] == [1, 2]
 
     def no_evaluation(*args, **kwargs):
         raise AssertionError("a finished run was evaluated again")
@@ -166,13 +167,13 @@ def test_step_metrics_progress_lines_and_announced_pauses(tiny_config, tmp_path,
     workdir = str(tmp_path / "run")
     train.train_and_evaluate(tiny_config, workdir)
     out = capsys.readouterr().out
-    with open(os.path.join(workdir, utils.STEPS_FILE)) as f:
+    with open(os.path.join(workdir, Workdir.STEPS)) as f:
         steps = [json.loads(line) for line in f]
     # The first step of each epoch opens the window (its time may hold compilation).
     assert [r["step"] for r in steps] == [2, 3, 5, 6, 8, 9]
     assert [r["epoch"] for r in steps] == [1, 1, 2, 2, 3, 3]
     assert {"loss", "learning_rate", "samples_per_second"} <= set(steps[0]["train"])
-    assert [r["epoch"] for r in utils.read_metrics(workdir)] == [1, 2, 3]
+    assert [r["epoch"] for r in Workdir(workdir).read_metrics()] == [1, 2, 3]
     # Output to a file (not a terminal): plain lines with the ETAs.
     assert "epoch 1/3 step 2/3 | loss " in out and "epoch ETA " in out and "run ETA " in out
     for pause in ("compiling the warmup train step", "compiling the adaptive train step",

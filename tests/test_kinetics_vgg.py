@@ -208,13 +208,13 @@ def test_large_split_streams_from_records_with_identical_batches(vgg_prepared, t
 
 
 def test_configs_load_validate_and_match_their_converters():
-    from avgmm import config_text, train
+    from avgmm import config_text, run_config
 
     for module, builder, audio in (
             (ks_config, kinetics_sounds.KineticsSoundsAv, kinetics_sounds.KINETICS_SOUNDS_AUDIO),
             (vgg_config, vggsound.VggsoundAv, vggsound.VGGSOUND_AUDIO)):
         config = module.get_config()
-        train.validate_config(config, 1)
+        run_config.validate_config(config, 1)
         assert pipeline.cache_limit_gb(config.data.cache_max_gb) == pipeline.CACHE_MAX_GB
         assert config.data.name == builder.name
         assert pipeline.CONVERTERS[builder.name] == builder.__module__

@@ -1,14 +1,16 @@
-"""launch.sh: the ablation sweep's commands and argument errors."""
+"""launch.sh: the sweeps' commands and argument errors."""
 
 import os
 import subprocess
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
 
 
 def _launch(*args):
     return subprocess.run(["bash", os.path.join(REPO, "launch.sh"), *args], cwd=REPO,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHON="py"))
+                          capture_output=True, text=True, env=dict(os.environ, PYTHON=PY))
 
 
 def test_ablations_dry_run_lists_tables_2_and_3_for_each_seed():
@@ -16,10 +18,11 @@ def test_ablations_dry_run_lists_tables_2_and_3_for_each_seed():
                   "--config.batch_size=32")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert lines.pop() == ("py -m avgmm.report runs/ablations/crema "
+    assert lines.pop() == (f"{PY} -m avgmm.report runs/ablations/crema "
                            "--out=runs/ablations/crema")
     assert len(lines) == 30  # 15 runs per seed
-    assert all(line.startswith("py -m avgmm.main --config=configs/crema.py") for line in lines)
+    assert all(line.startswith(f"{PY} -m avgmm.main --config=configs/crema.py")
+               for line in lines)
     assert all("--config.batch_size=32" in line for line in lines)
     joined = "\n".join(lines[:15])
     for override in ("--config.loss.alpha=0", "--config.loss.beta=0", "--config.loss.gamma=0",
@@ -38,27 +41,22 @@ def test_ablations_dry_run_lists_tables_2_and_3_for_each_seed():
 def test_unknown_command_fails_with_usage():
     out = _launch("bogus")
     assert out.returncode == 2 and "unknown command 'bogus'" in out.stderr
-    assert "ablations CONFIG" in out.stderr
+    assert "ablations|table1|study CONFIG" in out.stderr
 
 
 def test_table1_dry_run_lists_every_registered_method_for_each_seed():
-    import sys
+    from avgmm import experiments, methods
 
-    from avgmm import methods
-
-    out = subprocess.run(["bash", os.path.join(REPO, "launch.sh"), "table1", "configs/demo.py",
-                          "--seeds", "2", "--dry-run", "--workdir=/tmp/t1"], cwd=REPO,
-                         capture_output=True, text=True,
-                         env=dict(os.environ, PYTHON=sys.executable))
+    out = _launch("table1", "configs/demo.py", "--seeds", "2", "--dry-run", "--workdir=/tmp/t1")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines.pop().endswith("-m avgmm.report /tmp/t1 --out=/tmp/t1 --table1")
-    runs = methods.table1_runs()
+    runs = experiments.table1()
     assert len(lines) == 2 * len(runs)
     for name in methods.REGISTRY:  # every method has a row
         assert any(f"--config.method={name}" in line for line in lines), name
     for seed in (0, 1):
-        for entry in runs:
-            run, overrides = entry.split(":", 1)
-            assert any(f"--workdir=/tmp/t1/{run}/seed{seed} --config.seed={seed} "
-                       f"{overrides}" in line for line in lines), (run, seed)
+        for v in runs:
+            assert any(f"--workdir=/tmp/t1/{v.name}/seed{seed} --config.seed={seed} "
+                       f"--config.variant={v.name} {' '.join(v.overrides)}" in line
+                       for line in lines), (v.name, seed)

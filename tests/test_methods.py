@@ -49,20 +49,21 @@ def test_every_registered_method_is_a_method_with_its_name():
 
 
 def test_a_run_saved_before_method_settings_existed_still_resumes(tiny_config, tmp_path):
-    from avgmm import utils
+    from avgmm import config_text
+    from avgmm.workdir import Workdir
 
     workdir = tmp_path / "old"
     workdir.mkdir()
-    saved = utils.config_to_dict(tiny_config)
+    saved = config_text.config_to_dict(tiny_config)
     for name in methods.REGISTRY:  # as written before any method had its own settings
         saved.pop(name, None)
     (workdir / "config.json").write_text(json.dumps(saved))
     (workdir / "metrics.jsonl").write_text('{"epoch": 1}\n')  # a started run
     ok = lambda field, value: methods.absent_field_ok(tiny_config, field, value)  # noqa: E731
-    utils.check_config(tiny_config, str(workdir), absent_ok=ok)
+    Workdir(str(workdir)).check_config(tiny_config, absent_ok=ok)
     # Another method's settings never matter; the method's own only at their defaults.
     tiny_config.ogm_ge.alpha = 0.5
-    utils.check_config(tiny_config, str(workdir), absent_ok=ok)
+    Workdir(str(workdir)).check_config(tiny_config, absent_ok=ok)
     tiny_config.adaptive.finetune_epochs = 2
     with pytest.raises(ValueError, match=r"adaptive\.finetune_epochs: saved '<absent>'"):
-        utils.check_config(tiny_config, str(workdir), absent_ok=ok)
+        Workdir(str(workdir)).check_config(tiny_config, absent_ok=ok)

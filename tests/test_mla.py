@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avgmm import train
+from avgmm import build, train
 from avgmm.data import augment
 from avgmm.methods import StepContext, mla
 from avgmm.models import AVLogits
 from avgmm.run_config import open_dataset
-from avgmm.state import make_model
+from avgmm.models import make_model
 
 
 # ------------------------------------------------------------------ test-time fusion
@@ -85,10 +85,10 @@ def mla_setup(tiny_config):
     tiny_config.method = "mla"
     tiny_config.num_devices = 1
     ds = open_dataset(tiny_config)
-    method, _, state = train.build(tiny_config, ds)
+    method, _, state = build.build(tiny_config, ds)
     batch = next(iter(ds.train_batches(tiny_config.batch_size, 0, 0, 0)))
     batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "id"}
-    model = make_model(tiny_config, ds.meta, axis_name=None)
+    model = make_model(tiny_config, ds.meta, "shared")
     ctx = StepContext(model=model, axis_name=None, key=jax.random.key(0),
                       frames=augment.eval_frames(batch["frames"],
                                                  tiny_config.data.image_size))

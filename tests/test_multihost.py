@@ -171,10 +171,10 @@ def test_launch_multihost_runs_one_task_per_node_through_srun():
 
 def test_an_error_found_by_process_0_stops_every_process_with_one_message(tiny_config,
                                                                            tmp_path):
-    from avgmm import workdir as workdir_lib
+    from avgmm.workdir import Workdir
 
     workdir = str(tmp_path / "busy")
-    with workdir_lib.lock(workdir):  # another run holds the workdir
+    with Workdir(workdir).lock():  # another run holds the workdir
         procs = _launch(tiny_config, workdir, str(tmp_path))
         for p in procs:
             p.wait(timeout=120)

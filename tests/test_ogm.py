@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avgmm import methods, train, utils
+from avgmm import methods, train
+from avgmm.workdir import Workdir
 from avgmm.methods import base, ogm, ogm_ge
 
 CTX = base.StepContext(model=None, axis_name=None, key=jax.random.key(0), frames=None)
@@ -145,7 +146,7 @@ def test_tiny_run_trains_and_logs_the_coefficients(tiny_config, tmp_path, method
         tiny_config.ogm.warmup_epochs = 1  # the default six would leave 3 epochs unmodulated
     workdir = str(tmp_path / method)
     results = train.train_and_evaluate(tiny_config, workdir)
-    records = utils.read_metrics(workdir)
+    records = Workdir(workdir).read_metrics()
     assert len(records) == 3
     expected = [True] * 3 if method == "ogm_ge" else [False, True, True]
     assert [r["modulated"] for r in records] == expected

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avgmm import train, utils
+from avgmm import train
+from avgmm.workdir import Workdir
 from avgmm.methods import opm
 
 
@@ -99,7 +100,7 @@ def test_tiny_run_drops_after_the_warm_up(tiny_config, tmp_path):
     tiny_config.opm.p_exe = 1.0  # every batch drops: the kept fractions show it
     workdir = str(tmp_path / "opm")
     results = train.train_and_evaluate(tiny_config, workdir)
-    records = utils.read_metrics(workdir)
+    records = Workdir(workdir).read_metrics()
     assert [r["dropping"] for r in records] == [False, True, True]
     warm = records[0]["train"]
     assert warm["executed"] == 0 and warm["kept_audio"] == 1 and warm["kept_visual"] == 1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import device_runs
-from avgmm import methods, train
+from avgmm import build, methods, train
 from avgmm.data import augment, pipeline
 from avgmm.methods import pmr
 from avgmm.models import AVLogits
@@ -104,15 +104,15 @@ def test_prototypes_are_inference_mode_class_means_of_the_training_features(tiny
     config = tiny_config
     config.method = "pmr"
     ds = pipeline.load_dataset(config.data.name, config.data.data_dir, config.data.num_frames)
-    built = train.build(config, ds)
+    built = build.build(config, ds)
     state = built.par.replicate(built.template)
     run = methods.RunContext(par=built.par, ds=ds, config=config, workdir="", meta={})
     state, record = built.method.on_epoch_start(run, state, 0)
     got = built.par.fetch(state.method_state)
     # The same features on one device, without pmap.
-    from avgmm.state import make_model
+    from avgmm.models import make_model
 
-    model = make_model(config, ds.meta, axis_name=None)
+    model = make_model(config, ds.meta)
     host = built.template
     variables = {"params": host.params, "batch_stats": host.batch_stats}
     feats, labels = [], []

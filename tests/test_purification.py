@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from avgmm import gmm as gmm_lib
-from avgmm import optim, plots, report, train
+from avgmm import train
+from avgmm.analysis import plots, report
 from avgmm.errors import UserError
 from avgmm.methods import adaptive
 from avgmm.models import AVLogits
@@ -60,12 +61,13 @@ def test_finetune_loss_is_the_mean_fused_ce_of_the_kept_samples_hand_worked():
     np.testing.assert_allclose(loss, 1.151293, rtol=1e-5)
 
 
-def test_finetune_epochs_count_in_every_methods_budget_and_are_validated(tiny_config):
-    assert optim.total_epochs(tiny_config) == 3  # 1 warm-up + 2 adaptive
+def test_finetune_epochs_are_part_of_the_budget_and_are_validated(tiny_config):
+    assert tiny_config.epochs == 3  # 1 warm-up + 2 adaptive
     tiny_config.adaptive.finetune_epochs = 2
-    assert optim.total_epochs(tiny_config) == 5
-    tiny_config.method = "concat"
-    assert optim.total_epochs(tiny_config) == 5
+    # The schedule no longer adds up to the budget: refused, naming the fix.
+    with pytest.raises(UserError, match=r"config\.epochs=3 .* = 5 epochs; set config\.epochs=5"):
+        train.train_and_evaluate(tiny_config, "/nonexistent/never/written")
+    tiny_config.epochs = 5
     for field, value in (("finetune_epochs", -1), ("finetune_threshold", 1.5)):
         bad = tiny_config.copy_and_resolve_references()
         bad.method = "adaptive"
@@ -74,18 +76,25 @@ def test_finetune_epochs_count_in_every_methods_budget_and_are_validated(tiny_co
             train.train_and_evaluate(bad, "/nonexistent/never/written")
 
 
-def test_report_labels_a_purified_run():
-    config = {"method": "adaptive", "adaptive": {"finetune_epochs": 3},
-              "loss": {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "use_gmm_weights": True},
-              "optimizer": {"name": "sgd", "reset_between_phases": True}}
-    assert report.ablation_name(config) == (
-        report.LABELS["full"] + " + GMM purification (3 epochs)", None)
-    config["adaptive"]["finetune_epochs"] = 0
-    assert report.ablation_name(config) == (report.LABELS["full"], "full")
+def test_report_tells_a_purified_run_from_the_plain_one(tiny_config):
+    # Runs without a recorded variant that share a label get the fields that differ.
+    def run(finetune, seed):
+        config = json.loads(tiny_config.to_json_best_effort())
+        config["seed"], config["adaptive"]["finetune_epochs"] = seed, finetune
+        return {"run": f"r{finetune}{seed}", "config": config,
+                "results": {"test_accuracy": 0.5, "last_epoch": {"accuracy": 0.5},
+                            "peer_protocol_best_test_accuracy": 0.5}}
+
+    rows = report.aggregate([run(0, 0), run(0, 1), run(3, 0)], paper=False)
+    labels = sorted(r["method"] for r in rows)
+    assert labels[0].endswith("[adaptive.finetune_epochs=0]")
+    assert labels[1].endswith("[adaptive.finetune_epochs=3]")
+    assert sorted(r["seeds"] for r in rows) == [1, 2]
 
 
 def test_tiny_run_with_one_purification_epoch(tiny_config, tmp_path):
     tiny_config.adaptive.finetune_epochs = 1
+    tiny_config.epochs = 4
     workdir = str(tmp_path / "purified")
     results = train.train_and_evaluate(tiny_config, workdir)
     assert results["epochs"] == 4 and results["gmm_fits"] == 3

@@ -3,10 +3,11 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
-from avgmm import study
+from avgmm.analysis import study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,10 +70,11 @@ def test_study_refuses_a_folder_without_runs(tmp_path):
 def test_launch_study_dry_run_lists_every_variant_for_each_seed():
     out = subprocess.run(["bash", os.path.join(REPO, "launch.sh"), "study",
                           "configs/av_mnist.py", "--seeds", "2", "--dry-run"], cwd=REPO,
-                         capture_output=True, text=True, env=dict(os.environ, PYTHON="py"))
+                         capture_output=True, text=True,
+                         env=dict(os.environ, PYTHON=sys.executable))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert lines.pop() == "py -m avgmm.study runs/study/av_mnist"
+    assert lines.pop() == f"{sys.executable} -m avgmm.study runs/study/av_mnist"
     assert len(lines) == 2 * 13
     paper = [line for line in lines if "/paper/seed1 " in line]
     assert paper and "--config.loss.unimodal_weight=0 --config.loss.gap_gradient=both" in paper[0]

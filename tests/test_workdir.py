@@ -14,8 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from avgmm import run_config, train, utils
-from avgmm import workdir as workdir_lib
+from avgmm import checkpoints, errors, files, run_config, train
+from avgmm.metric_writer import MetricWriter
+from avgmm.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY_ENV = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1", PYTHONPATH=REPO)
@@ -28,7 +29,7 @@ def _state(k: int):
 
 def _checkpointer(root, steps=(1, 2, 3), best=(1, 2)):
     """A Checkpointer holding small states saved after `steps` (best ones in `best`)."""
-    ckpt = utils.Checkpointer(str(root), keep=3, say=lambda m: None)
+    ckpt = checkpoints.Checkpointer(str(root), keep=3, say=lambda m: None)
     for k in steps:
         ckpt.save(k, _state(k), {"best_val_accuracy": k / 10}, best=k in best)
     ckpt.wait()
@@ -58,7 +59,7 @@ def _truncate_files(step_dir: str) -> None:
 def _params(workdir, which="latest"):
     import orbax.checkpoint as ocp
 
-    manager = getattr(utils.Checkpointer(workdir), which)
+    manager = getattr(checkpoints.Checkpointer(workdir), which)
     step = manager.latest_step()
     out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                         meta=ocp.args.JsonRestore()))
@@ -83,20 +84,20 @@ def test_a_second_run_on_a_busy_workdir_is_refused(tiny_config, tmp_path):
         assert holder.stdout.readline().strip() == "locked"
         message = (rf"workdir {workdir} is in use by process {holder.pid} on "
                    rf"{socket.gethostname()}; wait for it or use another --workdir")
-        with pytest.raises(utils.WorkdirBusyError, match=message):
+        with pytest.raises(errors.WorkdirBusyError, match=message):
             train.train_and_evaluate(tiny_config, workdir)
-        with pytest.raises(utils.WorkdirBusyError):
+        with pytest.raises(errors.WorkdirBusyError):
             train.train_and_evaluate(tiny_config, workdir, fresh=True)
         assert os.listdir(workdir) == [".lock"]  # no config.json, metrics or checkpoints
     finally:
         holder.kill()
         holder.wait()
     # The dead holder's lock is taken over; its stale "pid host" is replaced by ours.
-    with workdir_lib.lock(workdir):
+    with Workdir(workdir).lock():
         with open(os.path.join(workdir, ".lock")) as f:
             assert f.read().split() == [str(os.getpid()), socket.gethostname()]
-        with pytest.raises(utils.WorkdirBusyError, match=f"process {os.getpid()} "):
-            with workdir_lib.lock(workdir):
+        with pytest.raises(errors.WorkdirBusyError, match=f"process {os.getpid()} "):
+            with Workdir(workdir).lock():
                 pass
 
 
@@ -106,8 +107,8 @@ def test_damaged_checkpoints_are_skipped_with_a_line_each(tmp_path):
     flipped = _flip_byte(ckpt.path("latest", 3))
     ckpt.close()
     said = []
-    ckpt = utils.Checkpointer(str(tmp_path), keep=3, say=said.append)
-    with pytest.raises(utils.CheckpointError, match=r"latest/3 is damaged"):
+    ckpt = checkpoints.Checkpointer(str(tmp_path), keep=3, say=said.append)
+    with pytest.raises(errors.CheckpointError, match=r"latest/3 is damaged"):
         ckpt.restore(_state(0), which=3)
     state, meta = ckpt.resume(_state(0))
     assert int(state["epoch"]) == 2 and meta["best_step"] == 2
@@ -121,9 +122,9 @@ def test_damaged_checkpoints_are_skipped_with_a_line_each(tmp_path):
     # Truncated files in every checkpoint: one line naming the folder to delete.
     for step in (1, 2):
         _truncate_files(os.path.join(tmp_path, "checkpoints", "latest", str(step)))
-    ckpt = utils.Checkpointer(str(tmp_path), keep=3, say=said.append)
+    ckpt = checkpoints.Checkpointer(str(tmp_path), keep=3, say=said.append)
     root = os.path.join(tmp_path, "checkpoints")
-    with pytest.raises(utils.CheckpointError, match=rf"no intact checkpoint .* delete {root} "
+    with pytest.raises(errors.CheckpointError, match=rf"no intact checkpoint .* delete {root} "
                                                     r"or pass --fresh"):
         ckpt.resume(_state(0))
     ckpt.close()
@@ -144,7 +145,7 @@ def test_best_named_by_latest_always_exists_after_a_crash_between_saves(tmp_path
         ckpt.save(2, _state(2), {"best_val_accuracy": 0.2}, best=True)
     ckpt.close()
     assert sorted(os.listdir(tmp_path / "checkpoints" / "best")) == ["1", "2"]
-    ckpt = utils.Checkpointer(str(tmp_path), keep=3, say=lambda m: None)
+    ckpt = checkpoints.Checkpointer(str(tmp_path), keep=3, say=lambda m: None)
     state, meta = ckpt.resume(_state(0))
     assert int(state["epoch"]) == 1 and meta["best_step"] == 1
     assert ckpt.best.all_steps() == [1]  # the unconfirmed best/2 is dropped
@@ -161,13 +162,13 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(t
 
     ckpt.latest.save = full
     latest2 = os.path.join(tmp_path, "checkpoints", "latest", "2")
-    with pytest.raises(utils.DiskFullError,
+    with pytest.raises(errors.DiskFullError,
                        match=rf"no space left on the device of {latest2}: the write needs "
                              r"about 16\.0 KiB, .* are free; the last good checkpoint is "
                              r".*latest/1\. Free some space"):
         ckpt.save(2, _state(2), {"best_val_accuracy": 0.1}, best=False)
     ckpt.close()
-    ckpt = utils.Checkpointer(str(tmp_path), keep=3)
+    ckpt = checkpoints.Checkpointer(str(tmp_path), keep=3)
     state, _ = ckpt.resume(_state(0))
     assert int(state["epoch"]) == 1
     ckpt.close()
@@ -175,7 +176,7 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(t
 
 def test_full_disk_writing_metrics_or_results(tmp_path, monkeypatch):
     results = str(tmp_path / "results.json")
-    utils.write_json(results, {"old": 1})
+    files.write_json(results, {"old": 1})
     real_open = open
 
     def full_open(path, mode="r", *args, **kwargs):
@@ -183,14 +184,14 @@ def test_full_disk_writing_metrics_or_results(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device", path)
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(utils, "open", full_open, raising=False)
-    with pytest.raises(utils.DiskFullError, match=rf"device of {results}: .*; {results} "
+    monkeypatch.setattr(files, "open", full_open, raising=False)
+    with pytest.raises(errors.DiskFullError, match=rf"device of {results}: .*; {results} "
                                                   r"is unchanged\. Free some space"):
-        utils.write_json(results, {"new": 2})
+        files.write_json(results, {"new": 2})
     with real_open(results) as f:
         assert json.load(f) == {"old": 1}
-    writer = utils.MetricWriter(str(tmp_path))
-    with pytest.raises(utils.DiskFullError, match=r"metrics\.jsonl"):
+    writer = MetricWriter(Workdir(str(tmp_path)))
+    with pytest.raises(errors.DiskFullError, match=r"metrics\.jsonl"):
         writer.write({"epoch": 0}, step=1)
     writer.close()
 
@@ -198,13 +199,13 @@ def test_full_disk_writing_metrics_or_results(tmp_path, monkeypatch):
 def test_half_written_last_metrics_line_is_dropped(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 0}\n{"epoch": 1}\n{"epoch": 2, "tra')
-    assert utils.read_metrics(str(tmp_path)) == [{"epoch": 0}, {"epoch": 1}]
-    assert utils.run_started(str(tmp_path))
-    utils.truncate_metrics(str(tmp_path), 2)
+    assert Workdir(str(tmp_path)).read_metrics() == [{"epoch": 0}, {"epoch": 1}]
+    assert Workdir(str(tmp_path)).run_started()
+    Workdir(str(tmp_path)).truncate_metrics(2)
     assert path.read_text() == '{"epoch": 0}\n{"epoch": 1}\n'
     path.write_text('{"epoch": 0}\n{"ep\n{"epoch": 2}\n')  # damage inside still raises
     with pytest.raises(ValueError, match=r"metrics\.jsonl:2 is not valid JSON"):
-        utils.read_metrics(str(tmp_path))
+        Workdir(str(tmp_path)).read_metrics()
 
 
 # --------------------------------------------------------------------------- end to end
@@ -227,7 +228,7 @@ def _copy(finished_run, tmp_path):
 
 
 def _assert_headline_is_the_named_best(workdir, results):
-    records = utils.read_metrics(workdir)
+    records = Workdir(workdir).read_metrics()
     _, best_meta, best_step = _params(workdir, "best")
     assert best_meta["best_step"] == best_step
     # The epoch that results.json names is the checkpoint that was evaluated.
@@ -253,8 +254,8 @@ def test_resume_skips_a_flipped_byte_and_restores_a_missing_best(finished_run, t
     assert step_a == step_b == 3
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert [r["epoch"] for r in utils.read_metrics(workdir)] == [
-        r["epoch"] for r in utils.read_metrics(straight)]
+    assert [r["epoch"] for r in Workdir(workdir).read_metrics()] == [
+        r["epoch"] for r in Workdir(straight).read_metrics()]
 
 
 def test_resume_after_truncated_files_and_a_half_written_metrics_line(finished_run, tmp_path):
@@ -264,7 +265,7 @@ def test_resume_after_truncated_files_and_a_half_written_metrics_line(finished_r
         f.write('{"epoch": 3, "phase": "adap')
     results = train.train_and_evaluate(config, workdir)
     assert results == expected
-    assert len(utils.read_metrics(workdir)) == 3
+    assert len(Workdir(workdir).read_metrics()) == 3
     _assert_headline_is_the_named_best(workdir, results)
 
 
@@ -283,7 +284,7 @@ def test_divergence_stops_with_one_line_and_saves_nothing(tiny_data_dir, tmp_pat
     assert "no checkpoint was saved yet" in last
     assert "Lower config.optimizer.learning_rate" in last
     assert not os.path.exists(os.path.join(workdir, "results.json"))
-    assert utils.read_metrics(workdir) == []
+    assert Workdir(workdir).read_metrics() == []
     latest = os.path.join(workdir, "checkpoints", "latest")
     assert not [d for d in os.listdir(latest) if d.isdigit()]
     assert not os.listdir(os.path.join(workdir, "checkpoints", "best"))

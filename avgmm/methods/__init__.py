@@ -1,10 +1,11 @@
 """The registered training methods; `config.method` names one.
 
 Adding a method: a module with a `Method` subclass (see `base.py`) and one entry in
-`_CLASSES` below. Its hyper-parameters appear under `config.<name>` in every config.
+`_CLASSES` below. Its hyper-parameters appear under `config.<name>` in every config;
+`python -m avgmm.methods` lists it, and the Table 1 sweep (`avgmm.experiments`) runs it.
 """
 
-from typing import Any, Dict, List, Type
+from typing import Any, Dict, Type
 
 import ml_collections
 
@@ -13,13 +14,13 @@ from avgmm.methods import (adaptive, concat, mla, mmpareto, ogm, ogm_ge, opm, pm
                            warmup_only)
 from avgmm.methods.base import Method, RunContext, StepContext
 
-# In the order of the rows of `launch.sh table1`: the baseline first, the paper's method last.
+# In the order of the rows of Table 1: the baseline first, the paper's method last.
 _CLASSES = (concat.Concat, ogm_ge.OgmGe, pmr.PMR, mla.MLA, ogm.Ogm, opm.Opm,
             mmpareto.MMPareto, warmup_only.WarmupOnly, adaptive.Adaptive)
 REGISTRY: Dict[str, Type[Method]] = {cls.name: cls for cls in _CLASSES}
 
 __all__ = ["Method", "RunContext", "StepContext", "REGISTRY", "get", "add_defaults",
-           "table1_runs", "absent_field_ok"]
+           "absent_field_ok"]
 
 
 def get(config: ml_collections.ConfigDict) -> Method:
@@ -52,10 +53,3 @@ def absent_field_ok(config: ml_collections.ConfigDict, field: str, value: Any) -
         return defaults is not None and defaults[rest] == value
     except (KeyError, AttributeError):
         return False
-
-
-def table1_runs() -> List[str]:
-    """`NAME:OVERRIDES` of every `launch.sh table1` run, in row order."""
-    return [f"{run}:--config.method={name} {overrides}".rstrip()
-            for name, cls in REGISTRY.items()
-            for run, overrides in cls.table1_runs().items()]

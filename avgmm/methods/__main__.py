@@ -1,16 +1,14 @@
-"""`python -m avgmm.methods`: the registered methods, or with `--table1` the runs of
-`launch.sh table1` as `NAME:OVERRIDES` lines."""
+"""`python -m avgmm.methods`: the registered methods, their labels and tuned
+hyper-parameter."""
 
 import sys
 
 from avgmm import methods
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--table1"]:
-        print("\n".join(methods.table1_runs()))
-    elif not sys.argv[1:]:
-        for name, cls in methods.REGISTRY.items():
-            doc = (cls.__doc__ or "").strip().split("\n")[0]
-            print(f"{name:14s} {doc}")
-    else:
-        sys.exit("usage: python -m avgmm.methods [--table1]")
+    if sys.argv[1:] and sys.argv[1:] != ["--help"]:
+        sys.exit("usage: python -m avgmm.methods")
+    for name, cls in methods.REGISTRY.items():
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        tuned = ", ".join(f"{k} in {v}" for k, v in cls.tuning.items()) or "-"
+        print(f"{name:14s} {cls.label}: {doc}\n{'':14s} tuned: {tuned}")

@@ -18,13 +18,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avgmm import evaluation, losses, progress
+from avgmm import losses, progress
 from avgmm import gmm as gmm_lib
+from avgmm.evaluators.gmm_auc import imbalanced_auc
 from avgmm.methods import base
+from avgmm.workdir import Workdir
 
 LAMBDA_EPOCHS = ("adaptive", "step", "global")
 POSTERIORS_FROM = ("batch", "refit")
 GAP_GRADIENTS = ("both", "weaker")
+# The per-sample columns a fit's file keeps (gmm_fits/fit_NNN.npz), where the data has them.
+FIT_COLUMNS = ("index", "id", "label", "imbalanced", "gap", "p_audio", "p_visual")
 
 
 @flax.struct.dataclass
@@ -40,14 +44,16 @@ class Adaptive(base.Method):
     """Warm-up, then GMM refits and the adaptive loss; optimizer reset between them."""
 
     name = "adaptive"
+    label = "GMM adaptive loss (the paper's method)"
+    # Eq. 10's weight of the pull toward the balanced mean, around the paper's 1.
+    tuning = {"loss.gamma": (0.5, 1.0, 2.0)}
 
     @classmethod
     def defaults(cls):
         c = ml_collections.ConfigDict()
         # GMM-guided purification (the seed paper's later versions): epochs of fine-tuning
         # after the adaptive steps on the samples the last GMM calls balanced. 0 = off (the
-        # paper's Algorithm 1). Counted in optim.total_epochs: every method's budget grows
-        # with it.
+        # paper's Algorithm 1). Part of config.epochs, like the warm-up and the steps.
         c.finetune_epochs = 0
         # A sample is kept when its balanced posterior w_bal >= this (0.5: the more
         # probable component is the balanced one).
@@ -58,6 +64,12 @@ class Adaptive(base.Method):
     def validate(cls, config, need):
         need(config.schedule.warmup_epochs >= 1, "schedule.warmup_epochs",
              ">= 1 for method=adaptive: the first GMM is fitted to a warmed-up model's gaps")
+        s, finetune = config.schedule, config.adaptive.finetune_epochs
+        planned = s.warmup_epochs + s.adaptive_steps * s.epochs_per_step + finetune
+        need(planned == config.epochs, "epochs",
+             f"the adaptive schedule's total: warm-up {s.warmup_epochs} + "
+             f"{s.adaptive_steps} steps x {s.epochs_per_step} + {finetune} purification = "
+             f"{planned} epochs; set config.epochs={planned} or change config.schedule")
         for f in ("alpha", "beta", "gamma"):
             need(config.loss[f] >= 0, f"loss.{f}", "a number >= 0")
         need(0 < config.loss.lambda_decay <= 1, "loss.lambda_decay", "a number in (0, 1]")
@@ -73,15 +85,6 @@ class Adaptive(base.Method):
              "adaptive.finetune_epochs", "an integer >= 0")
         need(0.0 <= a.finetune_threshold <= 1.0, "adaptive.finetune_threshold",
              "a number in [0, 1]")
-
-    @classmethod
-    def table1_runs(cls):
-        # The paper's eq. 10 as printed, and the loss our reproduction study supports
-        # (configs.default.use_study_loss), whatever the config file's own choice.
-        return {"adaptive_paper": ("--config.loss.unimodal_weight=0 "
-                                   "--config.loss.gap_gradient=both"),
-                "adaptive_ours": ("--config.loss.unimodal_weight=1.0 "
-                                  "--config.loss.gap_gradient=weaker")}
 
     # ------------------------------------------------------------------ schedule
     def phases(self):
@@ -180,6 +183,22 @@ class Adaptive(base.Method):
     def mixture(self, method_state):
         return method_state.gmm
 
+    def console_note(self, record):
+        if "gmm_fit" not in record:
+            return ""
+        f = record["gmm_fit"]
+        return (f" | GMM fit {f['fit_index']}: pi_1 {f['pi_1']:.3f} mu_0 {f['mu_0']:+.3f} "
+                f"mu_1 {f['mu_1']:+.3f}")
+
+    def results(self, run):
+        out = {"gmm_fits": run.meta.get("gmm_fits", 0),
+               # Fits whose gaps did not support two components (labelling arbitrary).
+               "gmm_ambiguous_fits": list(run.meta.get("ambiguous_fits", []))}
+        if run.ds.meta.has_imbalance_flag:
+            # How well each fit's imbalanced posterior found the degraded training clips.
+            out["gmm_fit_aucs"] = list(run.meta.get("fit_aucs", []))
+        return out
+
     # ------------------------------------------------------------------ device
     def update(self, phase, state, batch, scalars, ctx):
         if phase == "finetune":
@@ -250,17 +269,17 @@ def refit_gmm(run: base.RunContext, state, fit_index: int, epochs_done: int):
     par, meta = run.par, run.meta
     start = time.time()
     progress.say(f"GMM fit {fit_index}: collecting the training gaps and fitting")
-    dev_gaps, dev_mask, host_gaps = evaluation.collect_gaps(
-        par, state, run.ds, "train", run.config.eval_batch_size)
-    fitted = par.fit_gmm(dev_gaps, dev_mask)
+    device, host = run.samples(state, "train", keep=("gap",))
+    host_gaps = {k: host[k] for k in FIT_COLUMNS if k in host}
+    fitted = gmm_lib.fit_on_devices(par, device["gap"], device["mask"], run.config.gmm)
     state = state.replace(method_state=AdaptiveState(
         gmm=fitted, fit_gaps=par.replicate(np.asarray(host_gaps["gap"], np.float32))))
     gmm = par.fetch(fitted)
     fit = gmm.to_dict()
     fit.update(fit_index=fit_index, seconds=time.time() - start,
                gap_mean=float(host_gaps["gap"].mean()), gap_std=float(host_gaps["gap"].std()))
-    auc = evaluation.gmm_auc(gmm, host_gaps)
-    if auc is not None:
+    if "imbalanced" in host_gaps:
+        auc = imbalanced_auc(gmm, host_gaps["gap"], host_gaps["imbalanced"])
         fit["auc_imbalanced"] = auc
         meta["fit_aucs"] = list(meta.get("fit_aucs", [])) + [auc]
     if fit["fallback"]:
@@ -278,10 +297,10 @@ def refit_gmm(run: base.RunContext, state, fit_index: int, epochs_done: int):
     return state, fit
 
 
-def save_fit(workdir: str, fit_index: int, epoch: int, gmm: gmm_lib.GMMParams,
+def save_fit(workdir: Workdir, fit_index: int, epoch: int, gmm: gmm_lib.GMMParams,
              host: Dict[str, Any]) -> None:
     """Gap array and fitted parameters of one GMM fit, for plots made after the fact."""
-    path = os.path.join(workdir, "gmm_fits")
+    path = workdir.file(Workdir.GMM_FITS)
     os.makedirs(path, exist_ok=True)
     params = {k: np.asarray(v) for k, v in gmm.to_dict().items()}
     arrays = dict(host, id=np.asarray(host["id"], dtype=str))

@@ -8,7 +8,9 @@ recomputes class prototypes; and says whether the optimizer is reset at a phase 
 
 Its state is one pytree, `TrainState.method_state`, checkpointed and replicated with the
 parameters. Its hyper-parameters live under `config.<name>` (`defaults()`), validated
-before anything compiles (`validate()`).
+before anything compiles (`validate()`). It owns its schedule: every method trains the
+run's budget of `config.epochs` epochs, and `phase(epoch)` says how it splits them. It
+may add fields to `results.json` (`results()`) and to the epoch's console line.
 
 Step functions run inside `jax.pmap` on one device's shard of the global batch;
 `StepContext` gives them the model, the batch-wide reductions (`pmean`, `psum`, which are
@@ -16,7 +18,7 @@ identities on one device) and a per-step random key that is the same on every de
 """
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -72,20 +74,28 @@ class StepContext:
 
 @dataclasses.dataclass
 class RunContext:
-    """What an epoch-start hook may use: the devices, the data, the run's folder and its
-    checkpointed bookkeeping (`meta`, a JSON-able dict)."""
+    """What an epoch-start hook may use: the devices (`par.batch_sums` is a mapped pass
+    over a split), the data, the run's folder, its checkpointed bookkeeping (`meta`, a
+    JSON-able dict), and `samples(state, split, keep)`: every sample's inference-mode gap,
+    true-class probabilities and predictions (`avgmm.evaluation.sample_rows`)."""
 
     par: Any  # avgmm.parallel.Parallel
     ds: Any  # avgmm.data.pipeline.Dataset
     config: ml_collections.ConfigDict
-    workdir: str
+    workdir: Any  # avgmm.workdir.Workdir
     meta: Dict[str, Any]
+    samples: Callable[..., Tuple[Dict[str, Any], Dict[str, Any]]]
 
 
 class Method:
     """Base class: one phase named after the method, trained on `loss`, no state."""
 
     name: ClassVar[str] = ""
+    # Its name in tables (the paper's, e.g. "OGM-GE").
+    label: ClassVar[str] = ""
+    # Its one main hyper-parameter and the values an equal tuning tries besides the
+    # learning rate, e.g. {"ogm_ge.alpha": (0.1, 0.4, 0.8)}; {} when it has none.
+    tuning: ClassVar[Dict[str, Tuple[Any, ...]]] = {}
     # Fusion head the method trains: "split" (one dense layer on [phi_a; phi_v], whose
     # halves are the unimodal logits) or "shared" (one layer applied to each modality).
     head: ClassVar[str] = "split"
@@ -103,13 +113,24 @@ class Method:
     def validate(cls, config: ml_collections.ConfigDict, need: Need) -> None:
         """Checks `config.<name>` (and anything else the method reads) before compiling."""
 
-    @classmethod
-    def table1_runs(cls) -> Dict[str, str]:
-        """The rows this method contributes to `launch.sh table1`: run name -> the
-        command-line overrides that make it (besides `--config.method=<name>`)."""
-        return {cls.name: ""}
-
     # ---------------------------------------------------------------- schedule (host)
+    def epochs(self) -> int:
+        """The run's epoch budget, the same for every method."""
+        return int(self.config.epochs)
+
+    def phase_spans(self) -> List[Dict[str, Any]]:
+        """The schedule as `[{"phase", "first_epoch", "last_epoch"}]`, epochs 1-based
+        (epochs completed), one entry per run of consecutive epochs of one phase."""
+        spans: List[Dict[str, Any]] = []
+        for epoch in range(self.epochs()):
+            phase = self.phase(epoch)
+            if spans and spans[-1]["phase"] == phase:
+                spans[-1]["last_epoch"] = epoch + 1
+            else:
+                spans.append({"phase": phase, "first_epoch": epoch + 1,
+                              "last_epoch": epoch + 1})
+        return spans
+
     def phases(self) -> Tuple[str, ...]:
         """Every phase name `phase()` can return: one compiled train step each."""
         return (self.name,)
@@ -148,6 +169,15 @@ class Method:
     def mixture(self, method_state) -> Any:
         """The GMM the method's state carries (host), or None (analysis fits one)."""
         return None
+
+    def console_note(self, record: Dict[str, Any]) -> str:
+        """Text appended to the epoch's console line (e.g. the GMM fitted before it)."""
+        return ""
+
+    def results(self, run: RunContext) -> Dict[str, Any]:
+        """The method's own fields of `results.json` (e.g. its GMM fits), from the run's
+        checkpointed bookkeeping `run.meta`."""
+        return {}
 
     # ---------------------------------------------------------------- device (per shard)
     def loss(self, phase: str, logits: AVLogits, batch: Dict[str, jnp.ndarray],

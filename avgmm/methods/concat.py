@@ -8,6 +8,8 @@ class Concat(base.Method):
     """`L = mean CE(f)` for every epoch ("Baseline (Concat)" of the paper's Table 1)."""
 
     name = "concat"
+    label = "Baseline (Concat)"
+    tuning = {}
 
     def loss(self, phase, logits, batch, method_state, scalars):
         return losses.concat_loss(logits.fused, batch["label"])

@@ -21,7 +21,7 @@ import numpy as np
 
 from avgmm import losses
 from avgmm.methods import base
-from avgmm.models import AVLogits
+from avgmm.models import AVLogits, trunk_width
 
 MODALITIES = ("audio", "visual")
 FUSIONS = ("entropy", "fixed")
@@ -43,6 +43,8 @@ class MLA(base.Method):
     entropy-weighted test-time fusion."""
 
     name = "mla"
+    label = "MLA"
+    tuning = {}
     head = "shared"
 
     @classmethod
@@ -74,10 +76,7 @@ class MLA(base.Method):
 
     # ------------------------------------------------------------------ state
     def init_state(self, meta):
-        from avgmm.models.resnet import ResNetTrunk  # the trunk's width, as the model builds it
-
-        m = self.config.model
-        width = ResNetTrunk(stage_sizes=tuple(m.stage_sizes), width=m.width).out_features
+        width = trunk_width(self.config)
         num_train = meta.num_examples["train"]
         return MLAState(projector=np.eye(width, dtype=np.float32),
                         substeps=np.zeros((), np.int32),

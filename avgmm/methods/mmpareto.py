@@ -63,6 +63,9 @@ class MMPareto(base.Method):
     """Three gradients per batch, integrated per encoder by MMPareto's rule."""
 
     name = "mmpareto"
+    label = "MMPareto"
+    # Around the authors' hard-coded 1.5 (1.0: no extra scaling).
+    tuning = {"mmpareto.gamma": (1.0, 1.5, 2.0)}
 
     @classmethod
     def defaults(cls):

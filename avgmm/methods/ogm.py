@@ -18,6 +18,9 @@ class Ogm(ogm_ge.OgmGe):
     `[modulation_starts, modulation_ends]`."""
 
     name = "ogm"
+    label = "OGM (TPAMI 2024)"
+    # Around the TPAMI scripts' 0.8.
+    tuning = {"ogm.alpha": (0.4, 0.8, 1.2)}
 
     @classmethod
     def defaults(cls):

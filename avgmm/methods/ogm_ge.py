@@ -81,6 +81,9 @@ class OgmGe(base.Method):
     `[modulation_starts, modulation_ends]` (0-based, inclusive, as the authors' loop)."""
 
     name = "ogm_ge"
+    label = "OGM-GE"
+    # The authors' README: 0.1 (VGGSound), 0.8 (CREMA-D); 0.4 between.
+    tuning = {"ogm_ge.alpha": (0.1, 0.4, 0.8)}
 
     @classmethod
     def defaults(cls):

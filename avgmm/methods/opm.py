@@ -69,6 +69,9 @@ class Opm(base.Method):
     """Fused cross entropy on features whose dominant modality is dropped on the fly."""
 
     name = "opm"
+    label = "OPM (TPAMI 2024)"
+    # Around the TPAMI scripts' q_base 0.5 (the base drop probability).
+    tuning = {"opm.q_base": (0.3, 0.5, 0.7)}
 
     @classmethod
     def defaults(cls):

@@ -10,6 +10,7 @@ prototype distribution slows it down. See docs/methods.md for the equations, def
 and where this follows the authors' code rather than the paper.
 """
 
+import functools
 import time
 from typing import Callable, Dict, Tuple
 
@@ -22,6 +23,7 @@ import numpy as np
 from avgmm import losses
 from avgmm.data import augment
 from avgmm.methods import base
+from avgmm.models import trunk_width
 
 COEFFICIENTS = ("step", "ratio")
 
@@ -105,6 +107,20 @@ def pmr_loss(logits, phi_a: jnp.ndarray, phi_v: jnp.ndarray, labels: jnp.ndarray
     return loss, terms
 
 
+def class_sums(state, batch, *, model, num_classes: int,
+               image_size: int) -> Dict[str, jnp.ndarray]:
+    """Per-class sums of the pooled features of a shard's real samples (inference mode,
+    evaluation frames) and the per-class counts: the prototype pass."""
+    frames = augment.eval_frames(batch["frames"], image_size)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    phi_a, phi_v = model.apply(variables, batch["audio"].astype(jnp.float32), frames, False,
+                               method=model.features)
+    onehot = (jax.nn.one_hot(batch["label"], num_classes)
+              * batch["mask"].astype(jnp.float32)[:, None])
+    return {"audio": onehot.T @ phi_a.astype(jnp.float32),
+            "visual": onehot.T @ phi_v.astype(jnp.float32), "count": onehot.sum(0)}
+
+
 def blend_prototypes(sums: np.ndarray, counts: np.ndarray, old: np.ndarray,
                      momentum: float, fitted: bool) -> np.ndarray:
     """Class means `sums / counts`, blended `(1 - m) new + m old` once prototypes exist;
@@ -122,6 +138,9 @@ class PMR(base.Method):
     entropy bonus on the dominant one, in the modulation window."""
 
     name = "pmr"
+    label = "PMR"
+    # The authors' argparse default 1.0 and script value 2.0, and twice that.
+    tuning = {"pmr.alpha": (1.0, 2.0, 4.0)}
 
     @classmethod
     def defaults(cls):
@@ -178,50 +197,22 @@ class PMR(base.Method):
 
     # ------------------------------------------------------------------ state and hooks
     def init_state(self, meta):
-        from avgmm.models.resnet import ResNetTrunk  # the trunk's width, as the model builds it
-
-        m = self.config.model
-        width = ResNetTrunk(stage_sizes=tuple(m.stage_sizes), width=m.width).out_features
-        zeros = np.zeros((meta.num_classes, width), np.float32)
+        zeros = np.zeros((meta.num_classes, trunk_width(self.config)), np.float32)
         return PMRState(audio=zeros, visual=zeros.copy(), fitted=np.zeros((), bool))
-
-    def _class_sums(self, run: base.RunContext) -> Callable:
-        """The pmapped pass: per-class feature sums and counts of a batch, summed over the
-        devices (inference mode, evaluation frames)."""
-        cached = getattr(self, "_sums_pass", None)
-        if cached is not None and cached[0] is run.par:
-            return cached[1]
-        from avgmm.state import AXIS, make_model  # avgmm.state imports the methods
-
-        model = make_model(run.config, run.ds.meta, axis_name=AXIS)
-        num_classes, size = run.ds.meta.num_classes, run.config.data.image_size
-
-        def sums(state, batch):
-            frames = augment.eval_frames(batch["frames"], size)
-            variables = {"params": state.params, "batch_stats": state.batch_stats}
-            phi_a, phi_v = model.apply(variables, batch["audio"].astype(jnp.float32),
-                                       frames, False, method=model.features)
-            onehot = (jax.nn.one_hot(batch["label"], num_classes)
-                      * batch["mask"].astype(jnp.float32)[:, None])
-            out = {"audio": onehot.T @ phi_a.astype(jnp.float32),
-                   "visual": onehot.T @ phi_v.astype(jnp.float32),
-                   "count": onehot.sum(0)}
-            return jax.lax.psum(out, AXIS)
-
-        fn = jax.pmap(sums, axis_name=AXIS, devices=run.par.devices, out_axes=None)
-        self._sums_pass = (run.par, fn)
-        return fn
 
     def on_epoch_start(self, run, state, epoch):
         if not self.modulated(epoch):
             return state, {}
         start = time.time()
-        fn = self._class_sums(run)
-        totals = None
-        for batch in run.ds.eval_batches("train", run.config.eval_batch_size):
-            out = fn(state, run.par.shard(batch))
-            totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-        totals = jax.device_get(totals)
+        per_batch = run.par.batch_sums(
+            "pmr_prototypes", functools.partial(class_sums, model=run.par.model,
+                                                num_classes=run.ds.meta.num_classes,
+                                                image_size=run.config.data.image_size),
+            state, run.ds, "train", run.config.eval_batch_size)
+        # Accumulated in float32 in batch order, as on the device.
+        totals = functools.reduce(lambda a, b: {k: a[k] + b[k] for k in a},
+                                  [{k: np.asarray(v, np.float32) for k, v in s.items()}
+                                   for s in per_batch])
         old = run.par.fetch(state.method_state)
         fitted, m = bool(old.fitted), self.config.pmr.momentum
         counts = np.asarray(totals["count"])

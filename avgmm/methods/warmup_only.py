@@ -9,6 +9,8 @@ class WarmupOnly(base.Method):
     to beat, since it starts from this model."""
 
     name = "warmup_only"
+    label = "Warm-up loss only (control)"
+    tuning = {}
 
     def phases(self):
         return ("warmup",)

@@ -1,12 +1,19 @@
-"""Helpers of the training loop: metric writing, checkpoints, config bookkeeping."""
+"""Checkpoints of a run: orbax saves of the train state with a checksum and bookkeeping,
+the best/latest pair that survives a crash at any moment, the multi-process wrapper, and
+loading a checkpoint for analysis.
+
+Layout under the workdir's `checkpoints/`: `latest/<epoch>` (the last `keep` epochs, for
+resuming), `best/<epoch>` (the best-validation state), `damaged/` (checkpoints that failed
+their checksum, set aside for inspection).
+"""
 
 import contextlib
 import gc
-import json
+import hashlib
 import logging as py_logging
 import os
 import shutil
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import ml_collections
@@ -14,225 +21,39 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from avgmm.errors import RunInterrupted, UserError  # noqa: F401
-from avgmm.workdir import (CheckpointError, DiskFullError, DivergedError,  # noqa: F401
-                           WorkdirBusyError, WorkdirError, disk_full_guard, tree_digest,
-                           tree_nbytes)
+from avgmm import build
+from avgmm.errors import CheckpointError
+from avgmm.files import disk_full_guard, to_python
+from avgmm.processes import on_primary, share_arrays, share_json
+from avgmm.workdir import Workdir
 
 
-# --------------------------------------------------------------------------- metrics
-# Step-level records, every config.log_every_steps steps.
-STEPS_FILE = "steps.jsonl"
+def tree_digest(tree: Any) -> str:
+    """sha256 over the dtype, shape and bytes of every leaf (host or device arrays).
 
-
-class MetricWriter:
-    """Writes scalars to `metrics.jsonl` (one object per call) and TensorBoard events.
-
-    TensorBoard files come from tensorboardX, so TensorFlow is not needed.
+    Integers count as int64: a Python int in the restore template (the initial `step`)
+    comes back with another integer width than the array that was saved.
     """
-
-    def __init__(self, workdir: str):
-        from tensorboardX import SummaryWriter  # imported lazily: heavy, protobuf-based
-
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-    def write(self, record: Mapping[str, Any], step: int) -> None:
-        line = json.dumps(to_python(record), sort_keys=True) + "\n"
-        with disk_full_guard(self.path, len(line.encode())):
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
-        record = json.loads(line)
-        for key, value in flatten_dict(record).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._tb.add_scalar(key, value, step)
-        self._tb.flush()
-
-    def write_steps(self, record: Mapping[str, Any], step: int) -> None:
-        """A step-level record (`STEPS_FILE`, TensorBoard under `steps/`); metrics.jsonl
-        keeps one record per epoch."""
-        path = os.path.join(os.path.dirname(self.path), STEPS_FILE)
-        line = json.dumps(to_python(record), sort_keys=True) + "\n"
-        with disk_full_guard(path, len(line.encode())):
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(line)
-        for key, value in flatten_dict(record.get("train", {})).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._tb.add_scalar(f"steps/{key}", value, step)
-
-    def close(self) -> None:
-        self._tb.close()
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        a = np.asarray(jax.device_get(leaf))
+        if np.issubdtype(a.dtype, np.integer):
+            a = a.astype(np.int64)
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
-class NullMetricWriter:
-    """A `MetricWriter` that writes nothing: the processes of a multi-host run other than
-    process 0, which alone writes the run's files."""
-
-    def write(self, record: Mapping[str, Any], step: int) -> None:
-        del record, step
-
-    def write_steps(self, record: Mapping[str, Any], step: int) -> None:
-        del record, step
-
-    def close(self) -> None:
-        pass
+def tree_nbytes(tree: Any) -> int:
+    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
 
 
-def _read_metrics(path: str) -> Tuple[list, bool]:
-    """`(records, partial)`: partial when the last line is a half-written record."""
-    if not os.path.exists(path):
-        return [], False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().split("\n")
-    # A run killed while appending leaves a last line without its newline; that record
-    # belongs to an epoch after the last checkpoint, which a resumed run writes again.
-    tail, lines = lines[-1], lines[:-1]
-    records = []
-    for lineno, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno} is not valid JSON ({e})") from e
-    if tail.strip():
-        try:
-            records.append(json.loads(tail))
-        except json.JSONDecodeError:
-            return records, True
-    return records, False
 
-
-def read_metrics(workdir: str) -> list:
-    """Records of `metrics.jsonl`; an unreadable line raises with its line number, except a
-    half-written last line (a run killed mid-write), which is left out."""
-    return _read_metrics(os.path.join(workdir, "metrics.jsonl"))[0]
-
-
-def truncate_metrics(workdir: str, keep_epochs_below: int,
-                     filename: str = "metrics.jsonl") -> None:
-    """Drops epoch records at or after `keep_epochs_below` (written after the checkpoint
-    that a resumed run restarts from) and a half-written last line, so the file never
-    holds an epoch twice (`filename`: metrics.jsonl or the step records)."""
-    path = os.path.join(workdir, filename)
-    records, partial = _read_metrics(path)
-    kept = [r for r in records if r.get("epoch", -1) < keep_epochs_below]
-    if len(kept) != len(records) or partial:
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        write_text(path, text)
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes `path` atomically (temporary file, then rename); a full disk raises
-    `DiskFullError` and leaves the old file as it was."""
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-    with disk_full_guard(path, len(text.encode()), kept=f"{path} is unchanged"):
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        os.replace(tmp, path)
-
-
-def write_json(path: str, obj: Any) -> None:
-    """`obj` as indented JSON, written atomically (see `write_text`)."""
-    write_text(path, json.dumps(to_python(obj), indent=2, sort_keys=True))
-
-
-def to_python(tree: Any) -> Any:
-    """Numpy/JAX scalars and arrays -> Python floats, ints, bools and lists (JSON-safe)."""
-    if isinstance(tree, Mapping):
-        return {str(k): to_python(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [to_python(v) for v in tree]
-    if isinstance(tree, (jax.Array, np.ndarray, np.generic)):
-        arr = np.asarray(jax.device_get(tree))
-        if arr.ndim == 0:
-            return arr.item()
-        return arr.tolist()
-    return tree
-
-
-def flatten_dict(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten_dict(v, key + "/"))
-        else:
-            out[key] = v
-    return out
-
-
-# --------------------------------------------------------------------------- configs
-# Fields that change how a run executes but not what it computes: a resumed run may
-# change them freely (1 and N devices give the same results).
-RUNTIME_FIELDS = ("num_devices", "data.data_dir", "data.prefetch", "data.cache",
-                  "data.cache_dir", "data.cache_max_gb", "log_every_steps",
-                  "compilation_cache_dir", "precompile_phases")
-
-
-def config_to_dict(config: ml_collections.ConfigDict) -> Dict[str, Any]:
-    return json.loads(config.to_json_best_effort())
-
-
-def config_diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
-    """`{field: (saved, new)}` for every flattened field that differs."""
-    a = flatten_dict(saved, "")
-    b = flatten_dict(new, "")
-    a = {k.replace("/", "."): v for k, v in a.items()}
-    b = {k.replace("/", "."): v for k, v in b.items()}
-    # A field added to the configs with None ("not checked", e.g. data.expect.*) means
-    # the same as its absence from a run saved before it existed.
-    return {k: (a.get(k, "<absent>"), b.get(k, "<absent>"))
-            for k in sorted(set(a) | set(b))
-            if a.get(k, "<absent>") != b.get(k, "<absent>") and k not in RUNTIME_FIELDS
-            and (a.get(k, "<absent>"), b.get(k, "<absent>")) not in (("<absent>", None),
-                                                                     (None, "<absent>"))}
-
-
-def run_started(workdir: str) -> bool:
-    """Whether a workdir holds trained epochs (metrics or checkpoints), not just a config."""
-    latest = os.path.join(workdir, "checkpoints", "latest")
-    has_ckpt = os.path.isdir(latest) and any(d.isdigit() for d in os.listdir(latest))
-    return has_ckpt or bool(read_metrics(workdir))
-
-
-def check_config(config: ml_collections.ConfigDict, workdir: str,
-                 absent_ok: Optional[Callable[[str, Any], bool]] = None) -> None:
-    """Refuses a workdir whose run was started with a different config.
-
-    `absent_ok(field, value)`: whether a field the saved config lacks (a run saved before
-    the field existed) may have `value` now without changing the run."""
-    path = os.path.join(workdir, "config.json")
-    if not (os.path.exists(path) and run_started(workdir)):
-        return
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    diff = config_diff(saved, config_to_dict(config))
-    if absent_ok is not None:
-        diff = {k: (a, b) for k, (a, b) in diff.items()
-                if not (a == "<absent>" and absent_ok(k, b))}
-    if diff:
-        fields = "; ".join(f"{k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
-        raise UserError(
-            f"workdir {workdir} holds a run with a different config ({fields}): resume it "
-            "with the same config, choose another --workdir, or pass --fresh to delete its "
-            "checkpoints and metrics and start over")
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes the resolved config as `config.json`."""
-    write_json(os.path.join(workdir, "config.json"), config_to_dict(config))
-
-
-# --------------------------------------------------------------------------- checkpoints
 def _this_process_only(name: str, root: str) -> Dict[str, Any]:
     """Checkpoint manager options for a checkpointer that this process runs alone.
 
-    In a multi-process run (`avgmm.parallel.SharedCheckpoints`) orbax would otherwise wait
+    In a multi-process run (`SharedCheckpoints`) orbax would otherwise wait
     at barriers for every process; it cannot create the folder itself then."""
     if jax.process_count() == 1:
         return {"create": True}
@@ -256,7 +77,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, keep: int = 2,
                  say: Optional[Callable[[str], None]] = None):
-        self.root = os.path.join(workdir, "checkpoints")
+        self.root = Workdir(workdir).file(Workdir.CHECKPOINTS)
         self._say = say or logging.warning
         self.latest = ocp.CheckpointManager(
             os.path.join(self.root, "latest"),
@@ -476,22 +297,77 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
-# --------------------------------------------------------------------------- metrics math
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of `scores` for binary `labels` (ties count one half).
+class SharedCheckpoints:
+    """`Checkpointer` run by process 0 alone (every process holds the same
+    replicated state, so its host copy is the whole state); what it restores is sent to
+    every process. Its errors (full disk, damaged checkpoints) stop every process."""
 
-    NaN when one class is absent.
-    """
-    scores = np.asarray(scores, np.float64)
-    labels = np.asarray(labels, bool)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    def __init__(self, workdir: str, keep: int):
+        self._ckpt: Optional[Checkpointer] = on_primary(
+            lambda: Checkpointer(workdir, keep=keep))
+
+    def last_good(self) -> str:
+        if self._ckpt is None:
+            return "process 0 names the last good checkpoint"
+        return self._ckpt.last_good()
+
+    def save(self, epoch: int, state: Any, meta: Dict[str, Any], best: bool) -> None:
+        on_primary(lambda: self._ckpt.save(epoch, state, meta, best=best))
+
+    def wait(self, everywhere: bool = True) -> None:
+        """Blocks until process 0's saves are committed; `everywhere=False` (on the way
+        out of an interrupted run, when the others may be gone) skips the exchange."""
+        if not everywhere:
+            if self._ckpt is not None:
+                self._ckpt.wait()
+            return
+        on_primary(lambda: self._ckpt.wait())
+
+    def close(self) -> None:
+        if self._ckpt is not None:
+            self._ckpt.close()
+
+    def _shared(self, load: Callable[[], Any], template: Any):
+        found = on_primary(load)
+        meta = share_json(None if found is None else found[1])
+        if meta is None:
+            return None
+        return share_arrays(found[0] if found is not None else template), meta
+
+    def resume(self, template: Any):
+        """`Checkpointer.resume` on process 0, its result on every process."""
+        return self._shared(lambda: self._ckpt.resume(template), template)
+
+    def restore(self, template: Any, which: Any = "latest"):
+        """`Checkpointer.restore` on process 0, its result on every process."""
+        return self._shared(lambda: self._ckpt.restore(template, which), template)
+
+
+class LoadedRun(NamedTuple):
+    """A checkpoint ready to evaluate, with the host copy of its state and its
+    bookkeeping."""
+
+    par: Any  # avgmm.parallel.Parallel
+    state: Any  # replicated over par's devices
+    host_state: Any
+    ckpt_meta: Dict[str, Any]
+    ds: Any  # avgmm.data.pipeline.Dataset
+    method: Any  # avgmm.methods.Method
+
+
+def load_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                    which: Any = "latest") -> Optional[LoadedRun]:
+    """A run's checkpoint (`which`: latest, best or an epoch number, i.e. epochs
+    completed), or None where the run has no such checkpoint."""
+    ds = build.open_dataset(config)
+    built = build.build(config, ds)
+    ckpt = Checkpointer(workdir)
+    try:
+        restored = ckpt.restore(built.template, which)
+    finally:
+        ckpt.close()
+    if restored is None:
+        return None
+    host_state, ckpt_meta = restored
+    return LoadedRun(built.par, built.par.replicate(host_state), host_state, ckpt_meta or {},
+                     ds, built.method)
