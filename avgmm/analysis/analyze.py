@@ -226,7 +226,7 @@ def analyze(workdir: str, checkpoint: Any = "best", split: str = "train",
             figure = os.path.join(wd.file(Workdir.PLOTS), "gap_by_human_rating.png")
             human_ratings.gap_histogram(
                 figure, rows, source["gmm_params"],
-                textwrap.fill(run_label(config), 100) + f"\n{split} gaps ({which} checkpoint) "
+                textwrap.fill(run_label(config), 100) + f"\n{split} gaps ({checkpoint} checkpoint) "
                 "by what people recognized from the voice and the face")
             out["plots"].append(figure)
         # Which checkpoint and which GMM produced the rows: the CSV stays plain.
