@@ -88,6 +88,32 @@ def seeded_split_source(seed: int) -> str:
     return f"seeded random, seed {seed}"
 
 
+# Audio-side parameter classes besides AudioParams (precomputed features), by the
+# `feature_format` they record: data_prep.htk and data_prep.arrays add theirs. Each has
+# `shape`, `as_metadata()`, `from_metadata(recorded)` and, to decode clips,
+# `read_feature(path, start, end) -> (float16 [F, T], seconds covered)`.
+AUDIO_FORMATS: Dict[str, Any] = {}
+
+
+def audio_from_metadata(recorded: Mapping[str, Any]):
+    """The audio parameters a prepared dataset recorded, as their class."""
+    kind = recorded.get("feature_format")
+    if kind is None:
+        return AudioParams(**recorded)
+    if kind not in AUDIO_FORMATS:
+        raise DataPrepError(f"the dataset records audio features of format {kind!r}, "
+                            f"which none of {sorted(AUDIO_FORMATS)} reads")
+    return AUDIO_FORMATS[kind].from_metadata(dict(recorded))
+
+
+def audio_feature(clip: Clip, audio) -> Tuple[np.ndarray, float]:
+    """The stored `audio` feature of a clip and the seconds of audio it came from."""
+    if hasattr(audio, "read_feature"):  # precomputed features (e.g. HTK files)
+        return audio.read_feature(clip.audio_path, clip.start, clip.end)
+    wave = media.load_audio(clip.audio_path, audio.sample_rate, clip.start, clip.end)
+    return spectrogram(wave, audio), len(wave) / audio.sample_rate
+
+
 def decode_clip(clip: Clip, audio: AudioParams, frames: FrameParams,
                 cache_dir: str) -> Tuple[str, Optional[str]]:
     """Decodes one clip into `cache_dir/<key>.npz`; returns `(key, failure reason or None)`."""
@@ -95,11 +121,9 @@ def decode_clip(clip: Clip, audio: AudioParams, frames: FrameParams,
     if os.path.exists(target):
         return clip.key, None
     try:
-        wave = media.load_audio(clip.audio_path, audio.sample_rate, clip.start, clip.end)
-        spec = spectrogram(wave, audio)
+        spec, seconds = audio_feature(clip, audio)
         images = media.read_frames(clip.video_path, frames.num_frames, frames.frame_size,
-                                   clip.start, clip.end,
-                                   fallback_seconds=len(wave) / audio.sample_rate)
+                                   clip.start, clip.end, fallback_seconds=seconds)
     except media.ClipError as e:
         return clip.key, str(e)
     except Exception as e:  # a decoder bug must not stop thousands of other clips
@@ -256,7 +280,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         if audio is None and frames is None:
             recorded = self._recorded_params(kwargs.get("data_dir"))
         if recorded is not None:
-            audio = AudioParams(**recorded["audio"])
+            audio = audio_from_metadata(recorded["audio"])
             frames = FrameParams(**recorded["frames"])
             split_options = recorded.get("split_options", split_options)
             self._class_names = recorded.get("class_names")
@@ -317,6 +341,10 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
 
     def extra_features(self) -> Dict[str, Any]:
         """Features beyond audio, frames, label and id (e.g. ground-truth flags)."""
+        return {}
+
+    def clip_features(self, clip: Clip) -> Dict[str, Any]:
+        """The values of `extra_features` for one clip."""
         return {}
 
     def flat_metadata(self) -> Dict[str, Any]:
@@ -409,7 +437,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
             path = os.path.join(work, c.key + ".npz")
             with np.load(path) as arrays:
                 example = {"audio": arrays["audio"], "frames": arrays["frames"],
-                           "label": c.label, "id": c.clip_id}
+                           "label": c.label, "id": c.clip_id, **self.clip_features(c)}
             yield c.key, example
             if self.consume_work:  # the writer has stored it by the time we resume
                 os.remove(path)

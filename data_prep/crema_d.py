@@ -1,7 +1,8 @@
 """CREMA-D: `AudioWAV/*.wav` + `VideoFlash/*.flv` -> the prepared dataset `crema_d_av`.
 
     python -m data_prep.crema_d --raw_dir=~/CREMA-D --data_dir=~/avgmm_data \
-        [--split_csv_dir=DIR] [--workers=N] [--num_frames=3] [--frame_size=224]
+        [--split_csv_dir=DIR] [--summary_table=auto|PATH|none] [--workers=N] \
+        [--num_frames=3] [--frame_size=224]
 
 Clips are named `<actor>_<sentence>_<EMO>_<level>`; the class is EMO (ANG, DIS, FEA,
 HAP, NEU, SAD). Splits: by default a seeded split with the paper's sizes (6,698 train /
@@ -11,18 +12,25 @@ published numbers. Validation is 10% of train, drawn per class with a fixed seed
 metadata records the split as `split_source`: `standard: <sha1 of train.csv + test.csv>`
 or `seeded random, seed 0`; `configs/crema.py` expects the standard one.
 Audio: 22,050 Hz, 3 s, STFT 512 / hop 353, log(|S| + 1e-7) -> 257 x 188.
+
+Human ratings: with CREMA-D's `processedResults/summaryTable.csv` (found in the raw tree
+by default, or `--summary_table=PATH`), every clip also records what people recognized
+from the voice alone, the face alone and both, and whether exactly one modality informed
+them (`human_only_voice_right`, `human_only_face_right`); see `data_prep.crema_ratings`
+for the rule.
 """
 
 import csv
 import os
 import re
-from typing import Dict, List, Optional
+import sys
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import convert, registry
+from data_prep import convert, crema_ratings, registry
 from data_prep.features import STFT_LOG_MAGNITUDE, AudioParams
 
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
@@ -72,8 +80,35 @@ class CremaDAv(convert.AVBuilder):
         "its root, the directory holding AudioWAV/ and VideoFlash/, as --raw_dir.")
     DEFAULT_AUDIO = AUDIO
 
+    def __init__(self, **kwargs):
+        self._rated: Dict[str, Dict[str, Any]] = {}  # clip key -> human-rating features
+        super().__init__(**kwargs)
+
     def class_names(self) -> List[str]:
         return list(EMOTIONS)
+
+    def _summary_table(self) -> Optional[str]:
+        return self.split_options.get("summary_table")
+
+    def extra_features(self) -> Dict[str, Any]:
+        if not self._summary_table():
+            return {}
+        return {**{k: tfds.features.Scalar(dtype=np.bool_)
+                   for k in crema_ratings.BOOL_FEATURES},
+                **{k: tfds.features.Scalar(dtype=np.float32)
+                   for k in crema_ratings.FLOAT_FEATURES}}
+
+    def clip_features(self, clip: convert.Clip) -> Dict[str, Any]:
+        return self._rated[clip.key] if self._summary_table() else {}
+
+    def flat_metadata(self) -> Dict[str, Any]:
+        flat = super().flat_metadata()
+        path = self._summary_table()
+        if path:
+            flat["human_ratings"] = (f"{os.path.basename(path)}: "
+                                     f"{crema_ratings.table_sha1(path)}"
+                                     if os.path.exists(path) else os.path.basename(path))
+        return flat
 
     def list_clips(self, manual_dir: str) -> List[convert.Clip]:
         audio_dir = os.path.join(manual_dir, "AudioWAV")
@@ -96,6 +131,12 @@ class CremaDAv(convert.AVBuilder):
             raise convert.DataPrepError(
                 f"no file in {audio_dir} is named <actor>_<sentence>_<EMO>_<level>.wav")
         split_of = self._splits(labels)
+        self._rated = {}
+        if self._summary_table():
+            path = self._summary_table()
+            self._rated = crema_ratings.rate_clips(crema_ratings.read_table(path), labels, path)
+            self.summary["human_ratings"] = crema_ratings.proportions(
+                list(self._rated.values()))
         clips = []
         for clip, split in split_of.items():
             clips.append(convert.Clip(
@@ -139,11 +180,34 @@ class CremaDAv(convert.AVBuilder):
 FLAGS = flags.FLAGS
 
 
+def summary_table_option(raw_dir: str, value: str) -> Optional[str]:
+    """The summary table to use: `auto` finds `processedResults/summaryTable.csv` in the
+    raw tree (None when absent), `none` uses none, anything else is a path."""
+    if value == "none":
+        return None
+    if value == "auto":
+        found = os.path.join(os.path.expanduser(raw_dir), crema_ratings.RELATIVE_PATH)
+        return os.path.abspath(found) if os.path.isfile(found) else None
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isfile(path):
+        raise convert.DataPrepError(f"--summary_table={value} does not exist")
+    return path
+
+
 def main(argv):
     del argv
     options = {}
     if FLAGS.split_csv_dir:
         options["split_csv_dir"] = os.path.abspath(os.path.expanduser(FLAGS.split_csv_dir))
+    try:
+        table = summary_table_option(FLAGS.raw_dir, FLAGS.summary_table)
+    except convert.DataPrepError as e:
+        sys.exit(f"error: {e}")
+    if table:
+        options["summary_table"] = table
+        how = " (found in the raw tree)" if FLAGS.summary_table == "auto" else ""
+        print(f"human ratings from {table}{how}; --summary_table=none prepares without them",
+              flush=True)
     convert.run_cli(CremaDAv, FLAGS, split_options=options)
 
 
@@ -153,5 +217,8 @@ if __name__ == "__main__":
     flags.adopt_module_key_flags(convert)
     flags.DEFINE_string("split_csv_dir", None,
                         "Directory with the reference train.csv / test.csv split files.")
+    flags.DEFINE_string("summary_table", "auto",
+                        "CREMA-D's summaryTable.csv (human ratings per clip): auto finds "
+                        "processedResults/summaryTable.csv under --raw_dir; none skips it.")
     flags.mark_flag_as_required("raw_dir")
     app.run(main)

@@ -7,9 +7,12 @@
 
 `clips.csv` rows: `video_path,label[,split][,audio_path]` (an optional header line
 starting with `video_path`). Relative paths are relative to the CSV's folder. Without
-an `audio_path`, the audio track of the video is used. `split` is train, validation (or
-val) or test; when no row gives one, a seeded split stratified by label puts 80% / 10% /
-10% of each class into train / validation / test. Then train with
+an `audio_path`, the audio track of the video is used. An `audio_path` may be a WAV,
+MP3, FLAC, OGG or any video container, or an HTK parameter file (`.htk`, `.mfc`, `.mfcc`,
+`.fbank`, `.plp`, `.lpc`, `.user`; every row then names one, of one kind): its feature
+frames, tiled to `--clip_seconds`, are the "spectrogram" (see `data_prep.htk`).
+`split` is train, validation (or val) or test; when no row gives one, a seeded split
+stratified by label puts 80% / 10% / 10% of each class into train / validation / test. Then train with
 `--config.data.name=<name>` (the classes and shapes are read from the data).
 
 Duplicates are dropped so that no clip lands in two splits: rows naming the same media
@@ -31,7 +34,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import convert, features, registry
+from data_prep import convert, features, htk, registry
 from data_prep.features import AudioParams
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -212,6 +215,24 @@ class FolderAv(convert.AVBuilder):
         return clips
 
 
+def htk_params(csv_path: str, clip_seconds: float,
+               normalization: str) -> Optional[htk.HtkParams]:
+    """The HTK feature parameters of a CSV whose audio files are HTK parameter files
+    (by extension, `htk.EXTENSIONS`), None for media; a mix is refused."""
+    rows = read_clip_csv(csv_path)
+    is_htk = [htk.is_htk_path(r.audio) for r in rows]
+    if not any(is_htk):
+        return None
+    if not all(is_htk):
+        row = rows[is_htk.index(False)]
+        raise convert.DataPrepError(
+            f"{csv_path}:{row.line} names no HTK file ({row.audio or 'no audio_path'}) "
+            f"while other rows do: one dataset takes HTK features ({', '.join(htk.EXTENSIONS)}"
+            ") in every row or in none")
+    return htk.params_for([r.audio for r in rows if os.path.exists(r.audio)], clip_seconds,
+                          normalization)
+
+
 def builder_class(name: str, base=None):
     """`base` (default `FolderAv`) registered under the tfds name `name` (snake_case)."""
     base = base or FolderAv
@@ -239,11 +260,21 @@ def main(argv):
     convert.quiet_library_logs(FLAGS)
     try:
         cls = builder_class(FLAGS.name)
-        audio = AudioParams(sample_rate=FLAGS.sample_rate, clip_seconds=FLAGS.clip_seconds,
-                            n_fft=FLAGS.n_fft, hop_length=FLAGS.hop_length,
-                            center=FLAGS.center, normalization=FLAGS.normalization,
-                            spectrogram_recipe=FLAGS.spectrogram_recipe)
         csv_path = os.path.abspath(os.path.expanduser(FLAGS.csv))
+        audio = htk_params(csv_path, FLAGS.clip_seconds, FLAGS.normalization)
+        if audio is not None:
+            given = [f"--{n}" for n in ("sample_rate", "n_fft", "hop_length", "center",
+                                        "spectrogram_recipe") if FLAGS[n].present]
+            if given:
+                raise convert.DataPrepError(
+                    f"{', '.join(given)}: HTK files are features already; only "
+                    "--clip_seconds and --normalization apply to them")
+        else:
+            audio = AudioParams(sample_rate=FLAGS.sample_rate,
+                                clip_seconds=FLAGS.clip_seconds, n_fft=FLAGS.n_fft,
+                                hop_length=FLAGS.hop_length, center=FLAGS.center,
+                                normalization=FLAGS.normalization,
+                                spectrogram_recipe=FLAGS.spectrogram_recipe)
         builder = convert.prepare(
             cls, os.path.dirname(csv_path), FLAGS.data_dir, audio=audio,
             frames=convert.FrameParams(FLAGS.num_frames, FLAGS.frame_size),

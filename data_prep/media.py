@@ -73,13 +73,17 @@ def _load_with_pyav(path: str, sample_rate: int) -> np.ndarray:
         with av.open(path) as container:
             if not container.streams.audio:
                 raise ClipError("no audio track")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            # Planar float in the source's own layout, then the mean of the channels: the
+            # mono of librosa and of `ffmpeg -ac 1` to PCM. FFmpeg's float downmix to mono
+            # instead sums the two channels of a stereo track at 1/sqrt(2) each, a
+            # sqrt(2) louder waveform than either.
+            resampler = av.AudioResampler(format="fltp", rate=sample_rate)
             chunks = []
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    chunks.append(out.to_ndarray().mean(axis=0))
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(out.to_ndarray().mean(axis=0))
     except ClipError:
         raise
     except Exception as e:  # av.error.* and OSError for broken containers
@@ -117,8 +121,8 @@ def read_frames(path: str, count: int, size: int, start: Optional[float] = None,
 
     Raises `ClipError` for a clip whose decoded frames cover less than
     `MIN_VIDEO_COVERAGE` of its expected length (the container's frame count, or
-    `fallback_seconds` of audio when the container gives none), or that has fewer than
-    `count` distinct frames in the asked span.
+    `fallback_seconds` of audio when the container gives none), that has fewer than
+    `count` distinct frames in the asked span, or that `check_intact` finds cut short.
     """
     import cv2
 
@@ -126,6 +130,7 @@ def read_frames(path: str, count: int, size: int, start: Optional[float] = None,
         raise ClipError(f"missing file {path}")
     if os.path.getsize(path) == 0:
         raise ClipError("empty file (0 bytes)")
+    check_intact(path)
     cap = cv2.VideoCapture(path)
     try:
         if not cap.isOpened():
@@ -220,3 +225,44 @@ def _check_coverage(first: int, last: int, fps: float, hinted: int, start: Optio
         raise ClipError(
             f"video truncated: {got} frame(s) ({got / fps:.2f} s) decoded of the "
             f"{expected:.0f} ({expected / fps:.2f} s) expected")
+
+
+# Containers that record no duration: FFmpeg estimates their length from the file's size
+# and bit rate, so a copy cut short reports a frame count that matches what it holds and
+# the coverage rule cannot see the cut (MPEG program and transport streams, raw
+# elementary video streams).
+NO_DURATION_FORMATS = ("mpeg", "mpegts", "mpegvideo", "m4v", "h264", "hevc")
+
+
+def check_intact(path: str) -> None:
+    """Raises `ClipError` for a container of `NO_DURATION_FORMATS` whose video does not
+    decode cleanly: a copy cut at an arbitrary byte ends inside a packet or a picture,
+    which FFmpeg reports ("Packet corrupt", or a decoder error such as "ac-tex damaged").
+    Other containers record their duration and are left to the coverage rule. Costs one
+    extra decode of such files (PyAV, with FFmpeg's messages captured)."""
+    import av
+    import av.logging
+
+    try:
+        with av.open(path) as container:
+            if container.format.name.split(",")[0] not in NO_DURATION_FORMATS:
+                return
+            if not container.streams.video:
+                return  # read_frames reports it
+            previous = av.logging.get_level()
+            av.logging.set_level(av.logging.WARNING)
+            try:
+                with av.logging.Capture() as logs:
+                    for _ in container.decode(video=0):
+                        pass
+            finally:
+                av.logging.set_level(previous)
+    except av.FFmpegError:
+        return  # not something PyAV opens: OpenCV's reading decides
+    problems = [m.strip() for level, _, m in logs
+                if level <= av.logging.ERROR or "Packet corrupt" in m]
+    if problems:
+        raise ClipError(f"video damaged or cut short: FFmpeg reports {problems[0]!r}"
+                        f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''} "
+                        "(a truncated copy? its container records no duration to check "
+                        "the length against)")

@@ -10,7 +10,10 @@ validation accuracy, phase boundary and refits marked) and `losses.png`; and
 `runs/x/imbalance.csv`: for every clip of the split, its id, label, audio and visual
 probability of the true class, gap, posterior of the imbalanced component and dominant
 modality, most imbalanced first, with `imbalance_source.json` beside it (the checkpoint,
-its epochs completed and the GMM that gave the posteriors). Every title names the run
+its epochs completed and the GMM that gave the posteriors). Data with human ratings
+(CREMA-D prepared with its summary table) also gets the CSV columns `human_*_right` and
+`gap_by_human_rating.png`: the scored gaps' histogram split by what people recognized
+(voice only, face only, both, neither), with that GMM. Every title names the run
 (method, dataset, seed, and the fields changed relative to its dataset's config file).
 `--compare` draws the paper's Figure 4 for several runs in one figure. Works on
 interrupted runs too (it reads what was saved).
@@ -30,7 +33,7 @@ from absl import app, flags, logging
 
 from avgmm import checkpoints, config_text, evaluation, files
 from avgmm import gmm as gmm_lib
-from avgmm.analysis import plots, report
+from avgmm.analysis import human_ratings, plots, report
 from avgmm.errors import AnalysisError
 from avgmm.workdir import Workdir
 from data_prep import registry
@@ -172,6 +175,8 @@ def score_with_source(config: ml_collections.ConfigDict, workdir: str, which: An
               "gmm": gmm_source, "gmm_params": files.to_python(mixture.to_dict())}
     post = np.asarray(gmm_lib.posteriors(mixture, host["gap"]))[:, 1]
     names = ds.meta.class_names
+    # What people recognized from the voice and from the face (CREMA-D's ratings).
+    human_fields = sorted(k for k in host if k.startswith("human_") and k.endswith("_right"))
     rows = []
     for i in range(len(host["gap"])):
         gap = float(host["gap"][i])
@@ -181,6 +186,8 @@ def score_with_source(config: ml_collections.ConfigDict, workdir: str, which: An
                "dominant_modality": "audio" if gap > 0 else ("visual" if gap < 0 else "none")}
         if "imbalanced" in host:
             row["imbalanced_ground_truth"] = bool(host["imbalanced"][i])
+        for k in human_fields:
+            row[k] = bool(host[k][i])
         rows.append(row)
     rows.sort(key=lambda r: -r["posterior_imbalanced"])
     return rows, source
@@ -210,6 +217,13 @@ def analyze(workdir: str, checkpoint: Any = "best", split: str = "train",
         path = wd.file(Workdir.IMBALANCE_CSV)
         write_csv(path, rows)
         out["imbalance_csv"] = path
+        if human_ratings.has_ratings(rows):
+            figure = os.path.join(wd.file(Workdir.PLOTS), "gap_by_human_rating.png")
+            human_ratings.gap_histogram(
+                figure, rows, source["gmm_params"],
+                textwrap.fill(run_label(config), 100) + f"\n{split} gaps ({checkpoint} checkpoint) "
+                "by what people recognized from the voice and the face")
+            out["plots"].append(figure)
         # Which checkpoint and which GMM produced the rows: the CSV stays plain.
         files.write_json(wd.file(Workdir.IMBALANCE_SOURCE), source)
         out["imbalance_source"] = wd.file(Workdir.IMBALANCE_SOURCE)
