@@ -1,12 +1,18 @@
 """AV-MNIST as MultiBench distributes it (112 x 112 spectrogram arrays and 28 x 28
-images), prepared with `python -m data_prep.arrays --layout=multibench_avmnist
---dir=.../avmnist --name=av_mnist_multibench`; the model and schedule of `av_mnist.py`.
+images), prepared with `./launch.sh prepare av_mnist_multibench --dir=.../avmnist`
+(`python -m data_prep.arrays --layout=multibench_avmnist --name=av_mnist_multibench`);
+the model and schedule of `av_mnist.py`.
 
 The arrays do not tell the audio's sample rate or STFT, so only what they record is
 expected: precomputed features, one 28 x 28 frame per clip.
 """
 
-from configs import av_mnist
+import os
+
+from avgmm import config_text
+
+av_mnist = config_text.load_config_module(os.path.join(os.path.dirname(__file__),
+                                                       "av_mnist.py"))
 
 
 def get_config():

@@ -62,7 +62,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import convert, folder
+from data_prep import convert, folder, registry
 from data_prep.array_files import (LAYOUTS, MULTIBENCH_VALIDATION, Group, check_groups,
                                    class_names, find_groups, frames_layout, label_names,
                                    resolve_frame_range, source_fingerprint,
@@ -107,6 +107,18 @@ class ArrayParams:
 
 
 convert.AUDIO_FORMATS[FEATURE_FORMAT] = ArrayParams
+
+# `--name` names the dataset (`arrays_av` by default); MultiBench's AV-MNIST has its own.
+DATASETS = (
+    registry.DatasetEntry(tfds_name="arrays_av", prepare_name="arrays",
+                          display_name="your arrays (npy/npz)",
+                          inputs="--dir=<folder of arrays>"),
+    registry.DatasetEntry(tfds_name="av_mnist_multibench", prepare_name="av_mnist_multibench",
+                          display_name="AV-MNIST (MultiBench arrays)",
+                          args=("--layout=multibench_avmnist", "--name=av_mnist_multibench"),
+                          inputs="--dir=<MultiBench avmnist folder>",
+                          config="av_mnist_multibench.py"),
+)
 
 class ArraysAv(convert.AVBuilder):
     """Audio features and frames given as arrays, prepared for avgmm."""
