@@ -28,7 +28,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from absl import app, flags
 
 from avgmm import config_text, evaluators, experiments, methods
-from avgmm.errors import ReportError
+from avgmm.analysis import tuned
+from avgmm.experiments import tuning
+from avgmm.errors import ExperimentError, ReportError
 from avgmm.files import flatten_dict
 from data_prep import registry
 
@@ -280,16 +282,19 @@ def _table1_rank(row: Dict[str, Any]) -> int:
 
 
 def table1_markdown(rows: List[Dict[str, Any]]) -> str:
-    """`table1_rows` as Markdown: our numbers, then the paper's beside them."""
+    """`table1_rows` as Markdown: our numbers, then the paper's beside them (and, for a
+    tuned sweep, the chosen setting, the settings tried, ambiguous GMM fits and cost)."""
     columns = _columns([r for r in rows if r["seeds"]])
+    extra = [(k, h) for k, h in tuned.COLUMNS if any(k in r for r in rows)]
     header = (["method", "seeds"] + [name for _, name in columns]
-              + ["paper CREMA-D", "paper AVE"])
+              + ["paper CREMA-D", "paper AVE"] + [h for _, h in extra])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["method"], str(r["seeds"])]
         cells += [_cell(r, m) if r["seeds"] else "" for m, _ in columns]
         cells += ["" if r.get(k) is None else f"{r[k]:.2f}"
                   for k in ("paper_crema_d", "paper_ave")]
+        cells += [tuned.cell(r, k) for k, _ in extra]
         lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
     datasets = sorted({r["dataset"] for r in rows if r["seeds"]})
     lines += ["", f"Our runs: {', '.join(datasets)}. The paper's columns are its Table 1 "
@@ -333,6 +338,9 @@ def define_flags() -> None:
     flags.DEFINE_bool("paper", True, "Show the paper's number beside matching rows.")
     flags.DEFINE_bool("table1", False, "Lay the table out as the paper's Table 1, with its "
                       "CREMA-D and AVE numbers beside every method.")
+    flags.DEFINE_string("selection", None, "A tuned sweep's selection.json: only the runs "
+                        "of each variant's chosen setting, with that setting, the number of "
+                        "settings tried, ambiguous GMM fits and the cost per run.")
 
 
 def main(argv):
@@ -340,10 +348,18 @@ def main(argv):
     if not paths:
         sys.exit("usage: python -m avgmm.report RUN_OR_FOLDER [...] [--out=DIR]")
     try:
-        runs = [load(r) for r in find_runs(paths)]
-    except ReportError as e:
+        found = find_runs(paths)
+        selection = None
+        if FLAGS.selection:
+            selection = tuning.read_selection(FLAGS.selection)
+            found = tuned.selected_runs(found, os.path.dirname(os.path.abspath(
+                FLAGS.selection)), selection)
+        runs = [load(r) for r in found]
+    except (ReportError, ExperimentError) as e:
         sys.exit(f"error: {e}")
     rows = aggregate(runs, FLAGS.paper)
+    if selection is not None:
+        tuned.annotate(rows, selection)
     out = FLAGS.out or os.path.commonpath([os.path.abspath(r["run"]) for r in runs])
     if len(runs) == 1:
         out = FLAGS.out or os.path.dirname(os.path.abspath(runs[0]["run"]))

@@ -13,7 +13,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from avgmm import progress
 from avgmm.errors import ExperimentError
@@ -30,28 +30,38 @@ class PlannedRun:
     command: Sequence[str]
 
 
-def plan(sweep: Sweep, config: str, root: str, seeds: int, extra: Sequence[str] = (),
-         python: str = sys.executable, variants: Optional[List[Variant]] = None
+def plan(sweep: Sweep, config: str, root: str, seeds, extra: Sequence[str] = (),
+         python: str = sys.executable, variants: Optional[List[Variant]] = None,
+         settings: Optional[Dict[str, List[Tuple[str, Sequence[str]]]]] = None
          ) -> List[PlannedRun]:
     """The runs of `sweep` on config file `config` under `root`, seed by seed (all the
-    variants of seed 0 first: an interrupted sweep has whole seeds done)."""
+    variants of seed 0 first: an interrupted sweep has whole seeds done). `seeds`: a
+    count or the seeds themselves. `settings` (tuning): per variant, `(folder, overrides)`
+    of each setting to run, in `root/<variant>/<folder>/seed<k>`."""
+    seed_list = range(seeds) if isinstance(seeds, int) else list(seeds)
     runs = []
-    for seed in range(seeds):
+    for seed in seed_list:
         for v in variants if variants is not None else sweep.variants():
-            workdir = os.path.join(root, v.name, f"seed{seed}")
-            command = [python, "-m", "avgmm.main", f"--config={config}",
-                       f"--workdir={workdir}", f"--config.seed={seed}",
-                       f"--config.variant={v.name}", *v.overrides, *extra]
-            runs.append(PlannedRun(v, seed, workdir, command))
+            for folder, overrides in (settings or {}).get(v.name, [("", ())]):
+                workdir = os.path.join(root, v.name, folder, f"seed{seed}") if folder else \
+                    os.path.join(root, v.name, f"seed{seed}")
+                command = [python, "-m", "avgmm.main", f"--config={config}",
+                           f"--workdir={workdir}", f"--config.seed={seed}",
+                           f"--config.variant={v.name}", *v.overrides, *overrides, *extra]
+                runs.append(PlannedRun(v, seed, workdir, command))
     return runs
 
 
-def summary_command(sweep: Sweep, root: str, python: str = sys.executable) -> List[str]:
-    """The command that summarizes a finished sweep."""
+def summary_command(sweep: Sweep, root: str, python: str = sys.executable,
+                    selection: Optional[str] = None) -> List[str]:
+    """The command that summarizes a finished sweep (`selection`: a tuned sweep's
+    selection.json, whose chosen settings alone make the table)."""
     if sweep.summary == "study":
-        return [python, "-m", "avgmm.study", root]
+        return [python, "-m", "avgmm.study", root] + (
+            [f"--selection={selection}"] if selection else [])
     command = [python, "-m", "avgmm.report", root, f"--out={root}"]
-    return command + (["--table1"] if sweep.summary == "table1" else [])
+    command += ["--table1"] if sweep.summary == "table1" else []
+    return command + ([f"--selection={selection}"] if selection else [])
 
 
 def show(command: Sequence[str]) -> str:

@@ -1,0 +1,74 @@
+"""What a tuned table adds to each row: the setting chosen on validation, how many
+settings the variant was given, how often its GMM fits were ambiguous, and what a run
+cost (from the runs' results.json and timing.json)."""
+
+import json
+import os
+import statistics
+from typing import Any, Dict, List, Optional
+
+from avgmm.errors import ReportError
+from avgmm.workdir import Workdir
+
+# Extra columns of a tuned Table 1: (row key, header).
+COLUMNS = (("setting", "chosen setting (on validation)"), ("settings_tried", "settings"),
+           ("ambiguous_fits", "ambiguous GMM fits"), ("seconds_per_run", "s / run"),
+           ("train_vs_concat", "train time vs concat"))
+
+
+def selected_runs(runs: List[str], root: str, selection: Dict[str, Any]) -> List[str]:
+    """The runs of each variant's chosen setting (`root/<variant>/<setting>/...`)."""
+    keep = [os.path.join(os.path.abspath(root), v, chosen["setting"]) + os.sep
+            for v, chosen in selection.items()]
+    found = [r for r in runs if any(os.path.abspath(r).startswith(k) for k in keep)]
+    if not found:
+        raise ReportError(f"no finished run of a chosen setting under {root}: run the "
+                          "sweep's final seeds first")
+    return found
+
+
+def _json(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def annotate(rows: List[Dict[str, Any]], selection: Dict[str, Any]) -> None:
+    """Adds the tuned columns to every row that has runs (in place)."""
+    for r in rows:
+        if not r.get("runs"):
+            continue
+        chosen = selection.get(r.get("variant", ""), {})
+        r["setting"] = ", ".join(f"{k.split('.')[-1]} {v:.3g}" if isinstance(v, float)
+                                 else f"{k.split('.')[-1]} {v}"
+                                 for k, v in chosen.get("values", {}).items())
+        r["settings_tried"] = chosen.get("settings_tried")
+        results = [_json(os.path.join(run, Workdir.RESULTS)) or {} for run in r["runs"]]
+        fits = sum(int(x.get("gmm_fits", 0)) for x in results)
+        ambiguous = sum(len(x.get("gmm_ambiguous_fits", [])) for x in results)
+        r["ambiguous_fits"] = f"{ambiguous}/{fits}" if fits else None
+        timings = [_json(os.path.join(run, Workdir.TIMING)) for run in r["runs"]]
+        timings = [t for t in timings if t]
+        r["seconds_per_run"] = statistics.fmean(t["wall"] for t in timings) if timings else None
+        r["_train_seconds"] = (statistics.fmean(t["train"] for t in timings)
+                               if timings else None)
+    concat = next((r for r in rows if r.get("method_name") == "concat"
+                   and r.get("_train_seconds")), None)
+    for r in rows:
+        base = concat["_train_seconds"] if concat else None
+        own = r.get("_train_seconds")
+        r["train_vs_concat"] = own / base if own and base else None
+
+
+def cell(row: Dict[str, Any], key: str) -> str:
+    """One tuned column's cell."""
+    value = row.get(key)
+    if value is None or value == "":
+        return "-" if row.get("seeds") else ""
+    if key == "seconds_per_run":
+        return f"{value:.0f}"
+    if key == "train_vs_concat":
+        return f"{value:.2f}x"
+    return str(value)
