@@ -134,8 +134,8 @@ def get_config() -> ml_collections.ConfigDict:
     # them): per split every epoch, and once on the final model. `accuracy` is required
     # (it selects the best-validation checkpoint); evaluators whose data is missing (e.g.
     # the degraded clips of data without a ground-truth flag) are skipped.
-    config.evaluators = ("accuracy", "modality_accuracy", "gap", "degraded", "gmm_auc",
-                         "human_auc", "predictions")
+    config.evaluators = ("accuracy", "modality_accuracy", "gap", "degraded", "degradation",
+                         "gmm_auc", "human_auc", "predictions")
     config.checkpoint_keep = 2
     # Persistent XLA compilation cache (avgmm/compile_cache.py): auto = ~/.cache/avgmm/xla
     # (or $AVGMM_COMPILATION_CACHE_DIR), a path, or "" for none. A restart loads its

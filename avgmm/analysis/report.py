@@ -66,7 +66,7 @@ def metrics(evaluator_names: Optional[Sequence[str]] = None) -> List[Tuple[str, 
     """`(results.json field, column)` of the report: the headline accuracy at the
     best-validation checkpoint and at the last epoch, the evaluators' other headline
     fields, and the peers' protocol."""
-    fields = evaluators.headline_fields(evaluator_names)
+    fields = evaluators.headline_fields(evaluator_names, columns=True)
     first, rest = fields[0], fields[1:]
     return ([(f"test_{first.key}", f"{first.label} (best val)"),
              (f"last_epoch.{first.key}", f"{first.label} (last epoch)")]

@@ -35,7 +35,7 @@ def validate(names: Sequence[str], need) -> None:
 
 def build(config, meta) -> List[Evaluator]:
     """The configured evaluators that apply to the dataset, in the config's order."""
-    chosen = [REGISTRY[name](config) for name in config.evaluators]
+    chosen = [REGISTRY[name](config, meta) for name in config.evaluators]
     return [ev for ev in chosen if ev.applies(meta)]
 
 
@@ -45,9 +45,10 @@ def fields(names: Sequence[str] = None) -> List[Field]:
     return [f for n in names if n in REGISTRY for f in REGISTRY[n].fields]
 
 
-def headline_fields(names: Sequence[str] = None) -> List[Field]:
-    """The fields results.json holds for the best and the last model."""
-    return [f for f in fields(names) if f.headline]
+def headline_fields(names: Sequence[str] = None, columns: bool = False) -> List[Field]:
+    """The fields results.json holds for the best and the last model (`columns`: only
+    those the report's tables show)."""
+    return [f for f in fields(names) if f.headline and (f.column or not columns)]
 
 
 def console_fields(evaluators: Sequence[Evaluator]) -> List[Field]:

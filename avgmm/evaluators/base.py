@@ -28,6 +28,7 @@ class Field:
     console: str = ""  # its short name in the epoch's console line ("" = not shown)
     headline: bool = False  # in results.json for the best and the last model
     percent: bool = True  # a fraction shown as % in tables
+    column: bool = True  # a headline field with a column in the report's tables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +83,9 @@ class Evaluator:
         if cls.name:
             REGISTRY[cls.name] = cls
 
-    def __init__(self, config: Any = None):
+    def __init__(self, config: Any = None, meta: Any = None):
         self.config = config
+        self.meta = meta  # the dataset's DatasetMeta (its clip fields, classes)
 
     def applies(self, meta) -> bool:
         """Whether the dataset (`DatasetMeta`) has what this evaluator needs."""

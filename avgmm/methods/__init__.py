@@ -10,9 +10,9 @@ from typing import Any, Dict, Type
 import ml_collections
 
 from avgmm.errors import UserError
-from avgmm.methods import (adaptive, agm, concat, diagnose_relearn, g_blending, greedy, mla,
-                           mmpareto, ogm, ogm_ge, opm, opm_ogm, pmr, remix, sample_valuation,
-                           tcmax, warmup_only)
+from avgmm.methods import (adaptive, agm, concat, diagnose_relearn, g_blending, gmm_guided,
+                           greedy, mla, mmpareto, ogm, ogm_ge, opm, opm_ogm, pmr, remix,
+                           sample_valuation, tcmax, warmup_only)
 from avgmm.methods.base import Method, RunContext, StepContext
 
 # In the order of the rows of Table 1: the baseline and the paper's rows in its order,
@@ -20,7 +20,7 @@ from avgmm.methods.base import Method, RunContext, StepContext
 _CLASSES = (concat.Concat, g_blending.GBlending, ogm_ge.OgmGe, greedy.Greedy, pmr.PMR,
             agm.AGM, mla.MLA, diagnose_relearn.DiagnoseRelearn, opm_ogm.OpmOgm, ogm.Ogm,
             opm.Opm, mmpareto.MMPareto, sample_valuation.SampleValuation, remix.Remix,
-            tcmax.TCMax, warmup_only.WarmupOnly, adaptive.Adaptive)
+            tcmax.TCMax, warmup_only.WarmupOnly, gmm_guided.GmmGuided, adaptive.Adaptive)
 REGISTRY: Dict[str, Type[Method]] = {cls.name: cls for cls in _CLASSES}
 
 __all__ = ["Method", "RunContext", "StepContext", "REGISTRY", "get", "add_defaults",

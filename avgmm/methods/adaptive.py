@@ -9,38 +9,22 @@ the paper leaves open), `config.gmm` (the fit) and `config.schedule` (the phases
 purification phase's are under `config.adaptive`.
 """
 
-import os
-import time
 from typing import Any, Dict
 
-import flax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avgmm import losses, progress
 from avgmm import gmm as gmm_lib
-from avgmm.evaluators.gmm_auc import imbalanced_auc
-from avgmm.methods import base
-from avgmm.workdir import Workdir
+from avgmm import losses, progress
+from avgmm.methods import base, gmm_fits
 
 LAMBDA_EPOCHS = ("adaptive", "step", "global")
 POSTERIORS_FROM = ("batch", "refit")
 GAP_GRADIENTS = ("both", "weaker")
-# The per-sample columns a fit's file keeps (gmm_fits/fit_NNN.npz), where the data has them.
-FIT_COLUMNS = ("index", "id", "label", "imbalanced", "gap", "p_audio", "p_visual")
 
 
-@flax.struct.dataclass
-class AdaptiveState:
-    """The GMM in force and every training sample's inference-mode gap it was fitted to
-    (by dataset index; read by `loss.posteriors_from=refit`)."""
-
-    gmm: gmm_lib.GMMParams
-    fit_gaps: jnp.ndarray
-
-
-class Adaptive(base.Method):
+class Adaptive(gmm_fits.FitsGmm, base.Method):
     """Warm-up, then GMM refits and the adaptive loss; optimizer reset between them."""
 
     name = "adaptive"
@@ -144,10 +128,6 @@ class Adaptive(base.Method):
         return self._adaptive_epoch(epoch) == 0 and self.config.optimizer.reset_between_phases
 
     # ------------------------------------------------------------------ state and hooks
-    def init_state(self, meta):
-        return AdaptiveState(gmm=gmm_lib.GMMParams.unfitted(),
-                             fit_gaps=np.zeros((meta.num_examples["train"],), np.float32))
-
     def on_epoch_start(self, run, state, epoch):
         f = self._finetune_epoch(epoch)
         if f > 0:  # the purification phase keeps the one fit made at its start
@@ -155,7 +135,7 @@ class Adaptive(base.Method):
         e = self._adaptive_epoch(epoch)
         if f < 0 and (e < 0 or e % self.config.schedule.epochs_per_step):
             return state, {}
-        state, fit = refit_gmm(run, state, self.adaptive_step(epoch), epoch)
+        state, fit = gmm_fits.refit_gmm(run, state, self.adaptive_step(epoch), epoch)
         record: Dict[str, Any] = {"gmm_fit": fit}
         if f == 0:
             kept = float(np.mean(clean_mask(run.par.fetch(state.method_state.gmm),
@@ -179,25 +159,6 @@ class Adaptive(base.Method):
                 run.par.fetch(state.method_state.fit_gaps),
                 self.config.adaptive.finetune_threshold)))
         return record
-
-    def mixture(self, method_state):
-        return method_state.gmm
-
-    def console_note(self, record):
-        if "gmm_fit" not in record:
-            return ""
-        f = record["gmm_fit"]
-        return (f" | GMM fit {f['fit_index']}: pi_1 {f['pi_1']:.3f} mu_0 {f['mu_0']:+.3f} "
-                f"mu_1 {f['mu_1']:+.3f}")
-
-    def results(self, run):
-        out = {"gmm_fits": run.meta.get("gmm_fits", 0),
-               # Fits whose gaps did not support two components (labelling arbitrary).
-               "gmm_ambiguous_fits": list(run.meta.get("ambiguous_fits", []))}
-        if run.ds.meta.has_imbalance_flag:
-            # How well each fit's imbalanced posterior found the degraded training clips.
-            out["gmm_fit_aucs"] = list(run.meta.get("fit_aucs", []))
-        return out
 
     # ------------------------------------------------------------------ device
     def update(self, phase, state, batch, scalars, ctx):
@@ -255,56 +216,3 @@ def finetune_loss(logits, labels, weights, mask, unimodal_weight: float):
     return loss, {"loss": loss, "ce_fused": (weights * ce_f).sum(),
                   "ce_audio": (weights * ce_a).sum(), "ce_visual": (weights * ce_v).sum(),
                   "kept_fraction": mask.mean()}
-
-
-# ---------------------------------------------------------------------- the refit
-def refit_gmm(run: base.RunContext, state, fit_index: int, epochs_done: int):
-    """Algorithm 1, steps a-b: the gaps of every training sample in inference mode, a
-    GMM fitted to them on the device, and the fit's record (saved under `gmm_fits/`).
-
-    Returns the state with the new mixture (and the gaps it was fitted to) and the record;
-    `run.meta` (checkpointed) gains the fit count, the fit's AUC where the data has a
-    ground-truth flag, and whether its labelling was ambiguous.
-    """
-    par, meta = run.par, run.meta
-    start = time.time()
-    progress.say(f"GMM fit {fit_index}: collecting the training gaps and fitting")
-    device, host = run.samples(state, "train", keep=("gap",))
-    host_gaps = {k: host[k] for k in FIT_COLUMNS if k in host}
-    fitted = gmm_lib.fit_on_devices(par, device["gap"], device["mask"], run.config.gmm)
-    state = state.replace(method_state=AdaptiveState(
-        gmm=fitted, fit_gaps=par.replicate(np.asarray(host_gaps["gap"], np.float32))))
-    gmm = par.fetch(fitted)
-    fit = gmm.to_dict()
-    fit.update(fit_index=fit_index, seconds=time.time() - start,
-               gap_mean=float(host_gaps["gap"].mean()), gap_std=float(host_gaps["gap"].std()))
-    if "imbalanced" in host_gaps:
-        auc = imbalanced_auc(gmm, host_gaps["gap"], host_gaps["imbalanced"])
-        fit["auc_imbalanced"] = auc
-        meta["fit_aucs"] = list(meta.get("fit_aucs", [])) + [auc]
-    if fit["fallback"]:
-        progress.say(f"GMM fit {fit_index}: one component (degenerate gaps, or "
-                     "gmm.select=bic preferred one): every sample counts as balanced")
-    elif fit["ambiguous"]:
-        progress.say(f"GMM fit {fit_index}: labelling ambiguous: the gaps do not support two "
-                     f"components (BIC two {fit['bic_two']:.1f} >= one {fit['bic_one']:.1f}); "
-                     "gmm.select=bic treats them as balanced")
-    if par.is_primary:  # every process of a multi-host run holds the same fit
-        save_fit(run.workdir, fit_index, epochs_done, gmm, host_gaps)
-    meta["gmm_fits"] = fit_index + 1
-    meta["ambiguous_fits"] = (list(meta.get("ambiguous_fits", []))
-                              + ([fit_index] if fit["ambiguous"] else []))
-    return state, fit
-
-
-def save_fit(workdir: Workdir, fit_index: int, epoch: int, gmm: gmm_lib.GMMParams,
-             host: Dict[str, Any]) -> None:
-    """Gap array and fitted parameters of one GMM fit, for plots made after the fact."""
-    path = workdir.file(Workdir.GMM_FITS)
-    os.makedirs(path, exist_ok=True)
-    params = {k: np.asarray(v) for k, v in gmm.to_dict().items()}
-    arrays = dict(host, id=np.asarray(host["id"], dtype=str))
-    tmp = os.path.join(path, f".fit_{fit_index:03d}.npz")
-    with open(tmp, "wb") as f:
-        np.savez(f, epoch=epoch, **arrays, **{f"gmm_{k}": v for k, v in params.items()})
-    os.replace(tmp, os.path.join(path, f"fit_{fit_index:03d}.npz"))

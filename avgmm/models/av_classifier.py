@@ -3,6 +3,7 @@
 from typing import Any, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from avgmm.models.resnet import ResNetTrunk
@@ -10,11 +11,14 @@ from avgmm.models.resnet import ResNetTrunk
 
 class AVLogits(NamedTuple):
     """Logits of one forward pass: `fused == audio + visual` (eq. 3) for the split and
-    shared heads; with separate unimodal heads `fused` is the concatenation layer's."""
+    shared heads; with separate unimodal heads `fused` is the concatenation layer's.
+    `reliability`: the reliability head's logits over (balanced, audio unreliable, visual
+    unreliable) where the model has one (`split_reliability`), else None."""
 
     fused: jnp.ndarray
     audio: jnp.ndarray
     visual: jnp.ndarray
+    reliability: Optional[jnp.ndarray] = None
 
 
 class SplitFusionHead(nn.Module):
@@ -86,7 +90,25 @@ class SeparateHeads(nn.Module):
                         audio=layer["audio"](phi_a), visual=layer["visual"](phi_v))
 
 
-HEADS = {"split": SplitFusionHead, "shared": SharedHead, "separate": SeparateHeads}
+class SplitReliabilityHead(nn.Module):
+    """The split fusion layer, plus a small label-free reliability head: an MLP on the
+    pooled features (gradient stopped, so it never changes the encoders) that predicts
+    which stream, if any, a sample's GMM diagnosis calls unreliable (3 logits: balanced,
+    audio unreliable, visual unreliable)."""
+
+    num_classes: int
+    hidden: int = 64
+
+    @nn.compact
+    def __call__(self, phi_a: jnp.ndarray, phi_v: jnp.ndarray) -> AVLogits:
+        logits = SplitFusionHead(self.num_classes, name="fusion")(phi_a, phi_v)
+        x = jax.lax.stop_gradient(jnp.concatenate([phi_a, phi_v], axis=-1).astype(jnp.float32))
+        x = nn.relu(nn.Dense(self.hidden, name="reliability_hidden")(x))
+        return logits._replace(reliability=nn.Dense(3, name="reliability")(x))
+
+
+HEADS = {"split": SplitFusionHead, "shared": SharedHead, "separate": SeparateHeads,
+         "split_reliability": SplitReliabilityHead}
 
 
 class AVClassifier(nn.Module):
@@ -95,8 +117,8 @@ class AVClassifier(nn.Module):
     Inputs: `audio` `[B, F, T]` or `[B, F, T, 1]` (log spectrogram), `frames`
     `[B, Tv, H, W, 3]` (normalized RGB). Frames are folded into the batch, encoded
     independently, and their feature maps are averaged over time and space. `head`:
-    `split` (the paper's concatenation fusion), `shared` (see `SharedHead`) or `separate`
-    (see `SeparateHeads`).
+    `split` (the paper's concatenation fusion), `shared` (see `SharedHead`), `separate`
+    (see `SeparateHeads`) or `split_reliability` (see `SplitReliabilityHead`).
     """
 
     num_classes: int
