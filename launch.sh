@@ -27,11 +27,12 @@ usage: ./launch.sh COMMAND [ARGS...]
                               sbatch --nodes=2 --ntasks-per-node=1 --gpus-per-node=8 \
                                 --wrap "./launch.sh multihost configs/crema.py"
                               (--dry-run prints the srun line)
-  ablations|table1|study CONFIG [--seeds=N] [--workdir=DIR] [--jobs=J] [--dry-run]
-                              [--config.FIELD=VALUE ...]
+  ablations|table1|study|guided CONFIG [--seeds=N] [--workdir=DIR] [--jobs=J] [--dry-run]
+                              [--tune] [--config.FIELD=VALUE ...]
                               a declared sweep (avgmm/experiments/variants.py): ablations
                               (the paper's Tables 2 and 3 and its open readings), table1
-                              (every registered method), study (the reproduction study);
+                              (every registered method; --tune: equal tuning), study (the
+                              reproduction study), guided (does GMM guidance help?);
                               N seeds each, J runs at a time, then the summary (report,
                               Table 1 or study); run again, it resumes; --dry-run prints
                               the commands
@@ -105,7 +106,7 @@ case "$cmd" in
       exit 2
     fi
     exec "${line[@]}" ;;
-  ablations|study|table1)
+  ablations|study|table1|guided)
     # The sweeps and their variants are declared in avgmm/experiments/variants.py.
     exec "$PY" -m avgmm.experiments run "$cmd" "$@" ;;
   sweep) exec "$PY" -m avgmm.experiments "$@" ;;

@@ -30,6 +30,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from avgmm import experiments  # noqa: E402
+from avgmm.analysis import comparison  # noqa: E402
 from avgmm.errors import StudyError  # noqa: E402
 from avgmm.workdir import Workdir  # noqa: E402
 
@@ -225,6 +227,11 @@ def define_flags() -> None:
     flags.DEFINE_string("out", None, "Where to write study.md and the figures (default ROOT).")
     flags.DEFINE_list("show", [], "Variants drawn in the figures (default: all).")
     flags.DEFINE_enum("split", "val", ["val", "test"], "Split of the accuracy curves.")
+    flags.DEFINE_string("reference", "warmup_only", "Variant the paired differences are "
+                        "taken against (with the best of --peers).")
+    flags.DEFINE_list("peers", ["concat", "warmup_only", "mmpareto", "mla", "sample_valuation",
+                                "remix"], "Variants that are peers (the best one, by mean "
+                      "headline accuracy, is the second reference).")
 
 
 def main(argv):
@@ -243,6 +250,18 @@ def main(argv):
     title = f"{any_run['config']['data']['name']} ({os.path.basename(os.path.abspath(root))})"
     text = (f"# Study: {title}\n\nAccuracy (%) mean ± sample std over seeds.\n\n"
             + tables(rows))
+    labels = {name: (experiments.find(name).label if experiments.find(name) else name)
+              for name in variants}
+    if FLAGS.reference in variants:
+        text += ("\n## Paired differences\n\nPercentage points, mean over seeds with its 95% "
+                 "Student-t interval, paired by seed; the best peer is the peer with the "
+                 "highest mean headline accuracy.\n\n"
+                 + comparison.paired_table(variants, FLAGS.reference, FLAGS.peers, labels)
+                 + "\n")
+    subsets = comparison.subsets_table(variants, labels)
+    if subsets:
+        text += ("\n## By degraded stream (test, best-validation checkpoint)\n\n" + subsets
+                 + "\n")
     with open(os.path.join(out_dir, "study.md"), "w", encoding="utf-8") as f:
         f.write(text)
     paths = figures(variants, out_dir, title, FLAGS.show or None, FLAGS.split)

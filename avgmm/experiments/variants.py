@@ -117,6 +117,39 @@ def table1() -> List[Variant]:
     return rows
 
 
+# Does GMM guidance help? The peers, the paper's loss and ours, purification with the same
+# budget, and the GMM-guided treatments (gmm_guided), against warm-up only.
+GUIDED_PEERS = ("concat", "warmup_only", "mmpareto", "mla", "sample_valuation", "remix")
+
+
+def _guided(name: str, label: str, **fields) -> Variant:
+    """A gmm_guided variant: the method and its settings."""
+    return Variant(name, ("--config.method=gmm_guided",) + tuple(
+        f"--config.gmm_guided.{k}={v!r}" for k, v in fields.items()), label)
+
+
+def guided() -> List[Variant]:
+    """The GMM-guidance study's variants (`python -m avgmm.study` compares them with
+    warmup_only and the best of `GUIDED_PEERS`, paired by seed)."""
+    table = {v.name: v for v in table1()}
+    return ([table[name] for name in GUIDED_PEERS]
+            + [table["adaptive_paper"], table["adaptive_ours"],
+               _v("purification", "--config.method=adaptive " + OUR_LOSS
+                  + " --config.schedule.adaptive_steps=2 --config.adaptive.finetune_epochs=2",
+                  "ours + GMM purification (2 of the adaptive epochs)"),
+               _guided("guided_weak0", "GMM-guided: weak stream not taught where imbalanced",
+                       weak_weight=0.0),
+               _guided("guided_weak0_uniform", "GMM-guided: weak stream taught to abstain",
+                       weak_weight=0.0, uniform_weight=1.0),
+               _guided("guided_help", "GMM-guided: weak stream helped (weight 2)",
+                       weak_weight=2.0),
+               _guided("guided_reliability", "GMM-guided: reliability-aware fusion",
+                       weak_weight=1.0, reliability_fusion=True),
+               _guided("guided_weak0_reliability",
+                       "GMM-guided: not taught + reliability-aware fusion",
+                       weak_weight=0.0, reliability_fusion=True)])
+
+
 SWEEPS: Dict[str, Sweep] = {s.name: s for s in (
     Sweep("ablations", "the paper's Tables 2 and 3 and the readings it leaves open",
           lambda: list(ABLATIONS), "report"),
@@ -124,6 +157,8 @@ SWEEPS: Dict[str, Sweep] = {s.name: s for s in (
           table1, "table1"),
     Sweep("study", "the reproduction study: the paper's loss, its ablations, our changes",
           lambda: list(STUDY), "study"),
+    Sweep("guided", "does GMM guidance help? peers, eq. 10, ours, purification and the "
+          "GMM-guided treatments, paired against warm-up only", guided, "study"),
 )}
 
 
