@@ -2,7 +2,8 @@
 
     python -m avgmm.experiments list [SWEEP]
     python -m avgmm.experiments run SWEEP CONFIG [--seeds=N] [--workdir=ROOT] [--jobs=J]
-        [--tune [--final_seeds=F] | --selection=PATH] [--dry-run] [--config.FIELD=VALUE ...]
+        [--tune [--final_seeds=F] | --selection=PATH] [--variants=a,b] [--dry-run]
+        [--config.FIELD=VALUE ...]
 
 `run` trains every variant of SWEEP on CONFIG for seeds 0..N-1 (default 3; ablations 1),
 each in ROOT/<variant>/seed<k> (ROOT defaults to runs/<sweep>/<config name>), then writes
@@ -13,6 +14,7 @@ ROOT/<variant>/<setting>/seed<k>; the setting with the best mean validation accu
 chosen (ROOT/selection.json) and run for seeds 0..F-1 (default 5), and the summary shows
 those runs with the chosen setting and the number of settings tried. `--selection=PATH`
 runs another sweep's chosen settings (its selection.json) for seeds 0..N-1.
+`--variants=a,b` runs only those variants of the sweep (e.g. to screen candidates).
 `--dry-run` prints the commands instead. Extra `--config.` overrides go to every run.
 Mistakes are one line `error: ...` with exit status 2.
 """
@@ -51,7 +53,7 @@ def _default_root(sweep_name: str, config: str) -> str:
 def _options(args: List[str], sweep_name: str, config: str) -> Dict[str, Any]:
     """The options of `run` after SWEEP and CONFIG, checked."""
     opts = {"seeds": 1 if sweep_name == "ablations" else 3, "jobs": 1, "dry": False,
-            "tune": False, "final_seeds": 5, "selection": None, "extra": [],
+            "tune": False, "final_seeds": 5, "selection": None, "extra": [], "only": None,
             "root": _default_root(sweep_name, config)}
     rest = list(args)
     while rest:
@@ -70,6 +72,8 @@ def _options(args: List[str], sweep_name: str, config: str) -> Dict[str, Any]:
             opts["root"] = value
         elif name == "--selection":
             opts["selection"] = value
+        elif name == "--variants":
+            opts["only"] = [v for v in value.split(",") if v]
         elif arg == "--dry-run":
             opts["dry"] = True
         elif arg == "--tune":
@@ -78,8 +82,8 @@ def _options(args: List[str], sweep_name: str, config: str) -> Dict[str, Any]:
             opts["extra"].append(arg)
         else:
             raise UserError(f"unknown option {arg!r}: use --seeds=N, --workdir=ROOT, "
-                            "--jobs=J, --tune, --final_seeds=F, --selection=PATH, --dry-run "
-                            "or --config.FIELD=VALUE")
+                            "--jobs=J, --tune, --final_seeds=F, --selection=PATH, "
+                            "--variants=a,b, --dry-run or --config.FIELD=VALUE")
     if opts["tune"] and opts["selection"]:
         raise UserError("--tune and --selection exclude each other: --tune chooses the "
                         "settings, --selection runs settings chosen before")
@@ -87,7 +91,7 @@ def _options(args: List[str], sweep_name: str, config: str) -> Dict[str, Any]:
 
 
 _VALUED = {"--seeds": "2", "--workdir": "runs/mine", "--jobs": "2", "--final_seeds": "5",
-           "--selection": "runs/table1/demo/selection.json"}
+           "--selection": "runs/table1/demo/selection.json", "--variants": "concat,mla"}
 
 
 def run(args: List[str]) -> int:
@@ -102,9 +106,16 @@ def run(args: List[str]) -> int:
     root, seeds, jobs = opts["root"], opts["seeds"], opts["jobs"]
     python = os.environ.get("PYTHON") or sys.executable
     variants = sweep.variants()
+    if opts["only"] is not None:
+        unknown = [n for n in opts["only"] if n not in {v.name for v in variants}]
+        if unknown or not opts["only"]:
+            raise UserError(f"--variants: {', '.join(unknown) or 'none named'} not in sweep "
+                            f"{sweep.name} (python -m avgmm.experiments list {sweep.name})")
+        variants = [v for v in variants if v.name in opts["only"]]
     if opts["tune"] or opts["selection"]:
         return _run_tuned(sweep, config, variants, opts, python)
-    planned = runner.plan(sweep, config, root, seeds, opts["extra"], python=python)
+    planned = runner.plan(sweep, config, root, seeds, opts["extra"], python=python,
+                          variants=variants)
     summary = runner.summary_command(sweep, root, python=python)
     if opts["dry"]:
         print("\n".join(runner.show(r.command) for r in planned))
