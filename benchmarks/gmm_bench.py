@@ -67,7 +67,7 @@ def collection_vs_epoch(config_name: str):
     """Seconds of a steady-state training epoch and of one gap collection + GMM fit."""
     import importlib
 
-    from avgmm import build, evaluation, methods, run_config, steps
+    from avgmm import build, evaluation, methods, run_config
     from avgmm.data import avsynth
 
     config = importlib.import_module(f"configs.{config_name}").get_config()

@@ -201,7 +201,6 @@ class ArraysAv(convert.AVBuilder):
         return out
 
     def _split_generators(self, dl_manager):
-        o = self.split_options
         start = time.time()
         groups = self.list_clips(os.path.expanduser(str(dl_manager.manual_dir)))
         split_of = self._splits(groups)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import device_runs
-from avgmm import losses, train
+from avgmm import checkpoints, losses, train
 from avgmm.workdir import Workdir
 from avgmm.errors import UserError
 from avgmm.methods import agm

@@ -14,6 +14,7 @@ from avgmm import build, methods, train
 from avgmm.data import pipeline
 from avgmm.errors import UserError
 from avgmm.methods import diagnose_relearn as dr
+from avgmm.workdir import Workdir
 
 
 # ------------------------------------------------------------------ the diagnosis

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import device_runs
-from avgmm import build, methods, train
+from avgmm import build, methods
 from avgmm.data import augment, pipeline
 from avgmm.methods import pmr
 from avgmm.models import AVLogits

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from avgmm import experiments, methods
-from avgmm.analysis import report, tuned
+from avgmm.analysis import tuned
 from avgmm.errors import ExperimentError
 from avgmm.experiments import tuning
 

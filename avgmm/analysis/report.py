@@ -25,7 +25,7 @@ import statistics
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from absl import app, flags
+from absl import flags
 
 from avgmm import config_text, evaluators, experiments, methods
 from avgmm.analysis import tuned

@@ -169,15 +169,13 @@ class AGM(base.Method):
                          coeff_a=coeff_a, coeff_v=coeff_v)
             return loss, (terms, batch_stats, logits)
 
-        grads, (terms, batch_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
-        grads = ctx.pmean(grads)
+        grads, (terms, batch_stats, logits) = self.gradients(state, loss_fn, ctx)
         clipped = jnp.float32(0.0)
         if c.clip_gradients:
             grads, clipped = clip_when_head_grad_large(grads, grads["head"]["kernel"])
         new_ms = AGMState(score_a=running_mean(ms.score_a, terms["score_audio"], ms.steps),
                           score_v=running_mean(ms.score_v, terms["score_visual"], ms.steps),
                           steps=ms.steps + 1)
-        terms.update(clipped=clipped, accuracy=base.accuracy(self.fused(logits), labels),
-                     learning_rate=state.opt_state.hyperparams["learning_rate"])
-        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        return state.replace(method_state=new_ms), ctx.pmean(terms)
+        terms["clipped"] = clipped
+        state, terms = self.apply(state, grads, batch_stats, terms, logits, labels, ctx)
+        return state.replace(method_state=new_ms), terms

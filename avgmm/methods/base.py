@@ -225,13 +225,25 @@ class Method:
             loss, terms = self.loss(phase, logits, batch, state.method_state, scalars)
             return loss, (terms, batch_stats, logits)
 
-        grads, (terms, batch_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
-        grads = ctx.pmean(grads)
+        grads, (terms, batch_stats, logits) = self.gradients(state, loss_fn, ctx)
         grads, more = self.transform_grads(phase, grads, logits, batch, state.method_state,
                                            scalars, ctx)
-        terms = dict(terms, **more)
-        terms["accuracy"] = accuracy(self.fused(logits), batch["label"])
-        terms["learning_rate"] = state.opt_state.hyperparams["learning_rate"]
+        return self.apply(state, grads, batch_stats, dict(terms, **more), logits,
+                          batch["label"], ctx)
+
+    def gradients(self, state, loss_fn: Callable, ctx: StepContext):
+        """`(gradients averaged over the devices, aux)` of `loss_fn(params) -> (loss,
+        aux)` at the state's parameters (aux: `(terms, batch_stats, logits)`)."""
+        grads, aux = jax.grad(loss_fn, has_aux=True)(state.params)
+        return ctx.pmean(grads), aux
+
+    def apply(self, state, grads, batch_stats, terms: Terms, logits: AVLogits,
+              labels: jnp.ndarray, ctx: StepContext):
+        """The optimizer step with `grads` and the new BatchNorm statistics; returns the
+        state and the step's terms (with training accuracy and learning rate), averaged
+        over the devices."""
+        terms = dict(terms, accuracy=accuracy(self.fused(logits), labels),
+                     learning_rate=state.opt_state.hyperparams["learning_rate"])
         return state.apply_gradients(grads=grads, batch_stats=batch_stats), ctx.pmean(terms)
 
     def fused(self, logits: AVLogits) -> jnp.ndarray:

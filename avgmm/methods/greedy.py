@@ -28,7 +28,6 @@ import math
 from typing import Any, Tuple
 
 import flax
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -180,15 +179,12 @@ class Greedy(base.Method):
             loss = terms["ce_audio"] + terms["ce_visual"]  # the reference's blend_loss
             return loss, (dict(terms, loss=loss), mutated["batch_stats"], logits)
 
-        grads, (terms, batch_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
-        grads = ctx.pmean(grads)
+        grads, (terms, batch_stats, logits) = self.gradients(state, loss_fn, ctx)
         new_ms = advance(ms, group_speeds(grads, state.params), scalars["unlocked"],
                          c.threshold, c.window)
         rebalanced = (caring != mmtm.NONE).astype(jnp.float32)
         terms.update(d_speed=new_ms.d_speed, rebalancing=rebalanced,
                      rebalancing_audio=rebalanced * (caring == mmtm.AUDIO),
-                     rebalancing_visual=rebalanced * (caring == mmtm.VISUAL),
-                     accuracy=base.accuracy(self.fused(logits), labels),
-                     learning_rate=state.opt_state.hyperparams["learning_rate"])
-        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        return state.replace(method_state=new_ms), ctx.pmean(terms)
+                     rebalancing_visual=rebalanced * (caring == mmtm.VISUAL))
+        state, terms = self.apply(state, grads, batch_stats, terms, logits, labels, ctx)
+        return state.replace(method_state=new_ms), terms

@@ -123,6 +123,4 @@ class MMPareto(base.Method):
             terms[f"cos_{short}"] = cos
             terms[f"k_mm_{short}"] = k_mm
         terms["loss"] = terms["ce_fused"] + terms["ce_audio"] + terms["ce_visual"]
-        terms["accuracy"] = base.accuracy(self.fused(logits), labels)
-        terms["learning_rate"] = state.opt_state.hyperparams["learning_rate"]
-        return state.apply_gradients(grads=grads, batch_stats=batch_stats), ctx.pmean(terms)
+        return self.apply(state, grads, batch_stats, terms, logits, labels, ctx)

@@ -134,12 +134,9 @@ class Opm(base.Method):
                          ratio_v=score_v / score_a)
             return loss, (terms, batch_stats, full)
 
-        grads, (terms, batch_stats, full) = jax.grad(loss_fn, has_aux=True)(state.params)
-        grads = ctx.pmean(grads)
+        grads, (terms, batch_stats, full) = self.gradients(state, loss_fn, ctx)
         # Identity here; OPM & OGM modulates them with the un-dropped logits' scores.
         grads, more = self.transform_grads(phase, grads, full, batch, state.method_state,
                                            scalars, ctx)
         terms.update(more)
-        terms["accuracy"] = base.accuracy(self.fused(full), labels)
-        terms["learning_rate"] = state.opt_state.hyperparams["learning_rate"]
-        return state.apply_gradients(grads=grads, batch_stats=batch_stats), ctx.pmean(terms)
+        return self.apply(state, grads, batch_stats, terms, full, labels, ctx)

@@ -179,8 +179,5 @@ class Remix(base.Method):
                 terms.update(base.cross_entropy_terms(logits, labels))
             return loss, (terms, batch_stats, logits)
 
-        grads, (terms, batch_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
-        grads = ctx.pmean(grads)
-        terms["accuracy"] = base.accuracy(self.fused(logits), labels)
-        terms["learning_rate"] = state.opt_state.hyperparams["learning_rate"]
-        return state.apply_gradients(grads=grads, batch_stats=batch_stats), ctx.pmean(terms)
+        grads, (terms, batch_stats, logits) = self.gradients(state, loss_fn, ctx)
+        return self.apply(state, grads, batch_stats, terms, logits, labels, ctx)

@@ -25,7 +25,6 @@ import time
 from typing import Tuple
 
 import flax
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -187,8 +186,5 @@ class SampleValuation(base.Method):
                                          copies_a, copies_v)
             return loss, (terms, batch_stats, logits)
 
-        grads, (terms, batch_stats, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
-        grads = ctx.pmean(grads)
-        terms["accuracy"] = base.accuracy(self.fused(logits), labels)
-        terms["learning_rate"] = state.opt_state.hyperparams["learning_rate"]
-        return state.apply_gradients(grads=grads, batch_stats=batch_stats), ctx.pmean(terms)
+        grads, (terms, batch_stats, logits) = self.gradients(state, loss_fn, ctx)
+        return self.apply(state, grads, batch_stats, terms, logits, labels, ctx)
