@@ -152,6 +152,7 @@ def documented_commands():
 _LAUNCH_PROBES = {
     "ablations": ["configs/demo.py", "--dry-run"], "table1": ["configs/demo.py", "--dry-run"],
     "study": ["configs/demo.py", "--dry-run"], "multihost": ["configs/demo.py", "--dry-run"],
+    "guided": ["configs/demo.py", "--dry-run"],
     "sweep": ["list"], "help": [], "train": ["configs/demo.py", "--help"],
 }
 
