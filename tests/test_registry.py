@@ -15,8 +15,8 @@ from data_prep import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILTIN = {"ave_av", "av_mnist", "av_mnist_graded", "av_mnist_noise", "av_mnist_none",
-           "av_mnist_two_sided", "avsynth/default", "avsynth/tiny", "crema_d_av", "folder_av",
-           "kinetics_sounds_av", "vggsound_av"}
+           "av_mnist_two_sided", "av_mnist_multibench", "arrays_av", "avsynth/default",
+           "avsynth/tiny", "crema_d_av", "folder_av", "kinetics_sounds_av", "vggsound_av"}
 
 
 def test_builtin_entries_match_their_builders_and_configs():
