@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from avgmm import build
-from avgmm.errors import CheckpointError
+from avgmm.errors import CheckpointError, DiskFullError
 from avgmm.files import disk_full_guard, to_python
 from avgmm.processes import on_primary, share_arrays, share_json
 from avgmm.workdir import Workdir
@@ -105,8 +105,16 @@ class Checkpointer:
                                   meta=ocp.args.JsonSave(to_python(meta)))
 
     def last_good(self) -> str:
-        """Where a run can go back to, for messages: the newest committed checkpoint."""
-        step = self._committed if self._pending else self.latest.latest_step()
+        """Where a run can go back to, for messages: the newest committed checkpoint (a
+        save still in flight is waited for first; one that failed is not named)."""
+        if self._pending:
+            try:
+                self.wait()
+            except DiskFullError:
+                pass  # the message at hand is another one; this save is not named
+        return self._describe(self._committed if self._pending else self.latest.latest_step())
+
+    def _describe(self, step: Optional[int]) -> str:
         if step is None:
             return "no checkpoint was saved yet"
         return f"the last good checkpoint is {self.path('latest', step)}"
@@ -273,7 +281,7 @@ class Checkpointer:
     def wait(self) -> None:
         """Blocks until pending saves are committed; a full disk raises `DiskFullError`."""
         path, nbytes, step = self._pending or (self.root, 0, self._committed)
-        with disk_full_guard(path, nbytes, self.last_good()):
+        with disk_full_guard(path, nbytes, self._describe(self._committed)):
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
         self._pending, self._committed = None, step
@@ -283,7 +291,7 @@ class Checkpointer:
         still in flight raises `DiskFullError` (never orbax's own traceback)."""
         path, nbytes, _ = self._pending or (self.root, 0, None)
         try:
-            with disk_full_guard(path, nbytes, self.last_good()):
+            with disk_full_guard(path, nbytes, self._describe(self._committed)):
                 self.latest.close()
         finally:
             self.best.close()

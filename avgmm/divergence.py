@@ -48,7 +48,7 @@ def check_finite(step: int, tree: Union[Mapping[str, Any], Any], loss: float, la
              if (first := first_nonfinite(part)) is not None]
     cause, remedy = _diagnosis(ds, "train")
     raise DivergedError(
-        f"training diverged in epoch {step}: {'; '.join(what)}; {cause}; the epoch was "
+        f"training diverged in epoch {step} ({'; '.join(what)}): {cause}; the epoch was "
         f"neither saved nor evaluated; {last_good}. {remedy}")
 
 
@@ -63,9 +63,9 @@ def check_outputs(step: int, record: Mapping[str, Any], last_good: str, ds: Any 
         return
     cause, remedy = _diagnosis(ds, next(iter(bad)))
     raise DivergedError(
-        f"training diverged in epoch {step}: the model's outputs are NaN or inf on the "
-        + " and ".join(f"{s} split (loss {v})" for s, v in bad.items())
-        + f" although its parameters are finite; {cause}; the epoch was not saved; "
+        f"training diverged in epoch {step} (the model's outputs are NaN or inf on the "
+        + " and the ".join(f"{s} split (loss {v})" for s, v in bad.items())
+        + f", although its parameters are finite): {cause}; the epoch was not saved; "
         f"{last_good}. {remedy}")
 
 
@@ -104,7 +104,8 @@ def first_nonfinite(tree: Any) -> Optional[str]:
             continue
         bad = int(np.size(a) - np.isfinite(a).sum())
         if bad:
-            name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+            name = "/".join(str(next((getattr(k, a) for a in ("key", "name", "idx")
+                                      if hasattr(k, a)), k)) for k in path)
             return f"{name or 'the value'} ({bad} of {np.size(a)} values)"
     return None
 
@@ -150,10 +151,10 @@ def _diagnosis(ds: Any, split: str):
     scan = scan_inputs(ds, split)
     if scan["bad"]:
         return _data_cause(ds, split, scan["bad"]), _data_remedy(ds, split, scan["bad"])
-    checked = ("every" if scan["scanned"] == scan["total"] else
+    checked = (f"all {scan['total']}" if scan["scanned"] == scan["total"] else
                f"the first {scan['scanned']} of {scan['total']}")
     return (f"the {split} inputs are finite ({checked} clips checked) and every "
-            "hyper-parameter was checked finite: the updates blew up", LOWER_LR)
+            "hyper-parameter was checked finite, so the updates blew up", LOWER_LR)
 
 
 def _cache_dir(ds: Any, split: str) -> Optional[str]:

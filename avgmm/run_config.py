@@ -16,7 +16,7 @@ from avgmm.models import DTYPES
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")
-# Number fields where inf means something (no limit); NaN is refused there too.
+# Number fields where +inf means something (no limit); NaN and -inf are refused there too.
 INF_ALLOWED = ("data.cache_max_gb",)
 
 
@@ -85,7 +85,7 @@ def check_numbers_finite(config: ml_collections.ConfigDict) -> None:
     numbers inside tuples too), except inf where it means "no limit" (`INF_ALLOWED`): a
     range check such as `x > 0` lets inf through, and NaN would reach the compiled step."""
     for field, value in _numbers(config):
-        if math.isfinite(value) or (field in INF_ALLOWED and not math.isnan(value)):
+        if math.isfinite(value) or (field in INF_ALLOWED and value == math.inf):
             continue
         raise UserError(f"config.{field}={_value(config, field)!r} is not allowed: a finite "
                         "number (NaN and inf are refused)")
