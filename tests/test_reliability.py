@@ -3,10 +3,8 @@ analysis of every method's run, non-finite settings and divergence, damaged cach
 absurd preprocessing, converters' inputs and workers, --fresh, full disks, Ctrl-C while
 saving, an unwritable compilation cache (docs/reliability.md lists what each shows)."""
 
-import errno
 import json
 import logging as py_logging
-import math
 import os
 import shutil
 import signal
