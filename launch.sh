@@ -54,6 +54,32 @@ JAX_COORDINATOR_ADDRESS=host0:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i (docs/mu
 USAGE
 }
 
+# A mistake is one line `error: ...` on stderr and exit status 2 (docs/reliability.md).
+fail() { echo "error: $*" >&2; exit 2; }
+# The CONFIG argument of train and multihost: the first argument, a file (path or
+# path:argument), never a flag.
+config_arg() {
+  local cmd=$1; shift
+  if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
+    echo "error: $cmd needs a config file first: ./launch.sh $cmd CONFIG [--workdir=DIR]" \
+         "[--config.FIELD=VALUE ...], e.g. ./launch.sh $cmd configs/demo.py" >&2
+    return 2
+  fi
+  if [ ! -f "$1" ] && [ ! -f "${1%:*}" ]; then
+    echo "error: config file '$1' not found; the configs are in configs/, e.g. configs/demo.py" >&2
+    return 2
+  fi
+  echo "$1"
+}
+# Whether the arguments name a workdir (--workdir=DIR or --workdir DIR).
+has_workdir() {
+  local a
+  for a in "$@"; do case "$a" in --workdir|--workdir=*) return 0 ;; esac; done
+  return 1
+}
+# runs/<config file name>: the workdir of train and multihost when none is given.
+default_workdir() { echo "runs/$(basename "${1%%:*}" .py)"; }
+
 cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -68,38 +94,33 @@ case "$cmd" in
       gpu) shift; exec "$PY" benchmarks/gpu_bench.py "$@" ;;
       all) for b in train_step.py gmm_bench.py input_pipeline.py data_prep.py run_bench.py; do
              "$PY" "benchmarks/$b"; done ;;
-      *) echo "launch.sh bench: unknown benchmark '$1'" >&2; exit 2 ;;
+      *) fail "unknown benchmark '$1': one of train_step, gmm, input_pipeline, data_prep, run, gpu (none: the first five)" ;;
     esac ;;
   report) exec "$PY" -m avgmm.report "$@" ;;
   prepare)
     # The dataset registry knows every converter, a user's own included.
     exec "$PY" -m data_prep "$@" ;;
   train)
-    [ $# -ge 1 ] || { usage >&2; exit 2; }
-    config=$1; shift
-    case " $* " in
-      *" --workdir="*) exec "$PY" -m avgmm.main --config="$config" "$@" ;;
-      *) exec "$PY" -m avgmm.main --config="$config" \
-           --workdir="runs/$(basename "${config%%:*}" .py)" "$@" ;;
-    esac ;;
+    config=$(config_arg train "$@"); shift
+    if has_workdir "$@"; then exec "$PY" -m avgmm.main --config="$config" "$@"; fi
+    exec "$PY" -m avgmm.main --config="$config" --workdir="$(default_workdir "$config")" "$@" ;;
   multihost)
-    [ $# -ge 1 ] || { usage >&2; exit 2; }
-    config=$1; shift
+    config=$(config_arg multihost "$@"); shift
     dry=0; args=()
     for a in "$@"; do
       if [ "$a" = --dry-run ]; then dry=1; else args+=("$a"); fi
     done
-    case " ${args[*]+"${args[*]}"} " in
-      *" --workdir="*) ;;
-      *) args+=("--workdir=runs/$(basename "${config%%:*}" .py)") ;;
-    esac
+    has_workdir ${args[@]+"${args[@]}"} || args+=("--workdir=$(default_workdir "$config")")
     # One task per node; SLURM's environment tells each task its rank and the coordinator
     # (jax.distributed.initialize), and a task that fails stops the others.
     line=(srun --ntasks-per-node=1 --kill-on-bad-exit=1 "$PY" -m avgmm.main
           --config="$config" "${args[@]}")
+    # Checked here, once, before anything is submitted or printed: a mistake would
+    # otherwise be found by every node at once.
+    "$PY" -m avgmm.main --config="$config" "${args[@]}" --check_only || exit $?
     if [ "$dry" = 1 ]; then printf '%q ' "${line[@]}"; echo; exit 0; fi
     if [ -z "${SLURM_JOB_ID:-}" ]; then
-      echo "launch.sh multihost: not inside a SLURM allocation; submit it, e.g." \
+      echo "error: launch.sh multihost: not inside a SLURM allocation; submit it, e.g." \
            "sbatch --nodes=2 --ntasks-per-node=1 --gpus-per-node=8 --wrap" \
            "\"./launch.sh multihost $config\", or see docs/multihost.md for other" \
            "clusters" >&2
@@ -111,5 +132,5 @@ case "$cmd" in
     exec "$PY" -m avgmm.experiments run "$cmd" "$@" ;;
   sweep) exec "$PY" -m avgmm.experiments "$@" ;;
   help|-h|--help) usage ;;
-  *) echo "launch.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
+  *) echo "error: unknown command '$cmd'; ./launch.sh help lists the commands" >&2; exit 2 ;;
 esac

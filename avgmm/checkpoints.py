@@ -13,6 +13,7 @@ import hashlib
 import logging as py_logging
 import os
 import shutil
+import sys
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
@@ -22,7 +23,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from avgmm import build
-from avgmm.errors import CheckpointError
+from avgmm.errors import CheckpointError, DiskFullError
 from avgmm.files import disk_full_guard, to_python
 from avgmm.processes import on_primary, share_arrays, share_json
 from avgmm.workdir import Workdir
@@ -88,7 +89,12 @@ class Checkpointer:
             os.path.join(self.root, "best"),
             options=ocp.CheckpointManagerOptions(**_this_process_only("best", self.root)))
         self.best_step: Optional[int] = None
-        self._pending: Optional[Tuple[str, int]] = None  # (path, bytes) of an async save
+        # (path, bytes, step) of the latest save in flight.
+        self._pending: Optional[Tuple[str, int, int]] = None
+        # The newest latest checkpoint known to be complete: a save in flight (or failed
+        # in the background) is already listed by orbax but is not one to go back to.
+        self._committed: Optional[int] = self.latest.latest_step()
+        _mute_failed_save_noise()
 
     def path(self, which: str, step: int) -> str:
         return os.path.join(self.root, which, str(step))
@@ -99,8 +105,16 @@ class Checkpointer:
                                   meta=ocp.args.JsonSave(to_python(meta)))
 
     def last_good(self) -> str:
-        """Where a run can go back to, for messages."""
-        step = self.latest.latest_step()
+        """Where a run can go back to, for messages: the newest committed checkpoint (a
+        save still in flight is waited for first; one that failed is not named)."""
+        if self._pending:
+            try:
+                self.wait()
+            except DiskFullError:
+                pass  # the message at hand is another one; this save is not named
+        return self._describe(self._committed if self._pending else self.latest.latest_step())
+
+    def _describe(self, step: Optional[int]) -> str:
         if step is None:
             return "no checkpoint was saved yet"
         return f"the last good checkpoint is {self.path('latest', step)}"
@@ -123,7 +137,7 @@ class Checkpointer:
             self.best_step = epoch
         with disk_full_guard(self.path("latest", epoch), nbytes, kept):
             self.latest.save(epoch, args=self._args(state, meta))
-        self._pending = (self.path("latest", epoch), nbytes)
+        self._pending = (self.path("latest", epoch), nbytes, epoch)
 
     def _load(self, manager: ocp.CheckpointManager, step: int, template: Any):
         """`(state, meta)` of one step; raises if it cannot be read or fails its checksum."""
@@ -207,6 +221,7 @@ class Checkpointer:
                 self.best.delete(step)
             return None
         step, state, meta = found
+        self._committed = step
         if "best_step" in meta:
             meta = self._check_best(step, state, meta, template)
         else:  # written by a version that did not record it
@@ -265,15 +280,50 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until pending saves are committed; a full disk raises `DiskFullError`."""
-        path, nbytes = self._pending or (self.root, 0)
-        with disk_full_guard(path, nbytes, self.last_good()):
+        path, nbytes, step = self._pending or (self.root, 0, self._committed)
+        with disk_full_guard(path, nbytes, self._describe(self._committed)):
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
-        self._pending = None
+        self._pending, self._committed = None, step
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        """Finishes pending saves and releases orbax's threads; a full disk met by a save
+        still in flight raises `DiskFullError` (never orbax's own traceback)."""
+        path, nbytes, _ = self._pending or (self.root, 0, None)
+        try:
+            with disk_full_guard(path, nbytes, self._describe(self._committed)):
+                self.latest.close()
+        finally:
+            self.best.close()
+
+
+class _FailedSaveLogFilter(py_logging.Filter):
+    """Drops orbax's ERROR logs (a failed background save logs its traceback from each of
+    its threads, hundreds of lines for a full disk): the failure is raised again where the
+    save is waited for, and told there in one line. `--verbosity=0` (INFO) keeps them."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return not (record.levelno >= py_logging.ERROR
+                    and f"{os.sep}orbax{os.sep}" in record.pathname
+                    and logging.get_verbosity() < logging.INFO)
+
+
+def _mute_failed_save_noise() -> None:
+    """Installs, once per process, `_FailedSaveLogFilter` and an excepthook that drops the
+    `RuntimeError: Event loop is closed` tracebacks which tensorstore prints for writes
+    that finish after a failed save has closed their event loop."""
+    absl_logger = logging.get_absl_logger()
+    if any(isinstance(f, _FailedSaveLogFilter) for f in absl_logger.filters):
+        return
+    absl_logger.addFilter(_FailedSaveLogFilter())
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 @contextlib.contextmanager

@@ -11,9 +11,9 @@ if interrupted.
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from avgmm import config_text, train
+from avgmm import cli, config_text, methods, train
 from avgmm.data import avsynth
 
 FLAGS = flags.FLAGS
@@ -45,7 +45,13 @@ def results_table(results: dict) -> str:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        cli.usage_error(f"unexpected arguments {argv[1:]}: every option is a --flag=value")
+    cli.folder_flag("--workdir", FLAGS.workdir, "runs/demo")
+    unknown = [m for m in FLAGS.methods if m not in methods.REGISTRY]
+    if unknown or not FLAGS.methods:
+        cli.usage_error(f"--methods={','.join(FLAGS.methods)}: name registered methods, e.g. "
+                        "--methods=concat,adaptive (python -m avgmm.methods lists them)")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     data_dir = os.path.expanduser(FLAGS.data_dir)
@@ -72,4 +78,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

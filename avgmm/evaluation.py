@@ -2,11 +2,11 @@
 (modality gap, true-class probabilities, predictions)."""
 
 import functools
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from avgmm import steps
+from avgmm import divergence, steps
 from avgmm.data import pipeline
 from avgmm.evaluators import Evaluator
 
@@ -30,17 +30,15 @@ def evaluate(par, state, ds: pipeline.Dataset, split: str, batch_size: int,
 
 
 def sample_rows(par, state, ds: pipeline.Dataset, split: str, batch_size: int,
-                keep: Sequence[str] = ()) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+                keep: Sequence[str] = (), last_good: Optional[Callable[[], str]] = None
+                ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     """Every sample of a split in inference mode (`steps.sample_outputs`): `(device,
     host)` as `Parallel.sample_rows` returns them (`keep`: outputs left on the devices,
     e.g. the gaps a GMM is fitted to on the devices). Non-finite gaps mean the model
-    diverged and raise."""
+    diverged (or its inputs hold NaN): `DivergedError` naming them, their cause and
+    `last_good()`, the checkpoint to go back to."""
     fn = functools.partial(steps.sample_outputs, model=par.model, method=par.method,
                            image_size=par.config.data.image_size)
     device, host = par.sample_rows("samples", fn, state, ds, split, batch_size, keep)
-    if not np.all(np.isfinite(host["gap"])):
-        bad = int((~np.isfinite(host["gap"])).sum())
-        raise FloatingPointError(
-            f"{bad} modality gap(s) on the {split} split are NaN or inf: the model diverged. "
-            "Lower config.optimizer.learning_rate or check the data for NaN.")
+    divergence.check_gaps(host, split, ds, last_good)
     return device, host

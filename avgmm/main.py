@@ -14,13 +14,13 @@ import json
 import os
 import sys
 import traceback
-from typing import List
+from typing import List, Optional
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avgmm import config_text, processes, train
+from avgmm import cli, config_text, distributed, methods, processes, run_config, train
 from avgmm.errors import PrimaryError, RunInterrupted, UserError, WorkdirError
 
 FLAGS = flags.FLAGS
@@ -30,15 +30,16 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 flags.DEFINE_bool("fresh", False, "Delete the workdir's checkpoints and metrics first.")
 flags.DEFINE_bool("print_config", False,
                   "Print the resolved config (with each field's comment) and exit.")
+flags.DEFINE_bool("check_only", False,
+                  "Check the flags and the config's values, then exit (0: no mistake found) "
+                  "without touching a device, the data or the workdir (./launch.sh "
+                  "multihost runs it before submitting).")
 flags.mark_flag_as_required("config")
 
-USAGE_STATUS = 2
-FAILED_STATUS = 1
-INTERRUPTED_STATUS = 130
-
-
-def _error(message: str) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+USAGE_STATUS = cli.USAGE_STATUS
+FAILED_STATUS = cli.FAILED_STATUS
+INTERRUPTED_STATUS = cli.INTERRUPTED_STATUS
+_error = cli.say_error
 
 
 def parse_flags(argv: List[str]) -> List[str]:
@@ -95,26 +96,35 @@ def run(config, workdir: str, fresh: bool = False, tracebacks: bool = False) -> 
 
 def initialize_distributed() -> None:
     """Joins a multi-process run when the environment describes one: an explicit
-    coordinator (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, read by
-    `jax.distributed.initialize`) or a cluster it detects (a multi-task SLURM job, Open MPI,
-    Cloud TPU). Must run before anything touches a device."""
-    if not (os.environ.get("JAX_COORDINATOR_ADDRESS")
-            or os.environ.get("SLURM_NTASKS", "1") != "1"
-            or os.environ.get("OMPI_COMM_WORLD_SIZE", "1") != "1"):
+    coordinator (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`) or a
+    cluster jax detects (a multi-task SLURM job, Open MPI, Cloud TPU); see
+    `avgmm.distributed` for the bounded wait and the checks. Must run before anything
+    touches a device. A misconfigured job exits 2, a missing process 1, in one line."""
+    if not distributed.wanted():
         return
     # Cross-process collectives between CPU devices (tests, CPU clusters) need an
     # implementation; jax 0.10 picks gloo by default, older versions none.
     if jax.config.jax_cpu_collectives_implementation is None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    explicit = {}
-    for var, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
-        value = os.environ.get(var)
-        if value is not None:
-            if not value.strip().isdigit():
-                _error(f"{var}={value!r}: expected an integer >= 0")
-                sys.exit(USAGE_STATUS)
-            explicit[arg] = int(value)
-    jax.distributed.initialize(**explicit)
+    try:
+        distributed.initialize()
+    except UserError as e:
+        cli.usage_error(e)
+    except WorkdirError as e:
+        _error(e)
+        sys.exit(FAILED_STATUS)
+
+
+def _unused_warning(config, overrides) -> Optional[str]:
+    """One line naming the overrides the run never reads (another method's settings), or
+    None."""
+    unused = methods.unused_fields(config, overrides)
+    if not unused:
+        return None
+    return ("warning: unused override(s) "
+            + ", ".join(f"--config.{f}={overrides[f][1]!r}" for f in unused)
+            + f": config.method={config.method!r} reads only its own section of the methods' "
+            f"settings (config.{config.method}); the run goes on without them")
 
 
 def _file_config():
@@ -138,9 +148,26 @@ def main(argv):
     if not FLAGS.workdir:
         _error("--workdir is required, e.g. --workdir=runs/x (or pass --print_config)")
         sys.exit(USAGE_STATUS)
+    try:
+        cli.folder_flag("--workdir", FLAGS.workdir)
+        if FLAGS.check_only:
+            # The device count is not known before the run starts: the batch's divisibility
+            # is checked against config.num_devices (1 when it says "all").
+            run_config.validate_config(FLAGS.config, max(1, FLAGS.config.num_devices))
+    except UserError as e:
+        cli.usage_error(e)
+    unused = _unused_warning(FLAGS.config, overrides)
+    if FLAGS.check_only:
+        if unused:
+            print(unused, file=sys.stderr, flush=True)
+        return
     initialize_distributed()
-    if overrides and jax.process_index() == 0:
-        print("overrides in force: " + config_text.describe_overrides(overrides), flush=True)
+    if jax.process_index() == 0:
+        if unused:
+            print(unused, file=sys.stderr, flush=True)
+        if overrides:
+            print("overrides in force: " + config_text.describe_overrides(overrides),
+                  flush=True)
     sys.exit(run(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh, tracebacks=verbose))
 
 

@@ -16,6 +16,8 @@ from avgmm.models import DTYPES
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "cosine")
+# Number fields where +inf means something (no limit); NaN and -inf are refused there too.
+INF_ALLOWED = ("data.cache_max_gb",)
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -27,6 +29,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
             raise UserError(f"config.{field}={value!r} is not allowed: {allowed}")
 
     need(config.method in methods.REGISTRY, "method", f"one of {tuple(methods.REGISTRY)}")
+    check_numbers_finite(config)
+    need(isinstance(config.checkpoint_keep, int) and config.checkpoint_keep >= 1,
+         "checkpoint_keep", "an integer >= 1 (the newest epochs kept for resuming; with 0 "
+         "nothing would be left to resume from)")
     need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}")
     need(config.optimizer.lr_schedule in LR_SCHEDULES, "optimizer.lr_schedule",
          f"one of {LR_SCHEDULES}")
@@ -72,6 +78,35 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
              f"{max(num_devices, size // num_devices * num_devices)}, or set "
              "config.num_devices to a divisor of it")
     methods.REGISTRY[config.method].validate(config, need)
+
+
+def check_numbers_finite(config: ml_collections.ConfigDict) -> None:
+    """Refuses NaN or inf in any number of the config (every method's settings included,
+    numbers inside tuples too), except inf where it means "no limit" (`INF_ALLOWED`): a
+    range check such as `x > 0` lets inf through, and NaN would reach the compiled step."""
+    for field, value in _numbers(config):
+        if math.isfinite(value) or (field in INF_ALLOWED and value == math.inf):
+            continue
+        raise UserError(f"config.{field}={_value(config, field)!r} is not allowed: a finite "
+                        "number (NaN and inf are refused)")
+
+
+def _numbers(tree, prefix: str = ""):
+    """`(dotted field, float)` for every float of a ConfigDict, in tuples and lists too."""
+    for key, value in tree.items():
+        field = f"{prefix}{key}"
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
+            yield from _numbers(value, field + ".")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, float):
+                    yield field, item
+        elif isinstance(value, float):
+            yield field, value
+
+
+def _value(config: ml_collections.ConfigDict, field: str):
+    return functools.reduce(lambda c, k: c[k], field.split("."), config)
 
 
 def _is_range(value, upper: float) -> bool:

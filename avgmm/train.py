@@ -100,8 +100,8 @@ def _start(config: ml_collections.ConfigDict, wd: Workdir, ds: pipeline.Dataset,
     bs = config.eval_batch_size
     ctx = methods.RunContext(
         par=par, ds=ds, config=config, workdir=wd, meta=meta,
-        samples=lambda state, split, keep=(): evaluation.sample_rows(par, state, ds, split,
-                                                                     bs, keep),
+        samples=lambda state, split, keep=(): evaluation.sample_rows(
+            par, state, ds, split, bs, keep, last_good=ckpt.last_good),
         initial_state=template)
     run = _Run(method, ctx, template, ckpt, tuple(evaluators.build(config, ds.meta)))
     return run, par.replicate(host_state)
@@ -130,7 +130,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
     method, par, meta, ckpt = run.method, run.ctx.par, run.ctx.meta, run.ckpt
     writer = MetricWriter(wd) if par.is_primary else NullMetricWriter()
     n_epochs, steps_per_epoch = method.epochs(), ds.steps_per_epoch(config.batch_size)
-    start_epoch = saved_epoch = int(par.fetch(state.epoch))
+    start_epoch = saved_epoch = shown_epoch = int(par.fetch(state.epoch))
     _say(f"{config.method} on {config.data.name} {dict(ds.meta.num_examples)}: "
          f"{n_epochs} epochs of {steps_per_epoch} steps, {par.n} device(s), "
          f"workdir {wd.path}")
@@ -161,16 +161,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
             # One copy on the host: checked before anything of the epoch is evaluated,
             # written or saved, then saved.
             host_state = par.fetch(state)
-            divergence.check_finite(epoch + 1, (host_state.params, host_state.batch_stats,
-                                                host_state.opt_state),
-                                    record["train"]["loss"], ckpt.last_good())
+            divergence.check_finite(epoch + 1, {"parameters": host_state.params,
+                                                "BatchNorm statistics": host_state.batch_stats,
+                                                "optimizer state": host_state.opt_state},
+                                    record["train"]["loss"], ckpt.last_good(), ds)
             record.update(method.epoch_record(run.ctx, state, epoch))
             if epoch == start_epoch:
                 _say("evaluating on the validation and test splits (compiles once)")
             with timer.span("evaluation"):
                 best = _evaluate_epoch(run, state, record, meta)
+            divergence.check_outputs(epoch + 1, record, ckpt.last_good(), ds)
             writer.write(record, step=epoch + 1)
             _say(_epoch_line(run, record, n_epochs))
+            shown_epoch = epoch + 1
             with timer.span("checkpoint"):
                 ckpt.save(epoch + 1, host_state, meta, best=best)
             saved_epoch = epoch + 1
@@ -187,6 +190,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
         ckpt.wait(everywhere=False)
         where = (f"after epoch {saved_epoch}" if saved_epoch else
                  "before the first epoch was saved")
+        if shown_epoch > saved_epoch:  # its line was printed, its checkpoint not written
+            where = (f"while epoch {shown_epoch} was being saved ({where}; epoch "
+                     f"{shown_epoch} is trained again)")
         raise RunInterrupted(f"interrupted {where}; run the same command to resume") from None
     finally:
         ckpt.close()

@@ -170,18 +170,48 @@ class Workdir:
 
     # ------------------------------------------------------------------ --fresh
     def delete_outputs(self) -> Tuple[str, ...]:
-        """`--fresh`: removes what a run wrote (config included); returns what it deleted."""
-        deleted = []
-        for name in self.OUTPUTS:
+        """`--fresh`: removes what a run wrote (config included); returns what it deleted.
+
+        Everything is checked before anything is deleted: an output that is a symbolic link
+        (its files live elsewhere: --fresh deletes nothing through links) or that this user
+        cannot delete is refused in one line (`UserError`), with the workdir untouched."""
+        present = [name for name in self.OUTPUTS if os.path.lexists(self.file(name))]
+        for name in present:
+            problem = _undeletable(self.file(name))
+            if problem:
+                raise UserError(f"--fresh cannot start over in {self.path}: {problem}; "
+                                "nothing was deleted. Fix it (or delete the run's files "
+                                "yourself) and run again")
+        for name in present:
             target = self.file(name)
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target)
-            elif os.path.lexists(target):
-                os.remove(target)
-            else:
-                continue
-            deleted.append(name)
-        return tuple(deleted)
+            try:
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                else:
+                    os.remove(target)
+            except OSError as e:
+                done = ", ".join(present[:present.index(name)]) or "nothing"
+                raise UserError(f"--fresh could not delete {target} ({e.strerror or e}); "
+                                f"deleted before it: {done}. Delete it yourself and run "
+                                "again") from None
+        return tuple(present)
+
+
+def _undeletable(path: str) -> Optional[str]:
+    """Why `path` (and everything under it) cannot be deleted by this process, or None."""
+    if os.path.islink(path):
+        return (f"{path} is a symbolic link (to {os.readlink(path)}); remove the link, or "
+                "empty its target, yourself")
+    parent = os.path.dirname(path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable by this user"
+    if os.path.isdir(path):
+        # os.walk does not follow links: a link inside is deleted as a file, its target
+        # untouched.
+        for folder, _, _ in os.walk(path):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"{folder} is not writable by this user"
+    return None
 
 
 def _read_records(path: str) -> Tuple[List[Dict[str, Any]], bool]:

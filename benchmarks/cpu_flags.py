@@ -9,7 +9,6 @@ process, and every ratio is against that measurement. A variant whose flags this
 rejects is reported as such. Asserts nothing.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from avgmm import cli  # noqa: E402
 
 from bench_results import append_jsonl  # noqa: E402
 
@@ -48,7 +48,7 @@ def run_variant(name: str, flags: str, args, with_torch: bool, out: str):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default="reduced")
     p.add_argument("--batch", default="16")
     p.add_argument("--loss", default="warmup")

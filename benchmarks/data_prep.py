@@ -9,7 +9,6 @@ clips with WAVs, 10 s MP4s with AAC audio), converts them with 1 and with all wo
 plus the bytes per prepared example. Asserts nothing.
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+from avgmm import cli  # noqa: E402
 
 import media_fixtures  # noqa: E402
 from data_prep import ave, convert, crema_d  # noqa: E402
@@ -43,7 +43,7 @@ def run(name, builder_cls, raw, workers, frame_size):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crema_clips", type=int, default=48)
     parser.add_argument("--ave_videos", type=int, default=16)
     parser.add_argument("--workers", default="1,0")

@@ -12,7 +12,6 @@ config on avsynth for two epochs and times the second training epoch against one
 collection over the training split plus the GMM fit. Asserts nothing.
 """
 
-import argparse
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ from sklearn.mixture import GaussianMixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from avgmm import cli  # noqa: E402
 
 from avgmm import gmm as gmm_lib  # noqa: E402
 from avgmm.gmm import fit_gmm  # noqa: E402
@@ -106,7 +106,7 @@ def collection_vs_epoch(config_name: str):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1e4,1e5,1e6,1e7")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sklearn_repeats", type=int, default=1)

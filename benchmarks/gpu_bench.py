@@ -39,7 +39,6 @@ STARTED = time.monotonic()  # the budget counts from here, imports included
 # use, leaving too little to the PyTorch process (the larger cases need tens of GB).
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
@@ -55,6 +54,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple  # noqa:
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path[:0] = [REPO, BENCH]
+from avgmm import cli  # noqa: E402
 
 import flax  # noqa: E402
 import jax  # noqa: E402
@@ -605,7 +605,7 @@ def _skipped(r: Dict[str, Any]) -> List[str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_gpu")
     p.add_argument("--budget_s", type=float, default=None,
                    help="seconds for everything (default 480; --smoke 300)")

@@ -14,7 +14,6 @@ Compare the last column with the train step's samples/s (benchmarks/train_step.p
 the same shapes: the loader should deliver at least twice as many. Asserts nothing.
 """
 
-import argparse
 import functools
 import os
 import sys
@@ -23,6 +22,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from avgmm import cli  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -65,7 +65,7 @@ def measure(ds, batch: int, prefetch: int, stage: str, size: int) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=512)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--frame_size", type=int, default=224)

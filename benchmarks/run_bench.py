@@ -14,7 +14,6 @@ share of the wall time, and the time from the process launch to the end of the f
 training step. Asserts nothing.
 """
 
-import argparse
 import ast
 import json
 import os
@@ -26,6 +25,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]
+from avgmm import cli  # noqa: E402
 
 from bench_results import append_jsonl  # noqa: E402
 
@@ -70,7 +70,7 @@ def prepare(config_path: str, data_dir: str, overrides: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/demo.py")
     p.add_argument("--data_dir", default=None, help="default: a temporary folder")
     p.add_argument("--overrides", default="", help="extra --config.FIELD=VALUE flags")

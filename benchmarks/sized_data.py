@@ -16,7 +16,6 @@ random: timing, not learning. Prints (and with --json_out writes) the seconds ea
 took.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ from unittest import mock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from avgmm import cli  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
@@ -104,7 +104,7 @@ def _bytes(folder: str) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data_dir", required=True)
     p.add_argument("--name", required=True)
     for field, value in (("train", 6698), ("validation", 670), ("test", 744),

@@ -21,6 +21,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]
+from avgmm import cli  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -125,7 +126,7 @@ def torch_case(audio_shape, tv, size, width, stages, batch, loss_name, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="reduced", choices=sorted(SHAPES))
     parser.add_argument("--batches", default="16")
     parser.add_argument("--dtypes", default="float32,bfloat16")

@@ -54,15 +54,14 @@ file as `source`) and records as None what they cannot tell: `sample_rate`,
 import dataclasses
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 
-from data_prep import convert, folder, registry
+from data_prep import cli, convert, folder, registry
 from data_prep.array_files import (LAYOUTS, MULTIBENCH_VALIDATION, Group, check_groups,
                                    class_names, find_groups, frames_layout, label_names,
                                    resolve_frame_range, source_fingerprint,
@@ -327,7 +326,7 @@ def main(argv):
             if len(value_range) != 2:
                 raise ValueError
         except ValueError:
-            sys.exit(f"error: --frame_range={FLAGS.frame_range!r}: give black,white, e.g. "
+            cli.fail(f"--frame_range={FLAGS.frame_range!r}: give black,white, e.g. "
                      "0,255")
     try:
         builder = prepare_arrays(
@@ -338,7 +337,7 @@ def main(argv):
             val_fraction=FLAGS.val_fraction, description=FLAGS.description,
             overwrite=FLAGS.overwrite)
     except (convert.DataPrepError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        cli.fail(e)
     print(f"{builder.name}: {dict((s, v.num_examples) for s, v in builder.info.splits.items())}"
           f" in {builder.data_dir}")
 
@@ -362,4 +361,4 @@ if __name__ == "__main__":
     flags.DEFINE_bool("overwrite", False, "Delete a dataset already prepared under this name "
                       "and convert again.")
     flags.mark_flag_as_required("dir")
-    app.run(main)
+    cli.run(main)

@@ -54,16 +54,15 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 from tqdm.auto import tqdm
 
-from data_prep import convert, degrade, digit_images, folder, media, registry
+from data_prep import cli, convert, degrade, digit_images, folder, media, registry
 from data_prep.av_mnist_options import (DEFAULT_OPTIONS, FRACTIONS, SETTINGS, check_options,
                                         resolve_options)
 from data_prep.digit_images import DIGITS, SKLEARN
@@ -453,7 +452,7 @@ def main(argv):
                           digits_dir=FLAGS.digits_dir, setting=FLAGS.setting, name=FLAGS.name,
                           image_size=FLAGS.image_size, overwrite=FLAGS.overwrite, **given)
     except (convert.DataPrepError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        cli.fail(e)
     splits = {s: v.num_examples for s, v in builder.info.splits.items()}
     print(f"{builder.name}: {splits} in {builder.data_dir}")
 
@@ -490,4 +489,4 @@ if __name__ == "__main__":
     flags.DEFINE_bool("overwrite", False, "Delete a dataset already prepared under this name "
                       "and convert again.")
     flags.mark_flag_as_required("fsdd_dir")
-    app.run(main)
+    cli.run(main)

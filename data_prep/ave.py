@@ -24,9 +24,9 @@ import os
 from typing import List, Tuple
 
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 
-from data_prep import convert, registry
+from data_prep import cli, convert, registry
 from data_prep.features import SCIPY_PSD_LOG, AudioParams
 
 # The 28 AVE categories, sorted: the label order of the prepared dataset.
@@ -50,7 +50,7 @@ DATASET = registry.DatasetEntry(
 def read_rows(path: str) -> List[Row]:
     """`(category, video_id, quality, start, end)` rows; a header line is skipped."""
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -151,4 +151,4 @@ if __name__ == "__main__":
     # absl's --help lists only the main module's flags; these are defined in convert.
     flags.adopt_module_key_flags(convert)
     flags.mark_flag_as_required("raw_dir")
-    app.run(main)
+    cli.run(main)

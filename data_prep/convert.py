@@ -29,7 +29,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import writer as tfds_writer
 from tqdm.auto import tqdm
 
-from data_prep import media
+from data_prep import cli, media
 from data_prep.features import AudioParams, spectrogram
 
 SPLITS = ("train", "validation", "test")
@@ -130,32 +130,69 @@ def decode_clip(clip: Clip, audio: AudioParams, frames: FrameParams,
         return clip.key, f"unexpected {type(e).__name__}: {e}"
     tmp = os.path.join(cache_dir, f".{clip.key}.{os.getpid()}.npz")
     with open(tmp, "wb") as f:
-        np.savez(f, audio=spec, frames=images)
+        np.savez(f, audio=spec, frames=images, seconds=np.float64(seconds))
     os.replace(tmp, target)
     return clip.key, None
 
 
-def _decode_star(args):
-    return decode_clip(*args)
+def _decode_star(args) -> Tuple[str, Optional[str], Optional[float]]:
+    """`decode_clip`, plus the seconds of audio the clip had (from its decoded file)."""
+    key, reason = decode_clip(*args)
+    return key, reason, None if reason else stored_seconds(os.path.join(args[3], key + ".npz"))
+
+
+def stored_seconds(path: str) -> Optional[float]:
+    """The seconds of audio a decoded clip came from, or None (decoded by older code)."""
+    try:
+        with np.load(path) as z:
+            return float(z["seconds"]) if "seconds" in z.files else None
+    except (OSError, ValueError):
+        return None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: the worker is killed when the converter dies, even by SIGKILL
+    (Linux's PR_SET_PDEATHSIG; elsewhere a killed converter leaves its workers to finish
+    their clip and exit when they find the pool gone)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the converter died before the line above ran
+        os._exit(1)
 
 
 def decode_all(clips: Sequence[Clip], audio: AudioParams, frames: FrameParams,
-               cache_dir: str, workers: int, desc: str = "decoding") -> Dict[str, str]:
+               cache_dir: str, workers: int, desc: str = "decoding"
+               ) -> Tuple[Dict[str, str], Dict[str, float]]:
     """Decodes every clip (in parallel when `workers > 1`) with a progress bar and ETA.
 
-    Returns `{key: reason}` for the clips that failed.
+    Returns `({key: reason}` for the clips that failed, `{key: seconds of audio})` for
+    the others (where known). Worker processes die with the converter (Linux).
     """
     os.makedirs(cache_dir, exist_ok=True)
     tasks = [(c, audio, frames, cache_dir) for c in clips]
     failures: Dict[str, str] = {}
+    seconds: Dict[str, float] = {}
+
+    def record(key: str, reason: Optional[str], covered: Optional[float]) -> None:
+        if reason:
+            failures[key] = reason
+        elif covered is not None:
+            seconds[key] = covered
+        bar.update()
+
     bar = tqdm(total=len(tasks), desc=desc, unit="clip", dynamic_ncols=True)
     try:
         if workers <= 1:
-            results = map(_decode_star, tasks)
-            for key, reason in results:
-                if reason:
-                    failures[key] = reason
-                bar.update()
+            for result in map(_decode_star, tasks):
+                record(*result)
         else:
             # fork starts a worker in milliseconds (spawn re-imports tfds, librosa and cv2
             # in each, about 2 s); the workers only decode files and write npz files. A
@@ -164,15 +201,15 @@ def decode_all(clips: Sequence[Clip], audio: AudioParams, frames: FrameParams,
                         and "jax" not in sys.modules)
             method = "fork" if forkable else "spawn"
             ctx = multiprocessing.get_context(method)
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with concurrent.futures.ProcessPoolExecutor(
+                    workers, mp_context=ctx, initializer=_die_with_parent,
+                    initargs=(os.getpid(),)) as pool:
                 chunk = max(1, min(16, len(tasks) // (4 * workers)))
-                for key, reason in pool.map(_decode_star, tasks, chunksize=chunk):
-                    if reason:
-                        failures[key] = reason
-                    bar.update()
+                for result in pool.map(_decode_star, tasks, chunksize=chunk):
+                    record(*result)
     finally:
         bar.close()
-    return failures
+    return failures, seconds
 
 
 def stratified_split(labels: Sequence[str], val_fraction: float, test_fraction: float,
@@ -384,8 +421,8 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         work = os.path.join(os.path.expanduser(str(self._data_dir_root)),
                             f"{self.name}_work")
         start = time.time()
-        failures = decode_all(clips, self.audio, self.frames, work, self.workers,
-                              desc=f"{self.name}: decoding")
+        failures, seconds = decode_all(clips, self.audio, self.frames, work, self.workers,
+                                       desc=f"{self.name}: decoding")
         elapsed = time.time() - start
         report = os.path.join(os.path.expanduser(str(self._data_dir_root)), self.name,
                               "failures.jsonl")
@@ -421,6 +458,7 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
               f"failures listed in {report}", flush=True)
         for row in self.dropped:
             print(f"  dropped {row['video']}: {row['reason']}", flush=True)
+        self._report_padded(clips, seconds, os.path.dirname(report))
         self._work_dir = work
         kept = {split: [c for c in clips if c.split == split and c.key not in failures]
                 for split in SPLITS}
@@ -431,6 +469,28 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
             print(f"warning: {self.name} has no usable clips for {empty}; those splits are "
                   "left out", flush=True)
         return {s: self._generate_examples(v, work) for s, v in kept.items() if v}
+
+    def _report_padded(self, clips: Sequence[Clip], seconds: Mapping[str, float],
+                       folder: str) -> None:
+        """Lists in `padded.jsonl`, and counts in one line, the kept clips with less than
+        half of `clip_seconds` of audio: their audio is mostly repeats of itself."""
+        length = getattr(self.audio, "clip_seconds", None)
+        if not length:
+            return
+        short = [c for c in clips if seconds.get(c.key, length) < length / 2]
+        path = os.path.join(folder, "padded.jsonl")
+        with open(path, "w", encoding="utf-8") as f:
+            for c in short:
+                f.write(json.dumps({"key": c.key, "id": c.clip_id, "split": c.split,
+                                    "audio": c.audio_path, "seconds": round(seconds[c.key], 3),
+                                    "clip_seconds": length}) + "\n")
+        self.summary["padded"] = len(short)
+        if short:
+            first = short[0]
+            print(f"{self.name}: {len(short)} kept clip(s) have less than half of the "
+                  f"{length:g} s of audio and are mostly repeats of it (e.g. "
+                  f"{first.audio_path}: {seconds[first.key]:.2f} s); listed in {path}",
+                  flush=True)
 
     def _generate_examples(self, clips: Sequence[Clip], work: str) -> Iterator[Tuple[str, Dict]]:
         for c in clips:
@@ -533,6 +593,6 @@ def run_cli(builder_cls, flag_values, split_options: Optional[Mapping[str, Any]]
             keep_work=flag_values.keep_work, overwrite=flag_values.overwrite,
             split_options=split_options, **builder_kwargs)
     except DataPrepError as e:
-        sys.exit(f"error: {e}")
+        cli.fail(e)
     splits = {s: builder.info.splits[s].num_examples for s in builder.info.splits}
     print(f"{builder.name}: {splits} in {builder.data_dir}")

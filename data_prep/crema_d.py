@@ -23,14 +23,13 @@ for the rule.
 import csv
 import os
 import re
-import sys
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 
-from data_prep import convert, crema_ratings, registry
+from data_prep import cli, convert, crema_ratings, registry
 from data_prep.features import STFT_LOG_MAGNITUDE, AudioParams
 
 EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
@@ -48,7 +47,7 @@ DATASET = registry.DatasetEntry(
 def read_split_csv(path: str) -> Dict[str, str]:
     """`{clip_id: EMO}` from a reference split file (`<id>,<EMO>` rows, CRLF or LF)."""
     out = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         for lineno, row in enumerate(csv.reader(f), 1):
             if not row or not row[0].strip():
                 continue
@@ -202,7 +201,7 @@ def main(argv):
     try:
         table = summary_table_option(FLAGS.raw_dir, FLAGS.summary_table)
     except convert.DataPrepError as e:
-        sys.exit(f"error: {e}")
+        cli.fail(e)
     if table:
         options["summary_table"] = table
         how = " (found in the raw tree)" if FLAGS.summary_table == "auto" else ""
@@ -221,4 +220,4 @@ if __name__ == "__main__":
                         "CREMA-D's summaryTable.csv (human ratings per clip): auto finds "
                         "processedResults/summaryTable.csv under --raw_dir; none skips it.")
     flags.mark_flag_as_required("raw_dir")
-    app.run(main)
+    cli.run(main)

@@ -55,7 +55,7 @@ def read_table(path: str) -> Dict[str, Rating]:
     if not os.path.isfile(path):
         raise DataPrepError(f"--summary_table={path} does not exist")
     out = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = {c.lower(): c for c in (reader.fieldnames or []) if c}
         needed = ["filename"] + [f"{p}{k}".lower() for p in PRESENTATIONS.values()

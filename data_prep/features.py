@@ -11,6 +11,8 @@ NORMALIZATIONS = ("none", "zscore")
 STFT_LOG_MAGNITUDE = "stft_log_magnitude"
 SCIPY_PSD_LOG = "scipy_psd_log"
 RECIPES = (STFT_LOG_MAGNITUDE, SCIPY_PSD_LOG)
+# The fewest time frames and frequency bins a spectrogram may have.
+MIN_FRAMES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,26 @@ class AudioParams:
                              "segments must overlap or touch")
         if self.clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be > 0, got {self.clip_seconds}")
+        # Absurd settings would make a dataset the model can learn nothing from (a 257 x 1
+        # "spectrogram" trains to chance and looks like a result).
+        if self.n_fft > self.num_samples:
+            raise ValueError(f"n_fft={self.n_fft} exceeds the {self.num_samples} samples of a "
+                             f"{self.clip_seconds:g} s clip at {self.sample_rate} Hz: use "
+                             f"n_fft <= {self.num_samples} (or longer clips)")
+        bins, frames = self.shape
+        if frames < MIN_FRAMES:
+            raise ValueError(
+                f"hop_length={self.hop_length} leaves {frames} time frame(s) in a "
+                f"{self.clip_seconds:g} s clip (n_fft={self.n_fft}, center={self.center}); "
+                f"at least {MIN_FRAMES} are needed: use hop_length <= {self._max_hop()}")
+        if bins < MIN_FRAMES:
+            raise ValueError(f"n_fft={self.n_fft} gives {bins} frequency bin(s); at least "
+                             f"{MIN_FRAMES} are needed: use n_fft >= {2 * (MIN_FRAMES - 1)}")
+
+    def _max_hop(self) -> int:
+        """The largest hop that leaves `MIN_FRAMES` frames."""
+        n = self.num_samples if self.center else self.num_samples - self.n_fft
+        return max(1, n // (MIN_FRAMES - 1))
 
     @property
     def num_samples(self) -> int:

@@ -28,13 +28,12 @@ import hashlib
 import json
 import os
 import re
-import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 
-from data_prep import convert, features, htk, registry
+from data_prep import cli, convert, features, htk, registry
 from data_prep.features import AudioParams
 
 SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation",
@@ -63,7 +62,7 @@ def read_clip_csv(path: str) -> List[Row]:
         raise convert.DataPrepError(f"--csv={path} does not exist")
     base = os.path.dirname(os.path.abspath(path))
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         for lineno, row in enumerate(csv.reader(f), 1):
             row = [x.strip() for x in row]
             if not row or not any(row):
@@ -281,7 +280,7 @@ def main(argv):
             workers=FLAGS.workers, keep_work=FLAGS.keep_work, overwrite=FLAGS.overwrite,
             csv_path=csv_path)
     except (convert.DataPrepError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        cli.fail(e)
     print(f"{builder.name}: {dict((s, v.num_examples) for s, v in builder.info.splits.items())}"
           f" in {builder.data_dir}")
 
@@ -302,4 +301,4 @@ if __name__ == "__main__":
                       "stft_log_magnitude (CREMA-D's) or scipy_psd_log (AVE's; needs "
                       "--center=false).")
     flags.mark_flag_as_required("csv")
-    app.run(main)
+    cli.run(main)

@@ -39,13 +39,12 @@ z-score -> 257 x 1004. Frames are sampled evenly over the clip.
 import csv
 import glob
 import os
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 
-from data_prep import ave, convert, registry
+from data_prep import ave, cli, convert, registry
 from data_prep.youtube_clips import MediaIndex, clip_names
 
 CLASSES = (
@@ -82,7 +81,7 @@ def read_classes(path: str) -> List[str]:
     """One class name per line (blank lines and `#` comments skipped)."""
     if not os.path.exists(path):
         raise convert.DataPrepError(f"--classes_file={path} does not exist")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         names = [normalize(x) for x in f if x.strip() and not x.lstrip().startswith("#")]
     if len(set(names)) != len(names) or not names:
         raise convert.DataPrepError(f"{path} must list distinct class names, one per line")
@@ -93,7 +92,7 @@ def read_annotations(paths: Sequence[str]) -> List[Row]:
     """Rows of Kinetics annotation CSVs (`label,youtube_id,time_start,time_end,split`)."""
     rows = []
     for path in paths:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = [h.strip() for h in next(reader, [])]
             missing = [h for h in HEADER if h not in header]
@@ -205,7 +204,7 @@ def main(argv):
         classes = (read_classes(os.path.expanduser(FLAGS.classes_file))
                    if FLAGS.classes_file else None)
     except convert.DataPrepError as e:
-        sys.exit(f"error: {e}")
+        cli.fail(e)
     annotations = (os.path.abspath(os.path.expanduser(FLAGS.annotations_dir))
                    if FLAGS.annotations_dir else None)
     convert.run_cli(KineticsSoundsAv, FLAGS, annotations_dir=annotations, classes=classes,
@@ -224,4 +223,4 @@ if __name__ == "__main__":
                       "the dataset (peak disk about one dataset, not two); a build "
                       "interrupted while writing then decodes those clips again.")
     flags.mark_flag_as_required("raw_dir")
-    app.run(main)
+    cli.run(main)

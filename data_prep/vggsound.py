@@ -32,9 +32,9 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import flags
 
-from data_prep import convert, registry
+from data_prep import cli, convert, registry
 from data_prep.features import STFT_LOG_MAGNITUDE, AudioParams
 from data_prep.youtube_clips import MediaIndex, clip_names
 
@@ -60,7 +60,7 @@ def read_csv(path: str) -> List[Row]:
             f"{path} does not exist: pass the official vggsound.csv with --csv (or put it "
             "in --raw_dir)")
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         for lineno, row in enumerate(csv.reader(f), 1):
             row = [x.strip() for x in row]
             if not row or not any(row):
@@ -171,4 +171,4 @@ if __name__ == "__main__":
                       "the dataset (peak disk about one dataset, not two); a build "
                       "interrupted while writing then decodes those clips again.")
     flags.mark_flag_as_required("raw_dir")
-    app.run(main)
+    cli.run(main)

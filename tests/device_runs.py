@@ -12,8 +12,8 @@ from avgmm.workdir import Workdir
 
 def train_on_device_counts(config, root, counts: Sequence[int] = (1, 4)) -> Dict[int, List]:
     """Trains `config` once per device count (same global batch), each in its own workdir
-    under `root`; checks every headline accuracy is in [0, 1]; returns the metrics records
-    by device count."""
+    under `root`; checks every headline accuracy is in [0, 1] and that the analysis draws
+    the first run's figures; returns the metrics records by device count."""
     runs = {}
     for n in counts:
         config.num_devices = n
@@ -22,7 +22,17 @@ def train_on_device_counts(config, root, counts: Sequence[int] = (1, 4)) -> Dict
         for key in ("test_accuracy", "test_accuracy_audio", "test_accuracy_visual"):
             assert 0.0 <= results[key] <= 1.0, (n, key, results[key])
         runs[n] = Workdir(workdir).read_metrics()
+        if n == counts[0]:
+            analyze_run(workdir)
     return runs
+
+
+def analyze_run(workdir: str) -> None:
+    """`python -m avgmm.analyze`'s figures of a finished run (any method) are drawn."""
+    from avgmm.analysis import analyze
+
+    names = {os.path.basename(p) for p in analyze.analyze(workdir, with_scores=False)["plots"]}
+    assert {"accuracy.png", "losses.png"} <= names, names
 
 
 def assert_runs_agree(a: List, b: List, rtol: float = 2e-4, atol: float = 1e-5) -> None:

@@ -38,10 +38,11 @@ def test_ablations_dry_run_lists_tables_2_and_3_for_each_seed():
     assert "--workdir=runs/ablations/crema/full/seed1 --config.seed=1" in lines[15]
 
 
-def test_unknown_command_fails_with_usage():
+def test_unknown_command_fails_in_one_line_naming_help():
     out = _launch("bogus")
-    assert out.returncode == 2 and "unknown command 'bogus'" in out.stderr
-    assert "ablations|table1|study CONFIG" in out.stderr
+    assert out.returncode == 2
+    assert out.stderr == "error: unknown command 'bogus'; ./launch.sh help lists the commands\n"
+    assert "ablations|table1|study|guided CONFIG" in _launch("help").stdout
 
 
 def test_table1_dry_run_lists_every_registered_method_for_each_seed():

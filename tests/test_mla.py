@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import device_runs
+
 from avgmm import build, losses, train
 from avgmm.data import augment
 from avgmm.methods import StepContext, mla
@@ -238,6 +240,7 @@ def test_tiny_mla_run_trains_and_writes_results(tiny_config, tmp_path):
     for r in records:
         assert np.isfinite(r["train"]["loss"])
         assert 0.0 < r["train"]["fusion_weight_audio"] < 1.0
+    device_runs.analyze_run(workdir)
 
 
 def test_one_and_four_devices_agree(tiny_config, tmp_path):

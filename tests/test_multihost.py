@@ -138,13 +138,20 @@ def test_killed_process_resumes_when_the_job_is_restarted(tiny_config, tmp_path)
     assert procs[1].poll() is None, "the run ended before it could be killed"
     procs[1].send_signal(signal.SIGKILL)
     procs[1].wait()
-    # The job is restarted whole (as SLURM does when a task fails): process 0 is stopped
-    # too, if losing its peer has not stopped it already.
+    killed = time.time()
+    # Process 0 finds its peer gone and stops by itself, in one line, within seconds.
     try:
-        procs[0].wait(timeout=5)
+        procs[0].wait(timeout=30)
     except subprocess.TimeoutExpired:
         procs[0].kill()
         procs[0].wait()
+    stopped_after = time.time() - killed
+    log = open(os.path.join(str(tmp_path), "killed-p0.log")).read().strip().splitlines()
+    assert procs[0].returncode == 1 and stopped_after < 30, (procs[0].returncode, log[-5:])
+    assert log[-1] == ("error: process 1 of this multi-process run is gone (killed, crashed "
+                       "or its machine unreachable): process 0 stops too; restart the whole "
+                       "job with the same command to resume from the last checkpoint"), log
+    assert not any("Check failure stack trace" in line for line in log)
     assert not os.path.exists(os.path.join(workdir, "results.json"))
     saved = sorted(int(d) for d in os.listdir(latest) if d.isdigit())
     assert saved and saved[-1] < 3
@@ -157,12 +164,14 @@ def test_killed_process_resumes_when_the_job_is_restarted(tiny_config, tmp_path)
 
 
 def test_launch_multihost_runs_one_task_per_node_through_srun():
+    # The dry run checks the flags and the config first (with the project's Python).
+    python = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=REPO)
     out = subprocess.run(["bash", os.path.join(REPO, "launch.sh"), "multihost",
                           "configs/crema.py", "--config.seed=1", "--dry-run"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.split()
+                         env=python, capture_output=True, text=True, check=True).stdout.split()
     assert out[:3] == ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     assert out[-3:] == ["--config=configs/crema.py", "--config.seed=1", "--workdir=runs/crema"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env = {k: v for k, v in python.items() if not k.startswith("SLURM_")}
     refused = subprocess.run(["bash", os.path.join(REPO, "launch.sh"), "multihost",
                               "configs/crema.py"], cwd=REPO, env=env, capture_output=True,
                              text=True)

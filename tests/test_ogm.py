@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import device_runs
+
 from avgmm import methods, train
 from avgmm.workdir import Workdir
 from avgmm.methods import base, ogm, ogm_ge
@@ -158,6 +160,7 @@ def test_tiny_run_trains_and_logs_the_coefficients(tiny_config, tmp_path, method
             assert t["coeff_a"] == 1 and t["coeff_v"] == 1
     with open(os.path.join(workdir, "results.json")) as f:
         assert json.load(f) == results
+    device_runs.analyze_run(workdir)
     for key in ("test_accuracy", "test_accuracy_audio", "test_accuracy_visual"):
         assert 0.0 <= results[key] <= 1.0
 

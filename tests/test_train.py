@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+import device_runs
 from avgmm import checkpoints, methods, optim, run_config, state as state_lib, train
 from avgmm.workdir import Workdir
 from avgmm.data import pipeline
@@ -77,6 +78,7 @@ def test_every_method_runs_all_phases_and_writes_its_files(tiny_config, tmp_path
         assert records[1]["lambda_t"] == 1.0 and records[2]["lambda_t"] == pytest.approx(0.96)
     else:
         assert not fits and "gmm_fits" not in results  # a method without a GMM says nothing
+    device_runs.analyze_run(workdir)
 
 
 def test_one_and_four_devices_agree(tiny_config, tmp_path):

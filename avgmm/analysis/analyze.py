@@ -23,15 +23,14 @@ import csv
 import glob
 import json
 import os
-import sys
 import textwrap
 from typing import Any, Dict, List, Tuple
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from avgmm import checkpoints, config_text, evaluation, files
+from avgmm import checkpoints, cli, config_text, evaluation, files
 from avgmm import gmm as gmm_lib
 from avgmm.analysis import human_ratings, plots, report
 from avgmm.errors import AnalysisError
@@ -115,7 +114,8 @@ def draw_plots(workdir: str, records: List[Dict], fits: List[Dict],
     plots.accuracy(path, records, run)
     written.append(path)
     path = os.path.join(out, "losses.png")
-    plots.losses(path, records, loss_config, run)
+    plots.losses(path, records, loss_config, run,
+                 method=config.method if config is not None else None)
     written.append(path)
     return written
 
@@ -252,29 +252,30 @@ def main(argv):
     if FLAGS.compare:
         runs = argv[1:] + ([FLAGS.workdir] if FLAGS.workdir else [])
         if not runs:
-            sys.exit("error: --compare needs run folders: python -m avgmm.analyze "
-                     "--compare RUN_A RUN_B ...")
+            cli.usage_error("--compare needs run folders: python -m avgmm.analyze "
+                            "--compare RUN_A RUN_B ...")
         out = FLAGS.out or os.path.join(
             os.path.commonpath([os.path.abspath(os.path.expanduser(r)) for r in runs]),
             "comparison.png")
         try:
             print(compare(runs, out))
         except (AnalysisError, ValueError, FileNotFoundError) as e:
-            sys.exit(f"error: {e}")
+            cli.usage_error(e)
         return
     if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; several runs need --compare")
+        cli.usage_error(f"unexpected arguments {argv[1:]}; several runs need --compare")
     if not FLAGS.workdir:
-        sys.exit("error: --workdir is required (or --compare RUN_A RUN_B ...)")
+        cli.usage_error("--workdir is required (or --compare RUN_A RUN_B ...)")
+    cli.folder_flag("--workdir", FLAGS.workdir)
     which = FLAGS.checkpoint
     if which not in ("best", "latest"):
         if not which.isdigit():
-            sys.exit(f"error: --checkpoint={which!r}: use best, latest or an epoch number")
+            cli.usage_error(f"--checkpoint={which!r}: use best, latest or an epoch number")
         which = int(which)
     try:
         out = analyze(FLAGS.workdir, which, FLAGS.split, FLAGS.score)
     except (AnalysisError, ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        cli.usage_error(e)
     for path in out["plots"]:
         print(path)
     if "imbalance_csv" in out:
@@ -284,4 +285,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

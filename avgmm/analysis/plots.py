@@ -181,9 +181,58 @@ def compare(path: str, runs: Sequence[Tuple[str, List[Dict]]]) -> None:
     plt.close(fig)
 
 
-def loss_terms(record: Dict, loss_config: Mapping[str, Any]) -> Dict[str, float]:
-    """The terms an epoch's loss was made of, as they enter it (weights applied), under
-    readable names; terms switched off (e.g. beta = 0) are left out."""
+# The methods whose loss `_paper_loss_terms` spells out term by term; every other
+# method's figure shows the loss-like terms it logs (`_logged_loss_terms`).
+PAPER_LOSS_METHODS = ("concat", "warmup_only", "adaptive")
+# Readable names of logged terms; a term not named here is shown under its own key.
+TERM_NAMES = {
+    "ce_fused": "CE(fused)", "ce_audio": "CE(audio)", "ce_visual": "CE(visual)",
+    "ce_audio_only": "CE(audio), audio-only copies",
+    "ce_visual_only": "CE(visual), visual-only copies",
+    "proto_ce_audio": "prototype CE(audio)", "proto_ce_visual": "prototype CE(visual)",
+    "proto_entropy_audio": "prototype entropy (audio)",
+    "proto_entropy_visual": "prototype entropy (visual)",
+    "tc_loss_audio": "TC loss (audio)", "tc_loss_visual": "TC loss (visual)",
+    "loss_audio_samples": "loss of the audio-trained samples",
+    "loss_visual_samples": "loss of the visual-trained samples",
+    "weighted_ce": "w_bal * CE(fused)", "gap_sq": "g^2", "gap_shift": "w_imb * (g - mu_0)^2",
+}
+
+
+def _is_loss_term(key: str) -> bool:
+    """Whether a logged train term is a loss (or part of one), not a coefficient, a
+    weight, a rate or a count."""
+    return (key.startswith(("ce_", "proto_ce_", "proto_entropy_", "tc_loss_", "loss_"))
+            or key in ("weighted_ce", "gap_sq", "gap_shift"))
+
+
+def loss_terms(record: Dict, loss_config: Mapping[str, Any],
+               method: Optional[str] = None) -> Dict[str, float]:
+    """The terms of an epoch's loss under readable names. For the paper's loss
+    (`PAPER_LOSS_METHODS`; also when `method` is not given and the record has the
+    paper's terms): as they enter it (weights applied), terms switched off (e.g. beta = 0)
+    left out. For every other method: the total and each loss-like term it logs."""
+    if method in PAPER_LOSS_METHODS or (method is None and _has_paper_terms(record)):
+        return _paper_loss_terms(record, loss_config)
+    return _logged_loss_terms(record)
+
+
+def _has_paper_terms(record: Dict) -> bool:
+    need = {"concat": ("ce_fused",), "warmup": ("ce_fused", "ce_audio", "ce_visual"),
+            "finetune": ("ce_fused",),
+            "adaptive": ("weighted_ce", "gap_sq", "gap_shift")}.get(record["phase"])
+    return need is not None and all(k in record["train"] for k in need)
+
+
+def _logged_loss_terms(record: Dict) -> Dict[str, float]:
+    t = record["train"]
+    out = {"total loss": t["loss"]}
+    for key in sorted(k for k in t if _is_loss_term(k)):
+        out[TERM_NAMES.get(key, key)] = t[key]
+    return out
+
+
+def _paper_loss_terms(record: Dict, loss_config: Mapping[str, Any]) -> Dict[str, float]:
     t, phase = record["train"], record["phase"]
     out = {"total loss": t["loss"]}
     if phase in ("concat", "warmup"):
@@ -220,11 +269,13 @@ def loss_terms(record: Dict, loss_config: Mapping[str, Any]) -> Dict[str, float]
 
 
 def losses(path: str, records: List[Dict], loss_config: Optional[Mapping[str, Any]] = None,
-           run: str = "") -> None:
-    """The terms of each epoch's training loss (epoch means, weights applied): only
-    those in the loss, each where its phase has it."""
+           run: str = "", method: Optional[str] = None) -> None:
+    """The terms of each epoch's training loss (epoch means; `loss_terms`), each where its
+    phase has it."""
     epochs = np.array([r["epoch"] for r in records])
-    per_epoch = [loss_terms(r, loss_config or {}) for r in records]
+    per_epoch = [loss_terms(r, loss_config or {}, method) for r in records]
+    paper = method in PAPER_LOSS_METHODS or (method is None and
+                                             all(_has_paper_terms(r) for r in records))
     names = list(dict.fromkeys(k for terms in per_epoch for k in terms))
     fig, ax = plt.subplots(figsize=(8.8, 4.2))
     for name in names:
@@ -238,7 +289,8 @@ def losses(path: str, records: List[Dict], loss_config: Optional[Mapping[str, An
     ax.set_yscale("log")
     ax.set_xlabel("epochs completed")
     ax.set_ylabel("training loss (epoch mean, log scale)")
-    ax.set_title((run + "\n" if run else "") + "loss terms as they enter the loss",
+    ax.set_title((run + "\n" if run else "") + ("loss terms as they enter the loss" if paper
+                                                 else "the loss and the loss terms logged"),
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
     _outside_legend(ax)

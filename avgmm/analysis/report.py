@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
 
-from avgmm import config_text, evaluators, experiments, methods
+from avgmm import cli, config_text, evaluators, experiments, methods
 from avgmm.analysis import tuned
 from avgmm.experiments import tuning
 from avgmm.errors import ExperimentError, ReportError
@@ -346,7 +346,8 @@ def define_flags() -> None:
 def main(argv):
     paths = argv[1:]
     if not paths:
-        sys.exit("usage: python -m avgmm.report RUN_OR_FOLDER [...] [--out=DIR]")
+        cli.usage_error("name the runs: python -m avgmm.report RUN_OR_FOLDER [...] "
+                        "[--out=DIR]")
     try:
         found = find_runs(paths)
         selection = None
@@ -356,7 +357,7 @@ def main(argv):
                 FLAGS.selection)), selection)
         runs = [load(r) for r in found]
     except (ReportError, ExperimentError) as e:
-        sys.exit(f"error: {e}")
+        cli.usage_error(e)
     rows = aggregate(runs, FLAGS.paper)
     if selection is not None:
         tuned.annotate(rows, selection)

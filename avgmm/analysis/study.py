@@ -21,16 +21,15 @@ Writes `study.md` (the tables) and, in the style of the paper's Figures 3 and 4,
 import json
 import os
 import statistics
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from avgmm import experiments  # noqa: E402
+from avgmm import cli, experiments  # noqa: E402
 from avgmm.analysis import comparison  # noqa: E402
 from avgmm.errors import StudyError  # noqa: E402
 from avgmm.workdir import Workdir  # noqa: E402
@@ -236,13 +235,13 @@ def define_flags() -> None:
 
 def main(argv):
     if len(argv) != 2:
-        sys.exit("usage: python -m avgmm.study ROOT [--out=DIR] [--show=a,b,c] "
-                 "[--split=val|test]")
+        cli.usage_error("name one study folder: python -m avgmm.study ROOT [--out=DIR] "
+                        "[--show=a,b,c] [--split=val|test]")
     root = argv[1]
     try:
         variants = load_runs(root)
     except StudyError as e:
-        sys.exit(f"error: {e}")
+        cli.usage_error(e)
     out_dir = FLAGS.out or root
     os.makedirs(out_dir, exist_ok=True)
     rows = summarize(variants)
@@ -271,4 +270,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -15,6 +15,7 @@ fields and `LAYOUT` included, so a cache written by older code (without a field)
 never read: a new one is built beside it.
 """
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -84,28 +85,82 @@ def is_complete(path: str, fields: Mapping[str, Any]) -> bool:
 def open_split(path: str, meta, split: str, num_frames: int,
                read: Reader) -> Dict[str, np.ndarray]:
     """Memory maps of a split's decoded arrays, building them first (from `read`, the
-    record reader) where missing or incomplete.
+    record reader) where missing or incomplete, and again where damaged (a truncated or
+    overwritten file: one line says which, then it is rebuilt).
 
     Concurrent runs serialize on `<path>.lock`: the first builds, the others wait and
     then reuse its result instead of deleting it under it."""
     fields = meta.clip_fields
     if not is_complete(path, fields):
-        with open(path + ".lock", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"waiting for another run building the decoded cache {path}",
-                      flush=True)
-                fcntl.flock(lock, fcntl.LOCK_EX)
+        with _split_lock(path):
             if not is_complete(path, fields):
                 _build(path, meta, split, num_frames, read)
-    cached = {k: np.load(os.path.join(path, f"{k}.npy"), mmap_mode="r")
-              for k in ("audio", "frames")}
-    for k in ["label", *fields]:
-        cached[k] = np.load(os.path.join(path, f"{k}.npy"))
-    with open(os.path.join(path, "id.json"), encoding="utf-8") as fh:
-        cached["id"] = np.asarray(json.load(fh), dtype=object)
+    try:
+        return _open(path, meta, split, num_frames)
+    except DamagedCacheError as e:
+        print(f"the decoded cache {path} is damaged ({e}); rebuilding it", flush=True)
+    with _split_lock(path):
+        try:  # another run may have rebuilt it while this one waited for the lock
+            return _open(path, meta, split, num_frames)
+        except DamagedCacheError:
+            shutil.rmtree(path, ignore_errors=True)
+            _build(path, meta, split, num_frames, read)
+    try:
+        return _open(path, meta, split, num_frames)
+    except DamagedCacheError as e:
+        raise CacheError(f"the decoded cache {path} is damaged again right after it was "
+                         f"rebuilt ({e}): check the disk under it; {CACHE_FIX}") from None
+
+
+class DamagedCacheError(Exception):
+    """A file of a complete-looking split cache cannot be read or has the wrong shape;
+    the message names the file and why."""
+
+
+@contextlib.contextmanager
+def _split_lock(path: str):
+    """Holds `<path>.lock` exclusively, saying so when another run holds it."""
+    with open(path + ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another run building the decoded cache {path}", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _open(path: str, meta, split: str, num_frames: int) -> Dict[str, np.ndarray]:
+    """The split's arrays, each checked against the shape and type the dataset's metadata
+    implies; `DamagedCacheError` names the first file that fails."""
+    n = meta.num_examples[split]
+    f, t = meta.audio_shape
+    _, h, w, c = meta.frames_shape
+    expected = {"audio": ((n, f, t), np.float16), "frames": ((n, num_frames, h, w, c), np.uint8)}
+    cached: Dict[str, np.ndarray] = {}
+    for k in ["audio", "frames", "label", *meta.clip_fields]:
+        file = os.path.join(path, f"{k}.npy")
+        try:
+            cached[k] = np.load(file, mmap_mode="r" if k in expected else None)
+        except (OSError, ValueError, EOFError) as e:
+            raise DamagedCacheError(f"{file}: {_first_line(e)}") from None
+        shape, dtype = expected.get(k, ((n,), cached[k].dtype))
+        if cached[k].shape[:len(shape)] != shape or cached[k].dtype != dtype:
+            raise DamagedCacheError(f"{file} holds {cached[k].dtype} {cached[k].shape}, "
+                                    f"expected {np.dtype(dtype)} {shape}")
+    file = os.path.join(path, "id.json")
+    try:
+        with open(file, encoding="utf-8") as fh:
+            cached["id"] = np.asarray(json.load(fh), dtype=object)
+    except (OSError, ValueError) as e:
+        raise DamagedCacheError(f"{file}: {_first_line(e)}") from None
+    if cached["id"].shape != (n,):
+        raise DamagedCacheError(f"{file} holds {cached['id'].shape[0]} ids, expected {n}")
     return cached
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def _build(path: str, meta, split: str, num_frames: int, read: Reader) -> None:

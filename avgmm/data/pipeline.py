@@ -293,6 +293,19 @@ def _prefetch(iterator: Iterator[Batch], size: int) -> Iterator[Batch]:
         stop.set()
 
 
+def check_data_dir(data_dir: str) -> None:
+    """Refuses, in one line, a `config.data.data_dir` that is a file or a folder this user
+    cannot read (a missing one is fine: the dataset is then not prepared there)."""
+    path = os.path.expanduser(data_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"config.data.data_dir={data_dir!r} is a file, not a folder: point "
+                        "it at the folder the datasets are prepared in, e.g. ~/avgmm_data")
+    if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+        raise UserError(f"config.data.data_dir={data_dir!r} cannot be read by this user: "
+                        "fix its permissions (chmod u+rx) or point config.data.data_dir at a "
+                        "readable copy")
+
+
 def load_dataset(name: str, data_dir: str, num_frames: int,
                  expected_params: Optional[Mapping[str, Any]] = None,
                  cache_dir: Optional[str] = None,
@@ -305,6 +318,7 @@ def load_dataset(name: str, data_dir: str, num_frames: int,
     The embedded synthetic `avsynth/<config>` is generated here when it is missing (it
     needs no download), so every entry point can use it on a fresh machine.
     """
+    check_data_dir(data_dir)
     if name.split("/")[0] == "avsynth" and not is_prepared(name, data_dir):
         from avgmm.data import avsynth  # tfds builder module: imported only when needed
 

@@ -2,11 +2,11 @@
 
 import sys
 
-from avgmm import evaluators
+from avgmm import cli, evaluators
 
 if __name__ == "__main__":
     if sys.argv[1:] and sys.argv[1:] != ["--help"]:
-        sys.exit("usage: python -m avgmm.evaluators")
+        cli.usage_error(f"unexpected arguments {sys.argv[1:]}: usage: python -m avgmm.evaluators")
     for name, doc in evaluators.describe().items():
         cls = evaluators.REGISTRY[name]
         keys = ", ".join(f.key for f in cls.fields + cls.final_fields) or "(writes a file)"

@@ -5,7 +5,7 @@ Adding a method: a module with a `Method` subclass (see `base.py`) and one entry
 `python -m avgmm.methods` lists it, and the Table 1 sweep (`avgmm.experiments`) runs it.
 """
 
-from typing import Any, Dict, Type
+from typing import Any, Dict, Iterable, List, Type
 
 import ml_collections
 
@@ -24,7 +24,7 @@ _CLASSES = (concat.Concat, g_blending.GBlending, ogm_ge.OgmGe, greedy.Greedy, pm
 REGISTRY: Dict[str, Type[Method]] = {cls.name: cls for cls in _CLASSES}
 
 __all__ = ["Method", "RunContext", "StepContext", "REGISTRY", "get", "add_defaults",
-           "absent_field_ok"]
+           "absent_field_ok", "unused_fields"]
 
 
 def get(config: ml_collections.ConfigDict) -> Method:
@@ -57,3 +57,11 @@ def absent_field_ok(config: ml_collections.ConfigDict, field: str, value: Any) -
         return defaults is not None and defaults[rest] == value
     except (KeyError, AttributeError):
         return False
+
+
+def unused_fields(config: ml_collections.ConfigDict, fields: Iterable[str]) -> List[str]:
+    """The dotted `fields` (e.g. a command line's overrides) that the run of `config` never
+    reads: the settings of registered methods other than `config.method` (every method
+    reads only its own section, `config[cls.name]`)."""
+    return [f for f in fields
+            if f.partition(".")[0] in REGISTRY and f.partition(".")[0] != config.method]

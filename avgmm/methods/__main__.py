@@ -3,11 +3,11 @@ an equal tuning varies."""
 
 import sys
 
-from avgmm import methods
+from avgmm import cli, methods
 
 if __name__ == "__main__":
     if sys.argv[1:] and sys.argv[1:] != ["--help"]:
-        sys.exit("usage: python -m avgmm.methods")
+        cli.usage_error(f"unexpected arguments {sys.argv[1:]}: usage: python -m avgmm.methods")
     width = max(len(name) for name in methods.REGISTRY) + 2
     for name, cls in methods.REGISTRY.items():
         doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
