@@ -8,6 +8,7 @@ their checksum, set aside for inspection).
 """
 
 import contextlib
+import copy
 import gc
 import hashlib
 import logging as py_logging
@@ -24,6 +25,7 @@ from absl import logging
 from avgmm import build
 from avgmm.errors import CheckpointError
 from avgmm.files import disk_full_guard, to_python
+from avgmm.in_order import InOrder
 from avgmm.processes import on_primary, share_arrays, share_json
 from avgmm.workdir import Workdir
 
@@ -88,7 +90,6 @@ class Checkpointer:
             os.path.join(self.root, "best"),
             options=ocp.CheckpointManagerOptions(**_this_process_only("best", self.root)))
         self.best_step: Optional[int] = None
-        self._pending: Optional[Tuple[str, int]] = None  # (path, bytes) of an async save
 
     def path(self, which: str, step: int) -> str:
         return os.path.join(self.root, which, str(step))
@@ -107,11 +108,11 @@ class Checkpointer:
 
     def save(self, epoch: int, state: Any, meta: Mapping[str, Any], best: bool) -> None:
         """Saves `state` after epoch `epoch` (a step number) in `latest/` and, if `best`,
-        first in `best/`. A full disk raises `DiskFullError`; earlier checkpoints stay."""
-        self.wait()  # the previous latest save is committed: it names self.best_step
-        for step in self.best.all_steps():
-            if step != self.best_step:
-                self.best.delete(step)
+        first in `best/`; returns once both are committed and the bests older than the
+        one the new latest names are deleted (the trainer runs it in a background thread:
+        `SharedCheckpoints`). A full disk raises `DiskFullError`; earlier checkpoints
+        stay."""
+        self.wait()
         nbytes = tree_nbytes(state)
         meta = dict(meta, state_sha256=tree_digest(state),
                     best_step=epoch if best else self.best_step)
@@ -123,7 +124,11 @@ class Checkpointer:
             self.best_step = epoch
         with disk_full_guard(self.path("latest", epoch), nbytes, kept):
             self.latest.save(epoch, args=self._args(state, meta))
-        self._pending = (self.path("latest", epoch), nbytes)
+            self.latest.wait_until_finished()
+        # The latest checkpoint now committed names self.best_step: older bests can go.
+        for step in self.best.all_steps():
+            if step != self.best_step:
+                self.best.delete(step)
 
     def _load(self, manager: ocp.CheckpointManager, step: int, template: Any):
         """`(state, meta)` of one step; raises if it cannot be read or fails its checksum."""
@@ -265,11 +270,9 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until pending saves are committed; a full disk raises `DiskFullError`."""
-        path, nbytes = self._pending or (self.root, 0)
-        with disk_full_guard(path, nbytes, self.last_good()):
+        with disk_full_guard(self.root, 0, self.last_good()):
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
-        self._pending = None
 
     def close(self) -> None:
         self.latest.close()
@@ -300,35 +303,73 @@ def _reason(e: BaseException) -> str:
 class SharedCheckpoints:
     """`Checkpointer` run by process 0 alone (every process holds the same
     replicated state, so its host copy is the whole state); what it restores is sent to
-    every process. Its errors (full disk, damaged checkpoints) stop every process."""
+    every process. Its errors (full disk, damaged checkpoints) stop every process.
 
-    def __init__(self, workdir: str, keep: int):
+    With `background`, each save runs in a background thread (`avgmm.in_order`), in
+    order, while the run goes on: `save` returns at once (it waits only when a save is
+    already queued behind a running one), a failed save is raised by the next `save` or
+    `wait`, and `wait` returns once every save is committed. The best/latest guarantees
+    are `Checkpointer.save`'s, each save being one call of it."""
+
+    def __init__(self, workdir: str, keep: int, background: bool = False):
         self._ckpt: Optional[Checkpointer] = on_primary(
             lambda: Checkpointer(workdir, keep=keep))
+        self._saves = (InOrder("checkpoint") if background and self._ckpt is not None
+                       else None)
+        self._last_good = self._ckpt.last_good() if self._ckpt is not None else ""
+
+    @property
+    def background_seconds(self) -> float:
+        """Seconds spent saving in the background thread."""
+        return self._saves.busy_seconds if self._saves is not None else 0.0
 
     def last_good(self) -> str:
         if self._ckpt is None:
             return "process 0 names the last good checkpoint"
-        return self._ckpt.last_good()
+        # Kept up to date by the saves: asking orbax while one runs would race with it.
+        return self._last_good
 
     def save(self, epoch: int, state: Any, meta: Dict[str, Any], best: bool) -> None:
-        on_primary(lambda: self._ckpt.save(epoch, state, meta, best=best))
+        """Saves `state` (a host copy nothing changes afterwards) after epoch `epoch`."""
+        meta = copy.deepcopy(meta)  # the run goes on updating its own
+
+        def save():
+            self._ckpt.save(epoch, state, meta, best=best)
+            self._last_good = self._ckpt.last_good()
+
+        on_primary(lambda: self._saves.submit(save) if self._saves is not None else save())
 
     def wait(self, everywhere: bool = True) -> None:
         """Blocks until process 0's saves are committed; `everywhere=False` (on the way
         out of an interrupted run, when the others may be gone) skips the exchange."""
+        def wait():
+            if self._saves is not None:
+                self._saves.wait()
+            self._ckpt.wait()
+
         if not everywhere:
             if self._ckpt is not None:
-                self._ckpt.wait()
+                wait()
             return
-        on_primary(lambda: self._ckpt.wait())
+        on_primary(wait)
 
     def close(self) -> None:
+        """Lets queued saves finish, then closes (a failed save was, or will not be,
+        reported: the run is ending)."""
+        if self._saves is not None:
+            self._saves.close()
         if self._ckpt is not None:
             self._ckpt.close()
 
     def _shared(self, load: Callable[[], Any], template: Any):
-        found = on_primary(load)
+        def loaded():
+            if self._saves is not None:
+                self._saves.wait()
+            found = load()
+            self._last_good = self._ckpt.last_good()
+            return found
+
+        found = on_primary(loaded)
         meta = share_json(None if found is None else found[1])
         if meta is None:
             return None
