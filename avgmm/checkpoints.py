@@ -90,6 +90,7 @@ class Checkpointer:
             os.path.join(self.root, "best"),
             options=ocp.CheckpointManagerOptions(**_this_process_only("best", self.root)))
         self.best_step: Optional[int] = None
+        self._failed_loads = 0  # reads that raised (see _quiet_asyncio)
 
     def path(self, which: str, step: int) -> str:
         return os.path.join(self.root, which, str(step))
@@ -133,8 +134,12 @@ class Checkpointer:
     def _load(self, manager: ocp.CheckpointManager, step: int, template: Any):
         """`(state, meta)` of one step; raises if it cannot be read or fails its checksum."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception:
+            self._failed_loads += 1
+            raise
         state, meta = restored["state"], dict(restored["meta"])
         expected = meta.get("state_sha256")  # absent in checkpoints of older versions
         if expected is not None and tree_digest(state) != expected:
@@ -187,7 +192,7 @@ class Checkpointer:
         takes its place and meta's `best_*` entries are taken from it. Raises
         `CheckpointError` when no intact checkpoint is left to resume from.
         """
-        with _quiet_asyncio():
+        with _quiet_asyncio(lambda: self._failed_loads):
             return self._resume(template)
 
     def _resume(self, template: Any) -> Optional[Tuple[Any, Dict]]:
@@ -280,17 +285,21 @@ class Checkpointer:
 
 
 @contextlib.contextmanager
-def _quiet_asyncio():
+def _quiet_asyncio(failed_loads: Callable[[], int]):
     """Mutes asyncio's logger while damaged checkpoints are tried: each unreadable array
     of a damaged checkpoint logs its own multi-kilobyte traceback, which would bury the
-    one line that says what was skipped."""
+    one line that says what was skipped. `failed_loads()`: reads that failed so far."""
     logger = py_logging.getLogger("asyncio")
     level = logger.level
     logger.setLevel(py_logging.CRITICAL)
+    before = failed_loads()
     try:
         yield
     finally:
-        gc.collect()  # unretrieved task exceptions are logged when collected
+        if failed_loads() > before:
+            # Unretrieved task exceptions are logged when collected (a full collection
+            # takes a noticeable part of a second: only after a failed read).
+            gc.collect()
         logger.setLevel(level)
 
 
@@ -329,11 +338,16 @@ class SharedCheckpoints:
         # Kept up to date by the saves: asking orbax while one runs would race with it.
         return self._last_good
 
-    def save(self, epoch: int, state: Any, meta: Dict[str, Any], best: bool) -> None:
-        """Saves `state` (a host copy nothing changes afterwards) after epoch `epoch`."""
+    def save(self, epoch: int, state: Any, meta: Dict[str, Any], best: bool,
+             before: Optional[Callable[[], None]] = None) -> None:
+        """Saves `state` (a host copy nothing changes afterwards) after epoch `epoch`;
+        `before()` runs first, in the same order (e.g. writing the epoch's metrics record,
+        which then exists for every saved epoch)."""
         meta = copy.deepcopy(meta)  # the run goes on updating its own
 
         def save():
+            if before is not None:
+                before()
             self._ckpt.save(epoch, state, meta, best=best)
             self._last_good = self._ckpt.last_good()
 

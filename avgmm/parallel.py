@@ -73,8 +73,11 @@ class Parallel:
                        for flag in (False, True)}
         self._moment_norm = self._pmap(lambda s: optim.moment_norm(s.opt_state),
                                        "moment_norm", out_axes=None)
-        # Compilations started ahead (`compile_ahead`), by function name.
+        # Compilations started ahead (`compile_ahead`) by function name, those still to
+        # lower, and the threads that compile them.
         self._ahead: Dict[str, concurrent.futures.Future] = {}
+        self._to_lower: Dict[str, Tuple[Callable, Tuple[Any, ...]]] = {}
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         # Told how long the run waits for compilations and for the device.
         self.timer = timing.OFF
 
@@ -109,20 +112,39 @@ class Parallel:
     # ------------------------------------------------------------------ compiling ahead
     def compile_ahead(self, jobs: Sequence[Tuple[str, Callable, Tuple[Any, ...]]],
                       workers: int) -> None:
-        """Compiles mapped functions in background threads, `workers` at a time, in the
-        order given (the most urgent first): `jobs` are `(name, mapped function, abstract
-        arguments)`, names as `train_step`'s (`train[<phase>]`) and `map`'s. XLA releases
-        the interpreter while it compiles, so the run goes on meanwhile (and other
-        compilations run beside it); a function asked for before its compilation ended
-        waits for it (counted as compilation). Only shapes, dtypes and shardings are read
-        from the arguments: `abstract` makes them."""
+        """Compiles mapped functions in background threads, `workers` at a time, while the
+        run goes on: `jobs` are `(name, mapped function, abstract arguments)`, the most
+        urgent first, names as `train_step`'s (`train[<phase>]`) and `map`'s. Tracing and
+        lowering hold the interpreter, XLA's compilation does not: the first job is lowered
+        here and now, the others when the run's thread first waits for a compilation (or
+        needs one of them), and each compiles in the background once lowered. A function
+        asked for before its compilation ended waits for it (counted as compilation). Only
+        shapes, dtypes and shardings are read from the arguments (`abstract` and
+        `replicated_spec` make them)."""
         if not jobs:
             return
-        pool = concurrent.futures.ThreadPoolExecutor(max(1, workers),
-                                                     thread_name_prefix="compile_ahead")
-        for name, fn, args in jobs:
-            self._ahead[name] = pool.submit(lambda f=fn, a=args: f.lower(*a).compile())
-        pool.shutdown(wait=False)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers),
+                                                           thread_name_prefix="compile_ahead")
+        self._to_lower = {name: (fn, args) for name, fn, args in jobs[1:]}
+        self._lower(*jobs[0])
+
+    def _lower(self, name: str, fn: Callable, args: Tuple[Any, ...]) -> None:
+        """Lowers `fn` for `args` and hands its compilation to the background threads."""
+        try:
+            lowered = fn.lower(*args)
+        except Exception as e:  # noqa: BLE001  (compiling on first use still works)
+            progress.say(f"could not prepare {name} for compiling ahead ({e}); it compiles "
+                         "at its first use")
+            return
+        self._ahead[name] = self._pool.submit(lowered.compile)
+
+    def _lower_the_rest(self) -> None:
+        """Lowers every job still waiting for it (see `compile_ahead`)."""
+        while self._to_lower:
+            name = next(iter(self._to_lower))
+            self._lower(name, *self._to_lower.pop(name))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # what is queued still compiles
 
     @staticmethod
     def abstract(tree):
@@ -145,22 +167,28 @@ class Parallel:
 
     def compiled_ahead(self, name: str) -> bool:
         """Whether `name` was handed to `compile_ahead`."""
-        return name in self._ahead
+        return name in self._ahead or name in self._to_lower
 
     def cancel_ahead(self) -> None:
-        """Drops the compilations not started yet (the run ends early)."""
+        """Drops the compilations not started yet (the run ends)."""
+        self._to_lower.clear()
         for future in self._ahead.values():
             future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     def _executable(self, name: str, mapped: Callable) -> Callable:
         """`name`'s executable compiled ahead (waiting for it if it is not done), else the
         mapped function, which compiles on first use."""
+        if name in self._to_lower:
+            self._lower_the_rest()
         future = self._ahead.get(name)
         if future is None:
             return mapped
         if not future.done():
             progress.say(f"waiting for {name}, compiling in the background")
             with self.timer.span("compile"):
+                self._lower_the_rest()  # meanwhile, so that those compile beside it
                 concurrent.futures.wait([future])
         try:
             compiled = future.result()

@@ -52,14 +52,19 @@ def initializer(config: ml_collections.ConfigDict, meta, method: Method) -> Init
                        args)
 
 
+# XLA:CPU's default LLVM -O3 spends most of a cold start's first minute on the
+# initializers' unrolled random-number code; -O2 compiles it several times faster (36 s
+# -> 10 s for the demo model on a busy 2-core machine) and computes the same bits
+# (tests/test_host_overhead.py holds the models to that).
+INIT_COMPILE_OPTIONS = {"xla_backend_optimization_level": 2}
+
+
 def _init_compile_options() -> Dict[str, Any]:
-    """XLA:CPU's default LLVM -O3 spends most of a cold start's first minute on the
-    initializers' unrolled random-number code; -O2 compiles it several times faster and
-    computes the same bits (tests/test_train.py holds every model to that). Left alone
-    elsewhere: other backends, and a process that turned optimizations down itself."""
+    """`INIT_COMPILE_OPTIONS` on the CPU; left alone elsewhere (other backends, and a
+    process that turned optimizations down itself)."""
     if jax.default_backend() != "cpu" or jax.config.read("jax_disable_most_optimizations"):
         return {}
-    return {"xla_backend_optimization_level": 2}
+    return dict(INIT_COMPILE_OPTIONS)
 
 
 def create_train_state(config: ml_collections.ConfigDict, meta, tx: optax.GradientTransformation,
@@ -71,7 +76,9 @@ def create_train_state(config: ml_collections.ConfigDict, meta, tx: optax.Gradie
     init = init or initializer(config, meta, method)
     if variables is None:
         variables = init.variables()
-    return TrainState.create(apply_fn=init.model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables["batch_stats"],
-                             method_state=method.init_state(meta),
-                             epoch=jnp.zeros((), jnp.int32))
+    params = variables["params"]
+    # TrainState.create's, in one compiled function: run eagerly, the optimizer's
+    # initialization compiles one small computation per parameter shape.
+    return TrainState(step=0, apply_fn=init.model.apply, params=params, tx=tx,
+                      opt_state=jax.jit(tx.init)(params), batch_stats=variables["batch_stats"],
+                      method_state=method.init_state(meta), epoch=jnp.zeros((), jnp.int32))

@@ -192,12 +192,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
                     _say("evaluating on the validation and test splits")
                 with timer.span("evaluation"):
                     best = _evaluate_epoch(run, state, record, meta)
-            with timer.span("metrics"):
-                writer.write(record, step=epoch + 1)
             with timer.span("progress"):
                 _say(_epoch_line(run, record, n_epochs))
-            with timer.span("checkpoint"):  # saved in the background: the next epoch goes on
-                ckpt.save(epoch + 1, host_state, meta, best=best)
+            with timer.span("checkpoint"):
+                # The record, then the checkpoint, written in the background while the next
+                # epoch trains (a resume drops records after its checkpoint).
+                ckpt.save(epoch + 1, host_state, meta, best=best,
+                          before=functools.partial(writer.write, record, step=epoch + 1))
             if best:
                 best_host = host_state
             saved_epoch = epoch + 1
@@ -249,7 +250,7 @@ def _train_epoch(run: _Run, state, epoch: int, writer, clock: progress.RunClock,
         steps=n_steps, batch_size=config.batch_size,
         desc=f"epoch {epoch + 1}/{method.epochs()}", log_every=config.log_every_steps,
         first_step=epoch * n_steps,
-        on_log=functools.partial(_log_steps, writer, epoch + 1, phase), clock=clock,
+        on_log=functools.partial(_log_steps, writer, timer, epoch + 1, phase), clock=clock,
         compile_note=(f"compiling the {phase} train step (the first step of a phase waits "
                       "for it)") if compiles else None, timer=timer)
     try:
@@ -301,12 +302,14 @@ def _epoch_line(run: _Run, record: Dict[str, Any], n_epochs: int) -> str:
             + run.method.console_note(record))
 
 
-def _log_steps(writer, epoch: int, phase: str, step: int, terms: Dict[str, float],
-               samples_per_second: float) -> None:
+def _log_steps(writer, timer: timing.RunTimer, epoch: int, phase: str, step: int,
+               terms: Dict[str, float], samples_per_second: float) -> None:
     """One `steps.jsonl` record: the mean loss terms, learning rate and samples/s of the
     last `config.log_every_steps` steps (epoch = the epoch in progress, 1-based)."""
-    writer.write_steps({"step": step, "epoch": epoch, "phase": phase,
-                        "train": dict(terms, samples_per_second=samples_per_second)}, step)
+    with timer.span("metrics"):
+        writer.write_steps({"step": step, "epoch": epoch, "phase": phase,
+                            "train": dict(terms, samples_per_second=samples_per_second)},
+                           step)
 
 
 def _finished_results(config: ml_collections.ConfigDict,
