@@ -1,6 +1,7 @@
 """Checkpoints of a run: orbax saves of the train state with a checksum and bookkeeping,
-the best/latest pair that survives a crash at any moment, the multi-process wrapper, and
-loading a checkpoint for analysis.
+the best/latest pair that survives a crash at any moment, and the wrapper a run saves
+through (multi-process, in the background). Loading a run's checkpoint for analysis:
+`avgmm.build.load_checkpoint`.
 
 Layout under the workdir's `checkpoints/`: `latest/<epoch>` (the last `keep` epochs, for
 resuming), `best/<epoch>` (the best-validation state), `damaged/` (checkpoints that failed
@@ -14,15 +15,13 @@ import hashlib
 import logging as py_logging
 import os
 import shutil
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from avgmm import build
 from avgmm.errors import CheckpointError
 from avgmm.files import disk_full_guard, to_python
 from avgmm.in_order import InOrder
@@ -396,33 +395,3 @@ class SharedCheckpoints:
     def restore(self, template: Any, which: Any = "latest"):
         """`Checkpointer.restore` on process 0, its result on every process."""
         return self._shared(lambda: self._ckpt.restore(template, which), template)
-
-
-class LoadedRun(NamedTuple):
-    """A checkpoint ready to evaluate, with the host copy of its state and its
-    bookkeeping."""
-
-    par: Any  # avgmm.parallel.Parallel
-    state: Any  # replicated over par's devices
-    host_state: Any
-    ckpt_meta: Dict[str, Any]
-    ds: Any  # avgmm.data.pipeline.Dataset
-    method: Any  # avgmm.methods.Method
-
-
-def load_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                    which: Any = "latest") -> Optional[LoadedRun]:
-    """A run's checkpoint (`which`: latest, best or an epoch number, i.e. epochs
-    completed), or None where the run has no such checkpoint."""
-    ds = build.open_dataset(config)
-    built = build.build(config, ds)
-    ckpt = Checkpointer(workdir)
-    try:
-        restored = ckpt.restore(built.template, which)
-    finally:
-        ckpt.close()
-    if restored is None:
-        return None
-    host_state, ckpt_meta = restored
-    return LoadedRun(built.par, built.par.replicate(host_state), host_state, ckpt_meta or {},
-                     ds, built.method)

@@ -35,7 +35,6 @@ _say = progress.say
 # The checkpointed bookkeeping of a run before its first epoch.
 _FRESH_META = {"best_val_accuracy": -1.0, "best_epoch": -1, "peer_best_test_accuracy": -1.0,
                "peer_best_epoch": -1}
-_NOTHING = object()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -131,7 +130,8 @@ def _prepare_workdir(config: ml_collections.ConfigDict, wd: Workdir, fresh: bool
         _say(f"--fresh: deleted {', '.join(deleted)} from {wd.path}" if deleted else
              f"--fresh: nothing to delete in {wd.path}")
     def absent_ok(field: str, value: Any) -> bool:
-        return (config_defaults.ADDED_FIELDS.get(field, _NOTHING) == value
+        added = config_defaults.ADDED_FIELDS
+        return ((field in added and added[field] == value)
                 or methods.absent_field_ok(config, field, value))
 
     wd.check_config(config, absent_ok=absent_ok)
@@ -187,7 +187,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
             with timer.span("method_passes"):
                 record.update(method.epoch_record(run.ctx, state, epoch))
             best = False
-            if evaluates(config, epoch):
+            if _evaluates(config, epoch):
                 if epoch == start_epoch:
                     _say("evaluating on the validation and test splits")
                 with timer.span("evaluation"):
@@ -226,7 +226,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
     return results
 
 
-def evaluates(config: ml_collections.ConfigDict, epoch: int) -> bool:
+def _evaluates(config: ml_collections.ConfigDict, epoch: int) -> bool:
     """Whether the 0-based `epoch` is evaluated: every `config.eval_every_epochs`-th epoch
     (counted 1-based) and the last one."""
     done = epoch + 1
@@ -292,9 +292,9 @@ def _epoch_line(run: _Run, record: Dict[str, Any], n_epochs: int) -> str:
     val = record.get("val", {})
     shown = [(f.console, val[f.key]) for f in evaluators.console_fields(run.evaluators)
              if val.get(f.key) is not None]
-    main = (f"val {shown[0][0]} {shown[0][1]:.4f}" if shown else
-            f"not evaluated (eval_every_epochs={run.ctx.config.eval_every_epochs})"
-            if "val" not in record else "")
+    main = f"val {shown[0][0]} {shown[0][1]:.4f}" if shown else ""
+    if "val" not in record:
+        main = f"not evaluated (eval_every_epochs={run.ctx.config.eval_every_epochs})"
     rest = ", ".join(f"{name} {value:.4f}" for name, value in shown[1:])
     return (f"epoch {record['epoch']}/{n_epochs} [{record['phase']}] loss "
             f"{record['train']['loss']:.4f} | {main}" + (f" ({rest})" if rest else "")
