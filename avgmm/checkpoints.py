@@ -1,6 +1,7 @@
 """Checkpoints of a run: orbax saves of the train state with a checksum and bookkeeping,
-the best/latest pair that survives a crash at any moment, the multi-process wrapper, and
-loading a checkpoint for analysis.
+the best/latest pair that survives a crash at any moment, and the wrapper a run saves
+through (multi-process, in the background). Loading a run's checkpoint for analysis:
+`avgmm.build.load_checkpoint`.
 
 Layout under the workdir's `checkpoints/`: `latest/<epoch>` (the last `keep` epochs, for
 resuming), `best/<epoch>` (the best-validation state), `damaged/` (checkpoints that failed
@@ -8,23 +9,23 @@ their checksum, set aside for inspection).
 """
 
 import contextlib
+import copy
 import gc
 import hashlib
 import logging as py_logging
 import os
 import shutil
 import sys
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from avgmm import build
 from avgmm.errors import CheckpointError, DiskFullError
 from avgmm.files import disk_full_guard, to_python
+from avgmm.in_order import InOrder
 from avgmm.processes import on_primary, share_arrays, share_json
 from avgmm.workdir import Workdir
 
@@ -95,6 +96,7 @@ class Checkpointer:
         # in the background) is already listed by orbax but is not one to go back to.
         self._committed: Optional[int] = self.latest.latest_step()
         _mute_failed_save_noise()
+        self._failed_loads = 0  # reads that raised (see _quiet_asyncio)
 
     def path(self, which: str, step: int) -> str:
         return os.path.join(self.root, which, str(step))
@@ -121,7 +123,8 @@ class Checkpointer:
 
     def save(self, epoch: int, state: Any, meta: Mapping[str, Any], best: bool) -> None:
         """Saves `state` after epoch `epoch` (a step number) in `latest/` and, if `best`,
-        first in `best/`. A full disk raises `DiskFullError`; earlier checkpoints stay."""
+        first in `best/`; the latest save is committed in orbax's background (`wait`).
+        A full disk raises `DiskFullError`; earlier checkpoints stay."""
         self.wait()  # the previous latest save is committed: it names self.best_step
         for step in self.best.all_steps():
             if step != self.best_step:
@@ -142,8 +145,12 @@ class Checkpointer:
     def _load(self, manager: ocp.CheckpointManager, step: int, template: Any):
         """`(state, meta)` of one step; raises if it cannot be read or fails its checksum."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception:
+            self._failed_loads += 1
+            raise
         state, meta = restored["state"], dict(restored["meta"])
         expected = meta.get("state_sha256")  # absent in checkpoints of older versions
         if expected is not None and tree_digest(state) != expected:
@@ -196,7 +203,7 @@ class Checkpointer:
         takes its place and meta's `best_*` entries are taken from it. Raises
         `CheckpointError` when no intact checkpoint is left to resume from.
         """
-        with _quiet_asyncio():
+        with _quiet_asyncio(lambda: self._failed_loads):
             return self._resume(template)
 
     def _resume(self, template: Any) -> Optional[Tuple[Any, Dict]]:
@@ -327,17 +334,21 @@ def _mute_failed_save_noise() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_asyncio():
+def _quiet_asyncio(failed_loads: Callable[[], int]):
     """Mutes asyncio's logger while damaged checkpoints are tried: each unreadable array
     of a damaged checkpoint logs its own multi-kilobyte traceback, which would bury the
-    one line that says what was skipped."""
+    one line that says what was skipped. `failed_loads()`: reads that failed so far."""
     logger = py_logging.getLogger("asyncio")
     level = logger.level
     logger.setLevel(py_logging.CRITICAL)
+    before = failed_loads()
     try:
         yield
     finally:
-        gc.collect()  # unretrieved task exceptions are logged when collected
+        if failed_loads() > before:
+            # Unretrieved task exceptions are logged when collected (a full collection
+            # takes a noticeable part of a second: only after a failed read).
+            gc.collect()
         logger.setLevel(level)
 
 
@@ -350,35 +361,79 @@ def _reason(e: BaseException) -> str:
 class SharedCheckpoints:
     """`Checkpointer` run by process 0 alone (every process holds the same
     replicated state, so its host copy is the whole state); what it restores is sent to
-    every process. Its errors (full disk, damaged checkpoints) stop every process."""
+    every process. Its errors (full disk, damaged checkpoints) stop every process.
 
-    def __init__(self, workdir: str, keep: int):
+    With `background`, each save runs in a background thread (`avgmm.in_order`), in
+    order, while the run goes on: `save` returns at once (it waits only when a save is
+    already queued behind a running one), a failed save is raised by the next `save` or
+    `wait`, and `wait` returns once every save is committed. The best/latest guarantees
+    are `Checkpointer.save`'s, each save being one call of it."""
+
+    def __init__(self, workdir: str, keep: int, background: bool = False):
         self._ckpt: Optional[Checkpointer] = on_primary(
             lambda: Checkpointer(workdir, keep=keep))
+        self._saves = (InOrder("checkpoint") if background and self._ckpt is not None
+                       else None)
+        self._last_good = self._ckpt.last_good() if self._ckpt is not None else ""
+
+    @property
+    def background_seconds(self) -> float:
+        """Seconds spent saving in the background thread."""
+        return self._saves.busy_seconds if self._saves is not None else 0.0
 
     def last_good(self) -> str:
         if self._ckpt is None:
             return "process 0 names the last good checkpoint"
-        return self._ckpt.last_good()
+        # Kept up to date by the saves: asking orbax while one runs would race with it.
+        return self._last_good
 
-    def save(self, epoch: int, state: Any, meta: Dict[str, Any], best: bool) -> None:
-        on_primary(lambda: self._ckpt.save(epoch, state, meta, best=best))
+    def save(self, epoch: int, state: Any, meta: Dict[str, Any], best: bool,
+             before: Optional[Callable[[], None]] = None) -> None:
+        """Saves `state` (a host copy nothing changes afterwards) after epoch `epoch`;
+        `before()` runs first, in the same order (e.g. writing the epoch's metrics record,
+        which then exists for every saved epoch)."""
+        meta = copy.deepcopy(meta)  # the run goes on updating its own
+
+        def save():
+            if before is not None:
+                before()
+            self._ckpt.save(epoch, state, meta, best=best)
+            self._ckpt.wait()  # committed here, so that a failure is this save's
+            self._last_good = self._ckpt.last_good()
+
+        on_primary(lambda: self._saves.submit(save) if self._saves is not None else save())
 
     def wait(self, everywhere: bool = True) -> None:
         """Blocks until process 0's saves are committed; `everywhere=False` (on the way
         out of an interrupted run, when the others may be gone) skips the exchange."""
+        def wait():
+            if self._saves is not None:
+                self._saves.wait()
+            self._ckpt.wait()
+
         if not everywhere:
             if self._ckpt is not None:
-                self._ckpt.wait()
+                wait()
             return
-        on_primary(lambda: self._ckpt.wait())
+        on_primary(wait)
 
     def close(self) -> None:
+        """Lets queued saves finish, then closes (a failed save was, or will not be,
+        reported: the run is ending)."""
+        if self._saves is not None:
+            self._saves.close()
         if self._ckpt is not None:
             self._ckpt.close()
 
     def _shared(self, load: Callable[[], Any], template: Any):
-        found = on_primary(load)
+        def loaded():
+            if self._saves is not None:
+                self._saves.wait()
+            found = load()
+            self._last_good = self._ckpt.last_good()
+            return found
+
+        found = on_primary(loaded)
         meta = share_json(None if found is None else found[1])
         if meta is None:
             return None
@@ -391,33 +446,3 @@ class SharedCheckpoints:
     def restore(self, template: Any, which: Any = "latest"):
         """`Checkpointer.restore` on process 0, its result on every process."""
         return self._shared(lambda: self._ckpt.restore(template, which), template)
-
-
-class LoadedRun(NamedTuple):
-    """A checkpoint ready to evaluate, with the host copy of its state and its
-    bookkeeping."""
-
-    par: Any  # avgmm.parallel.Parallel
-    state: Any  # replicated over par's devices
-    host_state: Any
-    ckpt_meta: Dict[str, Any]
-    ds: Any  # avgmm.data.pipeline.Dataset
-    method: Any  # avgmm.methods.Method
-
-
-def load_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                    which: Any = "latest") -> Optional[LoadedRun]:
-    """A run's checkpoint (`which`: latest, best or an epoch number, i.e. epochs
-    completed), or None where the run has no such checkpoint."""
-    ds = build.open_dataset(config)
-    built = build.build(config, ds)
-    ckpt = Checkpointer(workdir)
-    try:
-        restored = ckpt.restore(built.template, which)
-    finally:
-        ckpt.close()
-    if restored is None:
-        return None
-    host_state, ckpt_meta = restored
-    return LoadedRun(built.par, built.par.replicate(host_state), host_state, ckpt_meta or {},
-                     ds, built.method)

@@ -136,17 +136,28 @@ def get_config() -> ml_collections.ConfigDict:
     # the degraded clips of data without a ground-truth flag) are skipped.
     config.evaluators = ("accuracy", "modality_accuracy", "gap", "degraded", "degradation",
                          "gmm_auc", "human_auc", "predictions")
+    # Evaluate (validation and test splits) every this many epochs, and always the last
+    # one; the best-validation checkpoint is the best of the evaluated epochs. 1: every
+    # epoch (the paper's protocol); larger values save evaluation time in long runs.
+    config.eval_every_epochs = 1
     config.checkpoint_keep = 2
     # Persistent XLA compilation cache (avgmm/compile_cache.py): auto = ~/.cache/avgmm/xla
     # (or $AVGMM_COMPILATION_CACHE_DIR), a path, or "" for none. A restart loads its
     # compiled steps instead of compiling them again.
     config.compilation_cache_dir = "auto"
-    # Compile the train steps of later phases (e.g. the adaptive loss) in a background
-    # thread at the start, so that a phase change does not stall.
+    # Compile every step function the run will use (each phase's train step, evaluation,
+    # the per-sample pass and the GMM fit where used) at the start, in background threads
+    # beside the model's initialization (avgmm/compile_ahead.py); False: each compiles at
+    # its first use, one after another.
     config.precompile_phases = True
     # Each registered method's own hyper-parameters, as config.<method name>.
     methods.add_defaults(config)
     return config
+
+
+# Fields added after runs were saved, with the value those runs ran as: a workdir whose
+# config.json lacks one resumes when the config has that value.
+ADDED_FIELDS = {"eval_every_epochs": 1}
 
 
 def use_study_loss(config: ml_collections.ConfigDict) -> None:

@@ -27,20 +27,20 @@ LOWER_LR = "Lower config.optimizer.learning_rate and start again with --fresh"
 SCAN_SECONDS = 60.0
 
 
-@jax.jit
-def _all_finite(tree: Any) -> jnp.ndarray:
-    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-             if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+def _all_finite(tree: Any) -> bool:
+    # On the host copy the checkpoint is saved from: nothing to compile, nothing to send
+    # back to the device.
+    return all(bool(np.isfinite(x).all()) for x in map(np.asarray, jax.tree.leaves(tree))
+               if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def check_finite(step: int, tree: Union[Mapping[str, Any], Any], loss: float, last_good: str,
                  ds: Any = None) -> None:
     """Raises `DivergedError` when the epoch's mean loss or any floating leaf of `tree`
-    (reduced on the device: one scalar comes back) is NaN or inf. `tree`: a dict naming
+    (host arrays) is NaN or inf. `tree`: a dict naming
     its parts (e.g. "parameters", "optimizer state") or one pytree; `ds` (the dataset,
     optional): its training inputs are scanned for NaN or inf to say where it came from."""
-    if math.isfinite(loss) and bool(_all_finite(tree)):
+    if math.isfinite(loss) and _all_finite(tree):
         return
     parts = dict(tree) if isinstance(tree, Mapping) else {"the train state": tree}
     what = [f"the epoch's mean loss is {loss}"] if not math.isfinite(loss) else []

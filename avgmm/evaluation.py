@@ -10,15 +10,29 @@ from avgmm import divergence, steps
 from avgmm.data import pipeline
 from avgmm.evaluators import Evaluator
 
+# The names of the two mapped passes (`Parallel.map`), e.g. for compiling them ahead.
+EVAL, SAMPLES = "eval", "samples"
+
+
+def eval_fn(par, evaluators: Sequence[Evaluator]):
+    """The per-shard function of an evaluation pass (`steps.eval_sums`)."""
+    return functools.partial(steps.eval_sums, model=par.model, method=par.method,
+                             evaluators=tuple(evaluators),
+                             image_size=par.config.data.image_size)
+
+
+def samples_fn(par):
+    """The per-shard function of a per-sample pass (`steps.sample_outputs`)."""
+    return functools.partial(steps.sample_outputs, model=par.model, method=par.method,
+                             image_size=par.config.data.image_size)
+
 
 def evaluate(par, state, ds: pipeline.Dataset, split: str, batch_size: int,
              evaluators: Sequence[Evaluator]) -> Dict[str, Any]:
     """Every evaluator's metrics of a split, with `state` replicated by `par` (an
     `avgmm.parallel.Parallel`): one compiled step computes the model's outputs once and
     every evaluator's sums; each evaluator finishes its own totals on the host."""
-    fn = functools.partial(steps.eval_sums, model=par.model, method=par.method,
-                           evaluators=tuple(evaluators), image_size=par.config.data.image_size)
-    sums = par.batch_sums("eval", fn, state, ds, split, batch_size)
+    sums = par.batch_sums(EVAL, eval_fn(par, evaluators), state, ds, split, batch_size)
     # Added up on the host in float64 (no computation outside the mapped steps).
     totals = {k: float(np.sum([np.asarray(s[k], np.float64) for s in sums])) for k in sums[0]}
     out: Dict[str, Any] = {}
@@ -37,8 +51,7 @@ def sample_rows(par, state, ds: pipeline.Dataset, split: str, batch_size: int,
     e.g. the gaps a GMM is fitted to on the devices). Non-finite gaps mean the model
     diverged (or its inputs hold NaN): `DivergedError` naming them, their cause and
     `last_good()`, the checkpoint to go back to."""
-    fn = functools.partial(steps.sample_outputs, model=par.model, method=par.method,
-                           image_size=par.config.data.image_size)
-    device, host = par.sample_rows("samples", fn, state, ds, split, batch_size, keep)
+    device, host = par.sample_rows(SAMPLES, samples_fn(par), state, ds, split, batch_size,
+                                   keep)
     divergence.check_gaps(host, split, ds, last_good)
     return device, host

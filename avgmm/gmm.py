@@ -313,6 +313,13 @@ def fit_on_devices(par, gaps, mask, gmm_config) -> GMMParams:
     """The GMM fitted on the devices of `par` (an `avgmm.parallel.Parallel`) to the gaps a
     per-sample pass left there (`[devices, n]` gaps and mask); returns it replicated.
     Every caller shares one compiled fit."""
-    fit = par.map("fit_gmm", lambda axis: functools.partial(
-        fit_gathered, gmm_config=gmm_config, axis_name=axis))
-    return fit(gaps, mask)
+    return par.map("fit_gmm", functools.partial(_mapped_fit, gmm_config))(gaps, mask)
+
+
+def mapped_fit(par, gmm_config):
+    """The mapped function `fit_on_devices` runs (for `Parallel.compile_ahead`)."""
+    return par.mapped("fit_gmm", functools.partial(_mapped_fit, gmm_config))
+
+
+def _mapped_fit(gmm_config, axis: str):
+    return functools.partial(fit_gathered, gmm_config=gmm_config, axis_name=axis)

@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from avgmm import optim, processes, progress, steps
+from avgmm import optim, processes, progress, steps, timing
 from avgmm.data import pipeline
 from avgmm.methods import Method
 from avgmm.models import make_model
@@ -73,7 +73,13 @@ class Parallel:
                        for flag in (False, True)}
         self._moment_norm = self._pmap(lambda s: optim.moment_norm(s.opt_state),
                                        "moment_norm", out_axes=None)
-        self._precompiled: Dict[str, concurrent.futures.Future] = {}
+        # Compilations started ahead (`compile_ahead`) by function name, those still to
+        # lower, and the threads that compile them.
+        self._ahead: Dict[str, concurrent.futures.Future] = {}
+        self._to_lower: Dict[str, Tuple[Callable, Tuple[Any, ...]]] = {}
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        # Told how long the run waits for compilations and for the device.
+        self.timer = timing.OFF
 
     def _pmap(self, fn: Callable, name: str, **kwargs) -> Callable:
         def traced(*args, **kw):
@@ -85,48 +91,132 @@ class Parallel:
         """The function `build(axis_name)` mapped over the run's devices (`jax.pmap`
         keyword arguments in `kwargs`), compiled once per run: later calls with the same
         `name` return the same mapped function (so `name` must always mean the same
-        computation)."""
+        computation), or its executable where it was compiled ahead."""
+        return self._executable(name, self.mapped(name, build, **kwargs))
+
+    def mapped(self, name: str, build: Callable[[str], Callable], **kwargs) -> Callable:
+        """`map`'s mapped function itself (what `compile_ahead` compiles)."""
         if name not in self._mapped:
             self._mapped[name] = self._pmap(build(AXIS), name, **kwargs)
         return self._mapped[name]
 
-    # ------------------------------------------------------------------ train steps
-    def precompile(self, phases: Sequence[str], state, batch: Dict[str, np.ndarray],
-                   scalars: Dict[str, Any]) -> None:
-        """Compiles the train steps of `phases` in a background thread, so that a later
-        phase does not stall at its first step. Only shapes and shardings are read from
-        `state` (which the running steps may donate) and from the host `batch`."""
-        def abstract(x):
+    def sums_function(self, name: str, fn: Callable) -> Callable:
+        """The mapped function `batch_sums` runs for `fn` (summed over the devices)."""
+        return self.mapped(name, lambda axis: lambda s, b: jax.lax.psum(fn(s, b), axis),
+                           out_axes=None)
+
+    def rows_function(self, name: str, fn: Callable) -> Callable:
+        """The mapped function `sample_rows` runs for `fn`."""
+        return self.mapped(name, lambda axis: fn)
+
+    # ------------------------------------------------------------------ compiling ahead
+    def compile_ahead(self, jobs: Sequence[Tuple[str, Callable, Tuple[Any, ...]]],
+                      workers: int) -> None:
+        """Compiles mapped functions in background threads, `workers` at a time, while the
+        run goes on: `jobs` are `(name, mapped function, abstract arguments)`, the most
+        urgent first, names as `train_step`'s (`train[<phase>]`) and `map`'s. Tracing and
+        lowering hold the interpreter, XLA's compilation does not: the first job is lowered
+        here and now, the others when the run's thread first waits for a compilation (or
+        needs one of them), and each compiles in the background once lowered. A function
+        asked for before its compilation ended waits for it (counted as compilation). Only
+        shapes, dtypes and shardings are read from the arguments (`abstract` and
+        `replicated_spec` make them)."""
+        if not jobs:
+            return
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, workers),
+                                                           thread_name_prefix="compile_ahead")
+        self._to_lower = {name: (fn, args) for name, fn, args in jobs[1:]}
+        self._lower(*jobs[0])
+
+    def _lower(self, name: str, fn: Callable, args: Tuple[Any, ...]) -> None:
+        """Lowers `fn` for `args` and hands its compilation to the background threads."""
+        try:
+            lowered = fn.lower(*args)
+        except Exception as e:  # noqa: BLE001  (compiling on first use still works)
+            progress.say(f"could not prepare {name} for compiling ahead ({e}); it compiles "
+                         "at its first use")
+            return
+        self._ahead[name] = self._pool.submit(lowered.compile)
+
+    def _lower_the_rest(self) -> None:
+        """Lowers every job still waiting for it (see `compile_ahead`)."""
+        while self._to_lower:
+            name = next(iter(self._to_lower))
+            self._lower(name, *self._to_lower.pop(name))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # what is queued still compiles
+
+    @staticmethod
+    def abstract(tree):
+        """Shapes, dtypes and shardings of a tree of arrays (what `compile_ahead` takes)."""
+        def spec(x):
             return jax.ShapeDtypeStruct(np.shape(x), x.dtype,
                                         sharding=getattr(x, "sharding", None))
+        return jax.tree.map(spec, tree)
 
-        args = (jax.tree.map(abstract, state), jax.tree.map(abstract, self.shard(batch)),
-                jax.tree.map(abstract, scalars))
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="precompile")
-        for phase in phases:
-            self._precompiled[phase] = pool.submit(
-                lambda p=phase: self.train_steps[p].lower(*args).compile())
-        pool.shutdown(wait=False)
+    def replicated_spec(self, tree):
+        """What `replicate(tree)` puts on the devices, as shapes (`tree` may itself be
+        shapes, e.g. `jax.eval_shape` of the initial state): for `compile_ahead`."""
+        def spec(x):
+            dtype = x.dtype
+            if not jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+                dtype = jax.dtypes.canonicalize_dtype(dtype)  # as device_put stores it
+            return jax.ShapeDtypeStruct((self.n_local,) + tuple(np.shape(x)), dtype,
+                                        sharding=self.sharding)
+        return jax.tree.map(spec, tree)
 
-    def train_step(self, phase: str) -> Callable:
-        """The train step of `phase`: its executable compiled in the background where
-        `precompile` was asked for it, else the mapped function (compiles on first use)."""
-        future = self._precompiled.get(phase)
+    def compiled_ahead(self, name: str) -> bool:
+        """Whether `name` was handed to `compile_ahead`."""
+        return name in self._ahead or name in self._to_lower
+
+    def cancel_ahead(self) -> None:
+        """Drops the compilations not started yet (the run ends)."""
+        self._to_lower.clear()
+        for future in self._ahead.values():
+            future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def _executable(self, name: str, mapped: Callable) -> Callable:
+        """`name`'s executable compiled ahead (waiting for it if it is not done), else the
+        mapped function, which compiles on first use."""
+        if name in self._to_lower:
+            self._lower_the_rest()
+        future = self._ahead.get(name)
         if future is None:
-            return self.train_steps[phase]
+            return mapped
         if not future.done():
-            progress.say(f"waiting for the {phase} train step, compiling in the background")
+            progress.say(f"waiting for {name}, compiling in the background")
+            with self.timer.span("compile"):
+                self._lower_the_rest()  # meanwhile, so that those compile beside it
+                concurrent.futures.wait([future])
         try:
-            return future.result()
+            compiled = future.result()
         except Exception as e:  # noqa: BLE001  (compiling on first use still works)
-            progress.say(f"background compilation of the {phase} step failed ({e}); "
-                         "compiling it now")
-            del self._precompiled[phase]
-            return self.train_steps[phase]
+            progress.say(f"background compilation of {name} failed ({e}); compiling it now")
+            del self._ahead[name]
+            return mapped
 
-    def precompiled(self, phase: str) -> bool:
-        """Whether `phase`'s step was handed to the background compilation."""
-        return phase in self._precompiled
+        use = [compiled]
+
+        def call(*args):
+            if use[0] is mapped:
+                return mapped(*args)
+            try:
+                return compiled(*args)
+            except TypeError as e:  # arguments other than those it was compiled for
+                progress.say(f"{name} was compiled ahead for other arguments ({e}); "
+                             "compiling it now")
+                use[0] = mapped
+                self._ahead.pop(name, None)
+                return mapped(*args)
+        return call
+
+    # ------------------------------------------------------------------ train steps
+    def train_step(self, phase: str) -> Callable:
+        """The train step of `phase`: its executable compiled ahead where `compile_ahead`
+        was asked for it, else the mapped function (compiles on first use)."""
+        return self._executable(f"train[{phase}]", self.train_steps[phase])
 
     def reset_optimizer(self, state, reset_schedule: bool):
         """`optim.reset_optimizer` on every device's copy."""
@@ -142,13 +232,13 @@ class Parallel:
         """`fn(state, batch)` (per-shard sums, e.g. of masked per-sample values) over every
         padded batch of `split`, summed over the devices: one host dict per batch, fetched
         in one transfer at the end. Compiled once per `name`."""
-        mapped = self.map(name, lambda axis: lambda s, b: jax.lax.psum(fn(s, b), axis),
-                          out_axes=None)
+        mapped = self._executable(name, self.sums_function(name, fn))
         sums = [mapped(state, self.shard(batch))
                 for batch in _bar(self.eval_batches(ds, split, batch_size),
                                   math.ceil(ds.meta.num_examples[split] / batch_size),
                                   f"{name} {split}")]
-        return jax.device_get(sums)
+        with self.timer.device_wait():
+            return jax.device_get(sums)
 
     def sample_rows(self, name: str, fn: Callable, state, ds: pipeline.Dataset, split: str,
                     batch_size: int, keep: Sequence[str] = ()) -> Tuple[Dict, Dict]:
@@ -160,7 +250,7 @@ class Parallel:
         `host` holds every output, the sample's index, id and label and the data's
         per-clip ground-truth fields, on every process, for the split's real samples in
         dataset index order. Compiled once per `name`."""
-        mapped = self.map(name, lambda axis: fn)
+        mapped = self._executable(name, self.rows_function(name, fn))
         outs, masks, host = [], [], {}
         for batch in _bar(self.eval_batches(ds, split, batch_size),
                           math.ceil(ds.meta.num_examples[split] / batch_size),
@@ -174,7 +264,8 @@ class Parallel:
             for k, v in batch.items():
                 if k not in _NOT_COLUMNS:
                     host.setdefault(k, []).append(v)
-        outs, masks = jax.device_get((outs, masks))
+        with self.timer.device_wait():
+            outs, masks = jax.device_get((outs, masks))
         device = {}
         for k in outs[0]:
             values = [np.asarray(o[k]) for o in outs]  # [local devices, n, ...] each

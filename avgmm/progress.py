@@ -125,6 +125,8 @@ class EpochReporter:
         host_terms = jax.device_get(self.terms)
         end = time.time()
         n = len(host_terms)
+        if not n:  # the first step failed (or was interrupted): nothing to average
+            return {}
         if n > 1:
             rate = (n - 1) * self.batch_size / max(end - self._t0, 1e-9)
         else:  # one step: its time includes whatever compilation it needed

@@ -41,6 +41,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         need(functools.reduce(getattr, f.split("."), config) >= 0, f, "an integer >= 0")
     need(config.schedule.epochs_per_step >= 1, "schedule.epochs_per_step", "an integer >= 1")
     need(isinstance(config.epochs, int) and config.epochs >= 1, "epochs", "an integer >= 1")
+    need(isinstance(config.eval_every_epochs, int) and config.eval_every_epochs >= 1,
+         "eval_every_epochs", "an integer >= 1 (1: evaluate every epoch; the last epoch is "
+         "always evaluated)")
     evaluators.validate(config.evaluators, need)
     need(config.gmm.select in gmm_lib.SELECTIONS, "gmm.select",
          f"one of {gmm_lib.SELECTIONS}")

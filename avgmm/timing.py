@@ -1,9 +1,16 @@
 """Where a run's wall time goes: compilation, input, train steps, evaluation, the
-method's passes over the data (gap collection and GMM fits), checkpointing.
+method's passes over the data (gap collection and GMM fits), checkpointing, writing
+metrics, progress lines.
 
 Compilation is measured by JAX itself (its tracing, lowering and compile events, which
 include loading an executable from the persistent cache); it happens inside other work
 (the first step of a phase, the first evaluation) and is taken out of that work's share.
+Work done in a background thread (compilations started ahead, checkpoint saves) is not
+part of the split: the run's thread counts only the time it waited for it, under the kind
+of work that waited (`compile` for a step still compiling). The background seconds are
+reported beside the split (`compile_in_background`, `checkpoint_in_background`), and
+`device_wait` says, per kind, how long the run's thread waited for results of the device
+(the end of an evaluation or gap pass): the rest of that kind's time is host work.
 `workdir/timing.json` holds the totals of the last process that ran in the workdir.
 """
 
@@ -17,7 +24,8 @@ import jax.monitoring
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")
-KINDS = ("startup", "compile", "input", "train", "evaluation", "method_passes", "checkpoint")
+KINDS = ("startup", "compile", "input", "train", "evaluation", "method_passes", "checkpoint",
+         "metrics", "progress")
 
 
 class RunTimer:
@@ -29,8 +37,11 @@ class RunTimer:
         self._stack: List[str] = []
         self.first_step_at: Optional[float] = None
         self.background_compile = 0.0
+        self.background: Dict[str, float] = {}
+        self.device: Dict[str, float] = {}
         self.compilations = 0
         self._thread = threading.get_ident()
+        self._lock = threading.Lock()
         jax.monitoring.register_event_duration_secs_listener(self._on_event)
 
     def _on_event(self, event: str, duration: float, **_) -> None:
@@ -38,7 +49,8 @@ class RunTimer:
             return
         if threading.get_ident() != self._thread:
             # Compiled in the background while the run went on: not part of the split.
-            self.background_compile += duration
+            with self._lock:
+                self.background_compile += duration
             return
         self.totals["compile"] += duration
         if event == _COMPILE_EVENTS[-1]:
@@ -61,6 +73,23 @@ class RunTimer:
             if self._stack:
                 self.totals[self._stack[-1]] -= elapsed
 
+    @contextlib.contextmanager
+    def device_wait(self) -> Iterator[None]:
+        """Counts the block's wall time as waiting for the device inside the current kind
+        of work (`device_wait[kind]`); the kind's own total keeps it."""
+        kind = self._stack[-1] if self._stack else "other"
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.device[kind] = self.device.get(kind, 0.0) + time.perf_counter() - t0
+
+    def add_background(self, kind: str, seconds: float) -> None:
+        """Seconds of `kind` done in a background thread (not part of the split);
+        callable from any thread."""
+        with self._lock:
+            self.background[kind] = self.background.get(kind, 0.0) + seconds
+
     def first_step_done(self) -> None:
         """Marks the end of the run's first training step (compilation included)."""
         if self.first_step_at is None:
@@ -71,7 +100,9 @@ class RunTimer:
         jax.monitoring.unregister_event_duration_listener(self._on_event)
         out = dict(self.totals, wall=time.time() - self.start, started_at=self.start,
                    compilations=self.compilations,
-                   compile_in_background=self.background_compile)
+                   compile_in_background=self.background_compile,
+                   device_wait=dict(self.device),
+                   **{f"{k}_in_background": v for k, v in self.background.items()})
         out["other"] = out["wall"] - sum(self.totals.values())
         if self.first_step_at is not None:
             out["first_step_at"] = self.first_step_at
@@ -95,6 +126,13 @@ class _Off:
     @contextlib.contextmanager
     def span(self, kind: str) -> Iterator[None]:
         yield
+
+    @contextlib.contextmanager
+    def device_wait(self) -> Iterator[None]:
+        yield
+
+    def add_background(self, kind: str, seconds: float) -> None:
+        pass
 
     def first_step_done(self) -> None:
         pass

@@ -5,8 +5,11 @@ module of `avgmm.methods`) for `config.epochs` epochs in `workdir`, resuming wha
 there, and writes metrics, checkpoints and `results.json`. Each epoch: the method's
 host-side work (e.g. the adaptive method's GMM refit, Algorithm 1 steps a-b), one pass of
 the phase's train step over the training data (step c), a divergence check, the
-evaluators on the validation and test splits, and a checkpoint. Devices are
-`avgmm.parallel`'s business, step functions `avgmm.steps`', metrics `avgmm.evaluators`'.
+evaluators on the validation and test splits (every `config.eval_every_epochs` epochs and
+the last), and a checkpoint, saved in a background thread while the next epoch trains.
+Every step function the run will use starts compiling at the start, concurrently
+(`avgmm.compile_ahead`). Devices are `avgmm.parallel`'s business, step functions
+`avgmm.steps`', metrics `avgmm.evaluators`'.
 """
 
 import functools
@@ -17,8 +20,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from avgmm import compile_cache, divergence, evaluation, evaluators, files, methods
-from avgmm import progress, timing
+from avgmm import compile_ahead, compile_cache, config_defaults, divergence, evaluation
+from avgmm import evaluators, files, methods, progress, timing
 from avgmm.build import build
 from avgmm.checkpoints import SharedCheckpoints
 from avgmm.data import pipeline
@@ -75,7 +78,7 @@ class _Run(NamedTuple):
 
 
 def _start(config: ml_collections.ConfigDict, wd: Workdir, ds: pipeline.Dataset,
-           fresh: bool):
+           fresh: bool, timer: timing.RunTimer):
     """Prepares the workdir and the state (resuming what is there); returns `(run,
     replicated state)`, or the saved results of a run that is already finished."""
     on_primary(lambda: _prepare_workdir(config, wd, fresh))
@@ -85,8 +88,21 @@ def _start(config: ml_collections.ConfigDict, wd: Workdir, ds: pipeline.Dataset,
         _say(f"{wd.path} is finished ({config.epochs} epochs); its results (from "
              "results.json; --fresh trains it again):")
         return done
-    method, par, template = build(config, ds)
-    ckpt = SharedCheckpoints(wd.path, keep=config.checkpoint_keep)
+    run_evaluators = tuple(evaluators.build(config, ds.meta))
+
+    def start_compiling(method, par, state_shapes):
+        par.timer = timer
+        if not config.precompile_phases or jax.process_count() > 1:
+            return  # kept simple where several processes must compile in step
+        # The epoch a resume would start at (a damaged newest checkpoint, set aside by
+        # the resume, only makes a phase compile that the run may not need).
+        start_epoch = wd.latest_epoch() or 0
+        par.compile_ahead(compile_ahead.jobs(par, method, run_evaluators, config, ds,
+                                             state_shapes, start_epoch),
+                          compile_ahead.workers())
+
+    method, par, template = build(config, ds, before_init=start_compiling)
+    ckpt = SharedCheckpoints(wd.path, keep=config.checkpoint_keep, background=True)
     restored = ckpt.resume(template)  # skips damaged checkpoints, repairs a missing best
     meta: Dict[str, Any] = dict(_FRESH_META)
     host_state = template
@@ -103,7 +119,7 @@ def _start(config: ml_collections.ConfigDict, wd: Workdir, ds: pipeline.Dataset,
         samples=lambda state, split, keep=(): evaluation.sample_rows(
             par, state, ds, split, bs, keep, last_good=ckpt.last_good),
         initial_state=template)
-    run = _Run(method, ctx, template, ckpt, tuple(evaluators.build(config, ds.meta)))
+    run = _Run(method, ctx, template, ckpt, run_evaluators)
     return run, par.replicate(host_state)
 
 
@@ -113,7 +129,12 @@ def _prepare_workdir(config: ml_collections.ConfigDict, wd: Workdir, fresh: bool
         deleted = wd.delete_outputs()
         _say(f"--fresh: deleted {', '.join(deleted)} from {wd.path}" if deleted else
              f"--fresh: nothing to delete in {wd.path}")
-    wd.check_config(config, absent_ok=functools.partial(methods.absent_field_ok, config))
+    def absent_ok(field: str, value: Any) -> bool:
+        added = config_defaults.ADDED_FIELDS
+        return ((field in added and added[field] == value)
+                or methods.absent_field_ok(config, field, value))
+
+    wd.check_config(config, absent_ok=absent_ok)
     # Saved once the config has proven usable: a typo fixed on the next try is no conflict.
     wd.save_config(config)
 
@@ -122,7 +143,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
                         ds: pipeline.Dataset, fresh: bool,
                         timer: timing.RunTimer) -> Dict[str, Any]:
     with timer.span("startup"):
-        started = _start(config, wd, ds, fresh)
+        started = _start(config, wd, ds, fresh, timer)
     if not isinstance(started, tuple):
         timer.close()
         return started  # finished before: its saved results
@@ -137,16 +158,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
     if ds.meta.split_source:
         _say(f"split: {ds.meta.split_source}")
     clock = progress.RunClock(n_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
+    # The best-validation state of this process's epochs (host): the final evaluation
+    # then needs no restore, and need not wait for the last saves.
+    best_host = None
     try:
         for epoch in range(start_epoch, n_epochs):
             phase = method.phase(epoch)
             # Epochs are counted as "epochs completed" (1-based) in every output.
             record: Dict[str, Any] = {"epoch": epoch + 1, "phase": phase,
                                       **method.describe(epoch)}
-            if method.resets_optimizer(epoch):
-                state = par.reset_optimizer(state, config.optimizer.reset_schedule)
-                record["optimizer_reset"] = {"moment_norm": par.moment_norm(state)}
             with timer.span("method_passes"):  # e.g. the GMM refit (Algorithm 1, a-b)
+                if method.resets_optimizer(epoch):
+                    state = par.reset_optimizer(state, config.optimizer.reset_schedule)
+                    record["optimizer_reset"] = {"moment_norm": par.moment_norm(state)}
                 state, hook_record = method.on_epoch_start(run.ctx, state, epoch)
             record.update(hook_record)
             with timer.span("train"):
@@ -154,10 +178,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
                 compiles = epoch == start_epoch or method.phase(epoch - 1) != phase
                 state, record["train"] = _train_epoch(run, state, epoch, writer, clock,
                                                       timer, compiles)
-            if epoch == start_epoch and config.precompile_phases:
-                # After the first epoch: the background work then overlaps training and
-                # evaluation rather than the first step's own compilation.
-                _precompile_later_phases(run, state, epoch + 1)
             # One copy on the host: checked before anything of the epoch is evaluated,
             # written or saved, then saved.
             host_state = par.fetch(state)
@@ -165,23 +185,34 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
                                                 "BatchNorm statistics": host_state.batch_stats,
                                                 "optimizer state": host_state.opt_state},
                                     record["train"]["loss"], ckpt.last_good(), ds)
-            record.update(method.epoch_record(run.ctx, state, epoch))
-            if epoch == start_epoch:
-                _say("evaluating on the validation and test splits (compiles once)")
-            with timer.span("evaluation"):
-                best = _evaluate_epoch(run, state, record, meta)
-            divergence.check_outputs(epoch + 1, record, ckpt.last_good(), ds)
-            writer.write(record, step=epoch + 1)
-            _say(_epoch_line(run, record, n_epochs))
+            with timer.span("method_passes"):
+                record.update(method.epoch_record(run.ctx, state, epoch))
+            best = False
+            if _evaluates(config, epoch):
+                if epoch == start_epoch:
+                    _say("evaluating on the validation and test splits")
+                with timer.span("evaluation"):
+                    best = _evaluate_epoch(run, state, record, meta)
+                divergence.check_outputs(epoch + 1, record, ckpt.last_good(), ds)
+            with timer.span("progress"):
+                _say(_epoch_line(run, record, n_epochs))
             shown_epoch = epoch + 1
             with timer.span("checkpoint"):
-                ckpt.save(epoch + 1, host_state, meta, best=best)
+                # The record, then the checkpoint, written in the background while the next
+                # epoch trains (a resume drops records after its checkpoint).
+                ckpt.save(epoch + 1, host_state, meta, best=best,
+                          before=functools.partial(writer.write, record, step=epoch + 1))
+            if best:
+                best_host = host_state
             saved_epoch = epoch + 1
-        with timer.span("checkpoint"):
-            ckpt.wait()
         with timer.span("evaluation"):
-            results = _final_results(run, state)
-        totals = dict(timer.close(), step_compilations=dict(par.traces))
+            results = _final_results(run, state, best_host)
+        with timer.span("checkpoint"):
+            ckpt.wait()  # committed before results.json says the run is finished
+        on_primary(lambda: wd.write_json(Workdir.RESULTS, results))
+        timer.add_background("checkpoint", ckpt.background_seconds)
+        totals = dict(timer.close(), step_compilations=dict(par.traces),
+                      epochs=n_epochs - start_epoch)
         on_primary(lambda: wd.write_json(Workdir.TIMING, totals))
         _say(timing.summary(totals))
     except KeyboardInterrupt:
@@ -195,9 +226,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
                      f"{shown_epoch} is trained again)")
         raise RunInterrupted(f"interrupted {where}; run the same command to resume") from None
     finally:
+        par.cancel_ahead()
         ckpt.close()
         writer.close()
     return results
+
+
+def _evaluates(config: ml_collections.ConfigDict, epoch: int) -> bool:
+    """Whether the 0-based `epoch` is evaluated: every `config.eval_every_epochs`-th epoch
+    (counted 1-based) and the last one."""
+    done = epoch + 1
+    return done % config.eval_every_epochs == 0 or done == config.epochs
 
 
 def _train_epoch(run: _Run, state, epoch: int, writer, clock: progress.RunClock,
@@ -211,13 +250,13 @@ def _train_epoch(run: _Run, state, epoch: int, writer, clock: progress.RunClock,
     step_fn = par.train_step(phase)
     scalars = method.train_scalars(epoch)
     positions = par.positions(config.batch_size)
-    if par.precompiled(phase):
+    if par.compiled_ahead(f"train[{phase}]"):
         compiles = False  # compiled in the background; train_step says if it waits
     reporter = progress.EpochReporter(
         steps=n_steps, batch_size=config.batch_size,
         desc=f"epoch {epoch + 1}/{method.epochs()}", log_every=config.log_every_steps,
         first_step=epoch * n_steps,
-        on_log=functools.partial(_log_steps, writer, epoch + 1, phase), clock=clock,
+        on_log=functools.partial(_log_steps, writer, timer, epoch + 1, phase), clock=clock,
         compile_note=(f"compiling the {phase} train step (the first step of a phase waits "
                       "for it)") if compiles else None, timer=timer)
     try:
@@ -232,23 +271,6 @@ def _train_epoch(run: _Run, state, epoch: int, writer, clock: progress.RunClock,
     finally:
         means = reporter.close()
     return state.replace(epoch=par.replicate(np.int32(epoch + 1))), means
-
-
-def _precompile_later_phases(run: _Run, state, from_epoch: int) -> None:
-    """Hands the train steps of the phases still to come to a background compilation
-    (their shapes are known), so that a phase change does not stall."""
-    method, par, config = run.method, run.ctx.par, run.ctx.config
-    done = method.phase(from_epoch - 1)
-    phases = [p for p in dict.fromkeys(method.phase(e)
-                                       for e in range(from_epoch, method.epochs()))
-              if p != done]
-    if not phases or jax.process_count() > 1:
-        return  # kept simple where several processes must compile in step
-    batch = next(iter(par.train_batches(run.ctx.ds, config.batch_size, from_epoch,
-                                        config.seed, 0)))
-    batch["position"] = par.positions(config.batch_size)
-    _say(f"compiling the {', '.join(phases)} train step(s) in the background")
-    par.precompile(phases, state, batch, method.train_scalars(from_epoch))
 
 
 def _evaluate_epoch(run: _Run, state, record: Dict[str, Any], meta: Dict[str, Any]) -> bool:
@@ -273,10 +295,12 @@ def _evaluate(run: _Run, state, split: str) -> Dict[str, Any]:
 def _epoch_line(run: _Run, record: Dict[str, Any], n_epochs: int) -> str:
     """The console summary of one epoch: loss, the evaluators' console fields on the
     validation split (the first one as the main number), speed, the method's note."""
-    val = record["val"]
+    val = record.get("val", {})
     shown = [(f.console, val[f.key]) for f in evaluators.console_fields(run.evaluators)
              if val.get(f.key) is not None]
     main = f"val {shown[0][0]} {shown[0][1]:.4f}" if shown else ""
+    if "val" not in record:
+        main = f"not evaluated (eval_every_epochs={run.ctx.config.eval_every_epochs})"
     rest = ", ".join(f"{name} {value:.4f}" for name, value in shown[1:])
     return (f"epoch {record['epoch']}/{n_epochs} [{record['phase']}] loss "
             f"{record['train']['loss']:.4f} | {main}" + (f" ({rest})" if rest else "")
@@ -284,12 +308,14 @@ def _epoch_line(run: _Run, record: Dict[str, Any], n_epochs: int) -> str:
             + run.method.console_note(record))
 
 
-def _log_steps(writer, epoch: int, phase: str, step: int, terms: Dict[str, float],
-               samples_per_second: float) -> None:
+def _log_steps(writer, timer: timing.RunTimer, epoch: int, phase: str, step: int,
+               terms: Dict[str, float], samples_per_second: float) -> None:
     """One `steps.jsonl` record: the mean loss terms, learning rate and samples/s of the
     last `config.log_every_steps` steps (epoch = the epoch in progress, 1-based)."""
-    writer.write_steps({"step": step, "epoch": epoch, "phase": phase,
-                        "train": dict(terms, samples_per_second=samples_per_second)}, step)
+    with timer.span("metrics"):
+        writer.write_steps({"step": step, "epoch": epoch, "phase": phase,
+                            "train": dict(terms, samples_per_second=samples_per_second)},
+                           step)
 
 
 def _finished_results(config: ml_collections.ConfigDict,
@@ -301,13 +327,16 @@ def _finished_results(config: ml_collections.ConfigDict,
     return wd.read_results()
 
 
-def _final_results(run: _Run, state) -> Dict[str, Any]:
+def _final_results(run: _Run, state, best_host=None) -> Dict[str, Any]:
     """Headline (best-validation checkpoint), last epoch, the peers' protocol, the
-    method's own fields and the evaluators' final passes; written to results.json."""
+    method's own fields and the evaluators' final passes, for results.json. `best_host`:
+    the best-validation state where this process trained it (else it is restored)."""
     ctx, method = run.ctx, run.method
     config, par, meta, ds = ctx.config, ctx.par, ctx.meta, ctx.ds
     _say("final evaluation: the last and the best-validation checkpoints on the test split")
-    best_state = par.replicate(run.ckpt.restore(run.template, which="best")[0])
+    if best_host is None or int(best_host.epoch) != meta["best_epoch"]:
+        best_host = run.ckpt.restore(run.template, which="best")[0]
+    best_state = par.replicate(best_host)
     states = {"last": state, "best": best_state}
     last, best = _evaluate(run, state, "test"), _evaluate(run, best_state, "test")
     headline = [f.key for f in evaluators.headline_fields([ev.name for ev in run.evaluators])]
@@ -341,6 +370,4 @@ def _final_results(run: _Run, state) -> Dict[str, Any]:
                                     samples=samples)
     for ev in run.evaluators:
         results.update(ev.final(final))
-    results = files.to_python(results)
-    on_primary(lambda: ctx.workdir.write_json(Workdir.RESULTS, results))
-    return results
+    return files.to_python(results)

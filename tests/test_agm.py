@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import device_runs
-from avgmm import checkpoints, losses, train
+from avgmm import build, losses, train
 from avgmm.workdir import Workdir
 from avgmm.errors import UserError
 from avgmm.methods import agm
@@ -123,7 +123,7 @@ def test_agm_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_p
         assert t["coeff_a"] > 0 and t["coeff_v"] > 0 and np.isfinite(t["loss"])
     # The running scores in the final state average every step's scores: with equal
     # epochs, the mean of the epochs' mean scores.
-    loaded = checkpoints.load_checkpoint(config, str(tmp_path / "d1"))
+    loaded = build.load_checkpoint(config, str(tmp_path / "d1"))
     final = loaded.host_state.method_state
     assert int(final.steps) == len(records) * loaded.ds.steps_per_epoch(config.batch_size)
     np.testing.assert_allclose(float(final.score_a),

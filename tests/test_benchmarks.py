@@ -72,6 +72,18 @@ def test_run_bench_smoke(tmp_path):
         assert r["launch_to_first_step"] > 0 and r["wall"] > 0
     # The warm run found what the cold one compiled in the persistent cache.
     assert rows[1]["compile"] < rows[0]["compile"]
+    assert "**fixed host overhead**" in out and "**projected GPU epoch**" in out
+
+
+def test_run_bench_side_by_side_smoke(tmp_path):
+    # The same code as its own baseline: both columns, their ratios, identical results.
+    out, rows = _bench(tmp_path, "run", "--config=configs/tiny.py", f"--baseline_checkout={REPO}",
+                       "--starts=cold", "--gpu_factor=10",
+                       "--overrides=--config.epochs=2 --config.schedule.adaptive_steps=1")
+    assert [(r["checkout"], r["start"]) for r in rows] == [("before", "cold"), ("after", "cold")]
+    assert "| before cold | after cold | after/before cold |" in out
+    assert "(host + device / 10)" in out
+    assert "results.json, cold: identical before and after" in out
 
 
 # ------------------------------------------------------------- ./launch.sh bench gpu

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import device_runs
-from avgmm import checkpoints, methods, optim, run_config, state as state_lib, train
+from avgmm import build, checkpoints, methods, optim, run_config, state as state_lib, train
 from avgmm.workdir import Workdir
 from avgmm.data import pipeline
 
@@ -288,7 +288,7 @@ def test_posteriors_from_refit_keeps_the_fit_gaps_in_the_state(tiny_config, tmp_
     workdir = str(tmp_path / "refit")
     results = train.train_and_evaluate(config, workdir)
     assert results["gmm_fits"] == 2
-    run = checkpoints.load_checkpoint(config, workdir)
+    run = build.load_checkpoint(config, workdir)
     fit_gaps = np.asarray(run.host_state.method_state.fit_gaps)
     # The state carries the gaps of the last fit, in dataset index order.
     fit = np.load(os.path.join(workdir, "gmm_fits", "fit_001.npz"))

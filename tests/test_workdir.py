@@ -221,9 +221,13 @@ def finished_run(tiny_data_dir, tmp_path_factory):
 
 
 def _copy(finished_run, tmp_path):
+    """A copy of the finished run as if killed before its results were written (a run
+    with results.json and its last checkpoint answers from results.json: it would not
+    resume at all)."""
     config, workdir, results = finished_run
     copy = str(tmp_path / "copy")
     shutil.copytree(workdir, copy)
+    os.remove(os.path.join(copy, "results.json"))
     return config, workdir, results, copy
 
 

@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
-from avgmm import checkpoints, cli, config_text, evaluation, files
+from avgmm import build, cli, config_text, evaluation, files
 from avgmm import gmm as gmm_lib
 from avgmm.analysis import human_ratings, plots, report
 from avgmm.errors import AnalysisError
@@ -151,7 +151,7 @@ def score_with_source(config: ml_collections.ConfigDict, workdir: str, which: An
     The posterior uses the GMM saved in that checkpoint; a checkpoint without a fitted
     GMM (concat, warm-up) gets one fitted to the scored gaps, and says so.
     """
-    run = checkpoints.load_checkpoint(config, workdir, which)
+    run = build.load_checkpoint(config, workdir, which)
     if run is None:
         raise AnalysisError(f"{workdir} has no {which} checkpoint yet")
     par, ds = run.par, run.ds

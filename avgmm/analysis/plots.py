@@ -112,9 +112,15 @@ def _mark_phases(ax, records: List[Dict]) -> None:
                    label="GMM refit" if i == 0 else None)
 
 
+def evaluated(records: List[Dict]) -> List[Dict]:
+    """The records of evaluated epochs (all of them unless `config.eval_every_epochs` > 1)."""
+    return [r for r in records if "val" in r]
+
+
 def best_epoch(records: List[Dict]) -> int:
-    """The epoch (1-based) with the best validation accuracy; the first one on ties, as
-    the trainer picks its best checkpoint."""
+    """The evaluated epoch (1-based) with the best validation accuracy; the first one on
+    ties, as the trainer picks its best checkpoint."""
+    records = evaluated(records)
     best = max(r["val"]["accuracy"] for r in records)
     return next(r["epoch"] for r in records if r["val"]["accuracy"] == best)
 
@@ -135,15 +141,16 @@ def _outside_legend(ax) -> None:
 def accuracy(path: str, records: List[Dict], run: str = "") -> None:
     """Validation accuracy per epoch: multimodal, audio-only, visual-only; phase start,
     refits and the best-validation epoch marked."""
-    epochs = [r["epoch"] for r in records]
+    shown = evaluated(records)
+    epochs = [r["epoch"] for r in shown]
     fig, ax = plt.subplots(figsize=(8.4, 4.2))
     for key, name in (("accuracy", "multimodal"), ("accuracy_audio", "audio"),
                       ("accuracy_visual", "visual")):
-        ax.plot(epochs, [100 * r["val"][key] for r in records], "o-", ms=3,
+        ax.plot(epochs, [100 * r["val"][key] for r in shown], "o-", ms=3,
                 color=COLOURS[name], label=f"{name} (val)")
     _mark_phases(ax, records)
     best = best_epoch(records)
-    best_acc = 100 * next(r["val"]["accuracy"] for r in records if r["epoch"] == best)
+    best_acc = 100 * next(r["val"]["accuracy"] for r in shown if r["epoch"] == best)
     ax.plot([best], [best_acc], "*", ms=13, color="gold", mec="black", zorder=5,
             label=f"best validation (epoch {best})")
     ax.set_xlabel("epochs completed")
@@ -163,6 +170,7 @@ def compare(path: str, runs: Sequence[Tuple[str, List[Dict]]]) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, records) in enumerate(runs):
+        records = evaluated(records)
         epochs = [r["epoch"] for r in records]
         for ax, key in zip(axes, ("accuracy", "accuracy_audio", "accuracy_visual")):
             ax.plot(epochs, [100 * r["val"][key] for r in records], "o-", ms=2.5,

@@ -79,7 +79,8 @@ def run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
         "fit_aucs": results.get("gmm_fit_aucs", []),
         "fit_pi1": [r["gmm_fit"]["pi_1"] for r in records if "gmm_fit" in r],
     }
-    if warm and warm in by_epoch:
+    # (Not where that epoch went unevaluated: config.eval_every_epochs > 1.)
+    if warm and "val" in by_epoch.get(warm, {}):
         end_of_warmup = by_epoch[warm]
         out.update(test_warmup=end_of_warmup["test"]["accuracy"],
                    val_audio_warmup=end_of_warmup["val"]["accuracy_audio"],

@@ -77,6 +77,9 @@ class Evaluator:
     name: ClassVar[str] = ""
     fields: ClassVar[Tuple[Field, ...]] = ()  # split metrics
     final_fields: ClassVar[Tuple[Field, ...]] = ()  # what `final` adds to results.json
+    # The shared mapped passes `final` runs ("samples": `ctx.samples`, "fit_gmm":
+    # `gmm.fit_on_devices`): a run compiles them at its start, beside the others.
+    passes: ClassVar[Tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

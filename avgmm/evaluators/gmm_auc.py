@@ -19,6 +19,7 @@ class GmmAuc(base.Evaluator):
     posterior against the degraded training clips."""
 
     name = "gmm_auc"
+    passes = ("samples", "fit_gmm")
     final_fields = (base.Field("final_gmm_auc_imbalanced", "GMM AUC, final model",
                                percent=False),)
 

@@ -57,6 +57,7 @@ class HumanAuc(base.Evaluator):
     `human_only_face_right` (CREMA-D prepared with its summary table)."""
 
     name = "human_auc"
+    passes = ("samples", "fit_gmm")
     final_fields = tuple(
         base.Field(f"final_gmm_auc_{flag}", f"GMM AUC vs {who} (people), final model",
                    percent=False)

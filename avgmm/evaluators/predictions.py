@@ -37,6 +37,7 @@ class Predictions(base.Evaluator):
     checkpoint on the test split -> predictions.csv."""
 
     name = "predictions"
+    passes = ("samples",)
 
     def final(self, ctx):
         _, host = ctx.samples("test", "best")

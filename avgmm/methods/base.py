@@ -105,6 +105,9 @@ class Method:
     # The model it trains: `AVClassifier`, or a module with the same constructor fields,
     # inputs and outputs (greedy's `MMTMClassifier`, whose streams exchange features).
     model_class: ClassVar[type] = AVClassifier
+    # The shared mapped passes its hooks run ("samples": `run.samples`, "fit_gmm":
+    # `gmm.fit_on_devices`): a run compiles them at its start, beside its train steps.
+    passes: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

@@ -36,6 +36,8 @@ class FitsGmm:
     mixture the analysis uses, the fit in the epoch's console line, and its fits in
     results.json (count, ambiguous ones, and their AUROC where the data has a flag)."""
 
+    passes = ("samples", "fit_gmm")  # refit_gmm's
+
     def init_state(self, meta):
         return GmmState(gmm=gmm_lib.GMMParams.unfitted(),
                         fit_gaps=np.zeros((meta.num_examples["train"],), np.float32))
