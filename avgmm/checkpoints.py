@@ -384,6 +384,13 @@ class SharedCheckpoints:
     def last_good(self) -> str:
         if self._ckpt is None:
             return "process 0 names the last good checkpoint"
+        # A save in flight is waited for (a divergence in the epoch after it must name
+        # it); one that failed is not named, and is raised by the next save or wait.
+        if self._saves is not None:
+            try:
+                self._saves.wait()
+            except Exception:  # noqa: BLE001
+                pass
         # Kept up to date by the saves: asking orbax while one runs would race with it.
         return self._last_good
 

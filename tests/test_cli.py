@@ -158,12 +158,15 @@ def test_ctrl_c_finished_run_and_fresh(tiny_config, tmp_path, capsys, monkeypatc
     train.train_and_evaluate(tiny_config, workdir, fresh=True)
     out = capsys.readouterr().out
     assert (f"--fresh: deleted checkpoints, metrics.jsonl, tensorboard, gmm_fits, "
-            f"results.json, config.json from {workdir}") in out
+            f"results.json, timing.json, predictions.csv, config.json from {workdir}") in out
 
 
 def test_step_metrics_progress_lines_and_announced_pauses(tiny_config, tmp_path, capsys):
     tiny_config.log_every_steps = 1  # avsynth/tiny: 3 steps of 16 per epoch, 3 epochs
     tiny_config.data.cache = False
+    # Compiled on first use, so that each phase's compilation is a pause to announce
+    # (compiling ahead: tests/test_host_overhead.py).
+    tiny_config.precompile_phases = False
     workdir = str(tmp_path / "run")
     train.train_and_evaluate(tiny_config, workdir)
     out = capsys.readouterr().out

@@ -540,14 +540,14 @@ def test_ctrl_c_while_an_epoch_is_saved_names_the_epoch_to_resume_after(
     config = tiny_config
     config.method, config.epochs = "concat", 2
     config.data.cache = False
-    real_save = checkpoints.Checkpointer.save
+    real_save = checkpoints.SharedCheckpoints.save
 
     def interrupted_saving_epoch_2(self, epoch, *args, **kwargs):
         if epoch == 2:
-            raise KeyboardInterrupt  # while it waits for epoch 1's save to finish
+            raise KeyboardInterrupt  # Ctrl-C as the epoch is handed to the saving thread
         return real_save(self, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoints.Checkpointer, "save", interrupted_saving_epoch_2)
+    monkeypatch.setattr(checkpoints.SharedCheckpoints, "save", interrupted_saving_epoch_2)
     workdir = str(tmp_path / "run")
     assert main.run(config, workdir) == 130
     captured = capsys.readouterr()
