@@ -8,48 +8,21 @@ resuming), `best/<epoch>` (the best-validation state), `damaged/` (checkpoints t
 their checksum, set aside for inspection).
 """
 
-import contextlib
 import copy
-import gc
-import hashlib
-import logging as py_logging
 import os
 import shutil
-import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from avgmm import orbax_noise
 from avgmm.errors import CheckpointError, DiskFullError
-from avgmm.files import disk_full_guard, to_python
+from avgmm.files import disk_full_guard, to_python, tree_digest, tree_nbytes
 from avgmm.in_order import InOrder
 from avgmm.processes import on_primary, share_arrays, share_json
 from avgmm.workdir import Workdir
-
-
-def tree_digest(tree: Any) -> str:
-    """sha256 over the dtype, shape and bytes of every leaf (host or device arrays).
-
-    Integers count as int64: a Python int in the restore template (the initial `step`)
-    comes back with another integer width than the array that was saved.
-    """
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        a = np.asarray(jax.device_get(leaf))
-        if np.issubdtype(a.dtype, np.integer):
-            a = a.astype(np.int64)
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def tree_nbytes(tree: Any) -> int:
-    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
-
 
 
 def _this_process_only(name: str, root: str) -> Dict[str, Any]:
@@ -95,8 +68,8 @@ class Checkpointer:
         # The newest latest checkpoint known to be complete: a save in flight (or failed
         # in the background) is already listed by orbax but is not one to go back to.
         self._committed: Optional[int] = self.latest.latest_step()
-        _mute_failed_save_noise()
-        self._failed_loads = 0  # reads that raised (see _quiet_asyncio)
+        orbax_noise.mute_failed_save_noise()
+        self._failed_loads = 0  # reads that raised (see orbax_noise.quiet_asyncio)
 
     def path(self, which: str, step: int) -> str:
         return os.path.join(self.root, which, str(step))
@@ -203,7 +176,7 @@ class Checkpointer:
         takes its place and meta's `best_*` entries are taken from it. Raises
         `CheckpointError` when no intact checkpoint is left to resume from.
         """
-        with _quiet_asyncio(lambda: self._failed_loads):
+        with orbax_noise.quiet_asyncio(lambda: self._failed_loads):
             return self._resume(template)
 
     def _resume(self, template: Any) -> Optional[Tuple[Any, Dict]]:
@@ -302,54 +275,6 @@ class Checkpointer:
                 self.latest.close()
         finally:
             self.best.close()
-
-
-class _FailedSaveLogFilter(py_logging.Filter):
-    """Drops orbax's ERROR logs (a failed background save logs its traceback from each of
-    its threads, hundreds of lines for a full disk): the failure is raised again where the
-    save is waited for, and told there in one line. `--verbosity=0` (INFO) keeps them."""
-
-    def filter(self, record: py_logging.LogRecord) -> bool:
-        return not (record.levelno >= py_logging.ERROR
-                    and f"{os.sep}orbax{os.sep}" in record.pathname
-                    and logging.get_verbosity() < logging.INFO)
-
-
-def _mute_failed_save_noise() -> None:
-    """Installs, once per process, `_FailedSaveLogFilter` and an excepthook that drops the
-    `RuntimeError: Event loop is closed` tracebacks which tensorstore prints for writes
-    that finish after a failed save has closed their event loop."""
-    absl_logger = logging.get_absl_logger()
-    if any(isinstance(f, _FailedSaveLogFilter) for f in absl_logger.filters):
-        return
-    absl_logger.addFilter(_FailedSaveLogFilter())
-    previous = sys.excepthook
-
-    def hook(kind, value, tb):
-        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
-            return
-        previous(kind, value, tb)
-
-    sys.excepthook = hook
-
-
-@contextlib.contextmanager
-def _quiet_asyncio(failed_loads: Callable[[], int]):
-    """Mutes asyncio's logger while damaged checkpoints are tried: each unreadable array
-    of a damaged checkpoint logs its own multi-kilobyte traceback, which would bury the
-    one line that says what was skipped. `failed_loads()`: reads that failed so far."""
-    logger = py_logging.getLogger("asyncio")
-    level = logger.level
-    logger.setLevel(py_logging.CRITICAL)
-    before = failed_loads()
-    try:
-        yield
-    finally:
-        if failed_loads() > before:
-            # Unretrieved task exceptions are logged when collected (a full collection
-            # takes a noticeable part of a second: only after a failed read).
-            gc.collect()
-        logger.setLevel(level)
 
 
 def _reason(e: BaseException) -> str:

@@ -3,6 +3,7 @@ one line (`DiskFullError`) instead of a traceback."""
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -110,3 +111,24 @@ def append_line(path: str, line: str) -> None:
     with disk_full_guard(path, len(line.encode())):
         with open(path, "a", encoding="utf-8") as f:
             f.write(line)
+
+
+def tree_digest(tree: Any) -> str:
+    """sha256 over the dtype, shape and bytes of every leaf (host or device arrays).
+
+    Integers count as int64: a Python int in the restore template (the initial `step`)
+    comes back with another integer width than the array that was saved.
+    """
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        a = np.asarray(jax.device_get(leaf))
+        if np.issubdtype(a.dtype, np.integer):
+            a = a.astype(np.int64)
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def tree_nbytes(tree: Any) -> int:
+    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
