@@ -89,6 +89,11 @@ def render(text: str) -> str:
 
 def main(argv: List[str]) -> int:
     check = argv[1:] == ["--check"]
+    if argv[1:] in (["--help"], ["-h"]):
+        print("usage: python -m avgmm.doc_blocks [--check]\n\nWrites the generated lists "
+              "of README.md and docs/ (methods, evaluators, sweeps, datasets); --check "
+              "only says which are stale (exit status 1).")
+        return 0
     if argv[1:] and not check:
         print("usage: python -m avgmm.doc_blocks [--check]", file=sys.stderr)
         return 2

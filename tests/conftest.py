@@ -3,16 +3,22 @@
 XLA_FLAGS must be set before jax is imported anywhere, which is why this lives here.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 NUM_TEST_DEVICES = 4
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={NUM_TEST_DEVICES}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# No persistent compilation cache in the test session (subprocesses included): a session
-# must not depend on what an earlier one compiled; tests of the cache pass their own folder.
-os.environ["AVGMM_COMPILATION_CACHE_DIR"] = "off"
+# A persistent compilation cache of this session alone (subprocesses included): tests
+# that compile the same tiny programs share them, and no session depends on what an
+# earlier one compiled. Tests of the cache pass their own folder.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="avgmm-test-xla-")
+atexit.register(shutil.rmtree, _SESSION_CACHE, True)
+os.environ["AVGMM_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
 
 import jax  # noqa: E402
 

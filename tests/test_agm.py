@@ -110,6 +110,7 @@ def test_bad_alpha_is_refused(tiny_config, tmp_path):
         train.train_and_evaluate(tiny_config, str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
 def test_agm_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")

@@ -200,7 +200,7 @@ def test_figures_name_their_run_and_show_only_the_loss_terms_in_use(two_seeds, t
     _, runs = two_seeds
     config, records = analyze.load_run(runs["s1"])
     assert analyze.run_label(config) == ("GMM adaptive loss (the paper's method) on "
-                                         "avsynth/tiny, seed 1 [configs/tiny.py]")
+                                         "avsynth (tiny), seed 1 [configs/tiny.py]")
     config.loss.beta = 0.0
     assert analyze.run_label(config).endswith("[configs/tiny.py + loss.beta=0.0]")
     adaptive = next(r for r in records if r["phase"] == "adaptive")

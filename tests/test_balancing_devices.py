@@ -6,6 +6,7 @@ import pytest
 import device_runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ogm_ge", "opm"])
 def test_one_and_four_devices_train_alike(tiny_config, tmp_path, method):
     # Batch-wide scores (psum), noise after the device mean and masks keyed by global

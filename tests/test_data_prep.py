@@ -208,7 +208,9 @@ def test_interrupted_conversion_reuses_work_and_is_never_half_visible(crema_raw,
     calls = {"n": 0}
 
     def failing_load(*args, **kwargs):
-        calls["n"] += 1
+        # Reads of decoded clips while the records are written (not the decoding's own).
+        if sys._getframe(1).f_code.co_name == "_generate_examples":
+            calls["n"] += 1
         if calls["n"] > 3:
             raise KeyboardInterrupt("simulated interruption while writing")
         return real_load(*args, **kwargs)

@@ -118,12 +118,13 @@ def test_the_labels_of_held_out_samples_never_reach_the_model(tiny_config):
     assert float(t1["kept_fraction"]) == pytest.approx(1 - held_out[batch["index"]].mean())
 
 
+@pytest.mark.slow
 def test_g_blending_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")
     config = tiny_config
     config.method = "g_blending"
-    config.schedule.adaptive_steps = 0  # one epoch
+    config.epochs = 1
     config.g_blending.super_epoch = 1  # an estimate before it: three copies, one epoch each
     config.g_blending.holdout_fraction = 0.25
     runs = device_runs.train_on_device_counts(config, tmp_path)

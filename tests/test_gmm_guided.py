@@ -105,6 +105,7 @@ def test_settings_are_validated(tiny_config):
         train.train_and_evaluate(tiny_config, "/nonexistent/never/written")
 
 
+@pytest.mark.slow
 def test_tiny_run_with_reliability_fusion_on_one_and_four_devices(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices (tests/conftest.py sets them)")

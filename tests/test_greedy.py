@@ -145,12 +145,13 @@ def test_bad_settings_are_refused(tiny_config, tmp_path):
         train.train_and_evaluate(tiny_config, str(tmp_path / "bad2"))
 
 
+@pytest.mark.slow
 def test_greedy_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")
     config = tiny_config
     config.method = "greedy"
-    config.schedule.adaptive_steps = 1  # two epochs: the first only measures
+    config.epochs = 2  # the first only measures
     config.greedy.threshold = 0.0  # every measuring step (|d| > 0) starts a re-balancing
     config.greedy.window = 2
     runs = device_runs.train_on_device_counts(config, tmp_path)

@@ -13,7 +13,7 @@ import media_fixtures
 from avgmm import gmm as gmm_lib
 from avgmm.analysis import human_ratings
 from avgmm.evaluators import human_auc
-from avgmm.methods import adaptive
+from avgmm.methods import gmm_fits
 from avgmm.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,7 @@ def test_aucs_against_the_human_flags_by_hand(tmp_path):
     wd = Workdir(str(tmp_path))
     host = {"index": np.array([5, 3, 0]), "id": np.array(["a", "b", "c"]),
             "label": np.zeros(3, np.int32), "gap": np.array([0.5, -0.2, 0.1], np.float32)}
-    adaptive.save_fit(wd, 0, 3, gmm, host)
+    gmm_fits.save_fit(wd, 0, 3, gmm, host)
     (fit,) = human_auc.saved_fits(wd)
     np.testing.assert_array_equal(fit["index"], [5, 3, 0])
     np.testing.assert_allclose(np.asarray(gmm_lib.posteriors(fit["gmm"], fit["gap"])),
@@ -89,6 +89,7 @@ def _chosen_clips(per_kind=8):
     return [n for names in kinds.values() for n in names]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(TABLE), reason=f"no real summaryTable.csv at {TABLE}")
 def test_a_tiny_crema_run_reports_the_gmm_against_people(tmp_path):
     from avgmm import train

@@ -243,6 +243,7 @@ def test_tiny_mla_run_trains_and_writes_results(tiny_config, tmp_path):
     device_runs.analyze_run(workdir)
 
 
+@pytest.mark.slow
 def test_one_and_four_devices_agree(tiny_config, tmp_path):
     # The projector's mean feature and the gradients are batch-wide (pmean): the same
     # run on 1 and on 4 devices gives the same losses and accuracies.

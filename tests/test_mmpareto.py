@@ -77,6 +77,7 @@ def test_weights_come_from_the_whole_encoder_and_scaling_from_each_tensor():
     np.testing.assert_allclose(out["y"], [3.0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_mmpareto_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")

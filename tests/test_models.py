@@ -19,7 +19,7 @@ def test_output_shapes_and_fusion_identity(num_frames):
     frames = jax.random.normal(jax.random.key(1), (3, num_frames, 16, 16, 3))
     variables = model.init(jax.random.key(2), audio, frames, train=False)
     out, mutated = model.apply(variables, audio, frames, train=True, mutable=["batch_stats"])
-    for logits in out:
+    for logits in (out.fused, out.audio, out.visual):
         assert logits.shape == (3, 5)
     # f = l_a + l_v exactly up to float rounding.
     np.testing.assert_allclose(out.fused, out.audio + out.visual, rtol=1e-6, atol=1e-6)

@@ -79,6 +79,7 @@ def _terms(record):
     return {k: v for k, v in record["train"].items() if k != "samples_per_second"}
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_with_four_devices(tiny_config, tmp_path):
     config = tiny_config
     config.log_every_steps = 1
@@ -124,6 +125,7 @@ def test_two_processes_train_like_one_process_with_four_devices(tiny_config, tmp
     assert os.path.exists(f"{two}/timing.json")
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_when_the_job_is_restarted(tiny_config, tmp_path):
     config = tiny_config
     workdir = str(tmp_path / "run")

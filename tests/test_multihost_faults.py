@@ -40,6 +40,7 @@ def _finish(proc, limit: float):
         time.time() - start
 
 
+@pytest.mark.slow
 def test_a_missing_process_is_named_after_a_bounded_wait(tmp_path):
     port = _free_port()
     status, out, err, took = _finish(_start(port, 0, 3, str(tmp_path / "w")), 60)

@@ -141,6 +141,7 @@ def test_batch_scores_and_coefficients_agree_on_one_and_four_devices():
         np.testing.assert_allclose(np.asarray(f), np.full(4, float(s)), rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ogm_ge", "ogm"])
 def test_tiny_run_trains_and_logs_the_coefficients(tiny_config, tmp_path, method):
     tiny_config.method = method

@@ -101,6 +101,7 @@ def test_combined_step_is_opms_gradient_scaled_by_ogms_coefficient(tiny_config):
     assert checked >= 2
 
 
+@pytest.mark.slow
 def test_tiny_runs_drop_and_modulate_and_agree_on_one_and_four_devices(tiny_config,
                                                                        tmp_path):
     if jax.local_device_count() < 4:

@@ -149,6 +149,7 @@ def test_prototypes_are_inference_mode_class_means_of_the_training_features(tiny
     assert bool(got.fitted)
 
 
+@pytest.mark.slow
 def test_pmr_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")

@@ -92,6 +92,7 @@ def test_report_tells_a_purified_run_from_the_plain_one(tiny_config):
     assert sorted(r["seeds"] for r in rows) == [1, 2]
 
 
+@pytest.mark.slow
 def test_tiny_run_with_one_purification_epoch(tiny_config, tmp_path):
     tiny_config.adaptive.finetune_epochs = 1
     tiny_config.epochs = 4

@@ -154,14 +154,14 @@ def test_prepare_refuses_an_unknown_name_and_passes_flags_through(tmp_path):
     out = subprocess.run(["bash", launch, "prepare", "kinetic"], capture_output=True,
                          text=True, env=env)
     assert out.returncode == 2
-    assert ("error: no dataset is named 'kinetic'; prepare one of: av_mnist, "
+    assert ("error: no dataset is named 'kinetic'; prepare one of: arrays, av_mnist, "
             "av_mnist_graded") in out.stderr and ", ks, vggsound" in out.stderr
     # A setting's fixed argument reaches the converter, which refuses a clashing flag
     # before decoding anything.
     out = subprocess.run(["bash", launch, "prepare", "av_mnist_graded", f"--fsdd_dir={tmp_path}",
                           "--digits_dir=sklearn", "--visual_noise_fraction=0.1",
                           f"--data_dir={tmp_path}"], capture_output=True, text=True, env=env)
-    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert ("error: --setting=graded fixes the degradation: drop --visual_noise_fraction"
             in out.stderr), out.stderr
     out = subprocess.run(["bash", launch, "prepare", "av_mnist", f"--fsdd_dir={tmp_path}",

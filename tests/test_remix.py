@@ -145,6 +145,7 @@ def test_bad_settings_are_refused(tiny_config, tmp_path):
         train.train_and_evaluate(tiny_config, str(tmp_path / "fraction"))
 
 
+@pytest.mark.slow
 def test_remix_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")

@@ -125,6 +125,7 @@ def test_valuation_pass_matches_a_one_device_computation(tiny_config):
     assert record["valuation"]["copies_audio"] == int(got.copies_audio.sum())
 
 
+@pytest.mark.slow
 def test_sample_valuation_trains_end_to_end_and_one_and_four_devices_agree(tiny_config,
                                                                           tmp_path):
     if jax.local_device_count() < 4:

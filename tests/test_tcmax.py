@@ -84,6 +84,7 @@ def test_four_devices_compute_the_global_batchs_loss_and_gradient():
                                    rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_tcmax_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")

@@ -111,6 +111,7 @@ def _final_params(workdir):
     return out["state"]["params"], step
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_result(tiny_config, tmp_path):
     config = tiny_config
     config.epochs = 5
