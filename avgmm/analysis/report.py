@@ -282,8 +282,8 @@ def _table1_rank(row: Dict[str, Any]) -> int:
 
 
 def table1_markdown(rows: List[Dict[str, Any]]) -> str:
-    """`table1_rows` as Markdown: our numbers, then the paper's beside them (and, for a
-    tuned sweep, the chosen setting, the settings tried, ambiguous GMM fits and cost)."""
+    """`table1_rows` as Markdown: our numbers, then the paper's beside them, ambiguous GMM
+    fits and cost (and, for a tuned sweep, the chosen setting and the settings tried)."""
     columns = _columns([r for r in rows if r["seeds"]])
     extra = [(k, h) for k, h in tuned.COLUMNS if any(k in r for r in rows)]
     header = (["method", "seeds"] + [name for _, name in columns]
@@ -359,7 +359,7 @@ def main(argv):
     except (ReportError, ExperimentError) as e:
         cli.usage_error(e)
     rows = aggregate(runs, FLAGS.paper)
-    if selection is not None:
+    if selection is not None or FLAGS.table1:
         tuned.annotate(rows, selection)
     out = FLAGS.out or os.path.commonpath([os.path.abspath(r["run"]) for r in runs])
     if len(runs) == 1:

@@ -35,16 +35,19 @@ def _json(path: str) -> Optional[Dict[str, Any]]:
         return None
 
 
-def annotate(rows: List[Dict[str, Any]], selection: Dict[str, Any]) -> None:
-    """Adds the tuned columns to every row that has runs (in place)."""
+def annotate(rows: List[Dict[str, Any]], selection: Optional[Dict[str, Any]]) -> None:
+    """Adds the cost columns (ambiguous GMM fits, seconds per run, train time vs
+    concat) to every row that has runs, and with a tuned sweep's `selection` the chosen
+    setting and the settings tried (in place)."""
     for r in rows:
         if not r.get("runs"):
             continue
-        chosen = selection.get(r.get("variant", ""), {})
-        r["setting"] = ", ".join(f"{k.split('.')[-1]} {v:.3g}" if isinstance(v, float)
-                                 else f"{k.split('.')[-1]} {v}"
-                                 for k, v in chosen.get("values", {}).items())
-        r["settings_tried"] = chosen.get("settings_tried")
+        if selection is not None:
+            chosen = selection.get(r.get("variant", ""), {})
+            r["setting"] = ", ".join(f"{k.split('.')[-1]} {v:.3g}" if isinstance(v, float)
+                                     else f"{k.split('.')[-1]} {v}"
+                                     for k, v in chosen.get("values", {}).items())
+            r["settings_tried"] = chosen.get("settings_tried")
         results = [_json(os.path.join(run, Workdir.RESULTS)) or {} for run in r["runs"]]
         fits = sum(int(x.get("gmm_fits", 0)) for x in results)
         ambiguous = sum(len(x.get("gmm_ambiguous_fits", [])) for x in results)
