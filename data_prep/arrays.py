@@ -52,7 +52,6 @@ file as `source`) and records as None what they cannot tell: `sample_rate`,
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -226,12 +225,7 @@ class ArraysAv(convert.AVBuilder):
                                      "file": g.paths["audio"], "reason": reason})
                 else:
                     kept[split].append((g, i, label, clip_id))
-        report = os.path.join(os.path.expanduser(str(self._data_dir_root)), self.name,
-                              "failures.jsonl")
-        os.makedirs(os.path.dirname(report), exist_ok=True)
-        with open(report, "w", encoding="utf-8") as f:
-            for row in failures:
-                f.write(json.dumps(row) + "\n")
+        report = convert.write_jsonl_report(self, "failures.jsonl", failures)
         per_split = {s: {"kept": len(kept[s]),
                          "skipped": sum(r["split"] == s for r in failures)}
                      for s in convert.SPLITS}

@@ -230,12 +230,7 @@ class AvMnist(convert.AVBuilder):
         examples = self._pair(decoded, split_of, pools, failures)
         degraded_counts = self._draw_degradation(examples, decoded, split_of)
 
-        report = os.path.join(os.path.expanduser(str(self._data_dir_root)), self.name,
-                              "failures.jsonl")
-        os.makedirs(os.path.dirname(report), exist_ok=True)
-        with open(report, "w", encoding="utf-8") as f:
-            for row in failures:
-                f.write(json.dumps(row) + "\n")
+        report = convert.write_jsonl_report(self, "failures.jsonl", failures)
         # What each degraded clip got, to check or redo it: strength, SNR, speech mixed in.
         with open(os.path.join(os.path.dirname(report), "degradations.jsonl"), "w",
                   encoding="utf-8") as f:

@@ -236,6 +236,19 @@ def stratified_split(labels: Sequence[str], val_fraction: float, test_fraction: 
     return out.tolist()
 
 
+def write_jsonl_report(builder: tfds.core.DatasetBuilder, filename: str,
+                       rows: Sequence[Mapping[str, Any]]) -> str:
+    """Writes `rows` as JSON lines to `<data_dir>/<name>/filename` (e.g. the clips a
+    conversion skipped, `failures.jsonl`), beside the prepared dataset; returns the path."""
+    path = os.path.join(os.path.expanduser(str(builder._data_dir_root)), builder.name,
+                        filename)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
 class StreamingWriter:
     """Writes a split's records in the order they come into ArrayRecord shards of about
     `SHARD_BYTES`, holding one record in memory: the stand-in for tfds's `Writer` (same
@@ -424,17 +437,10 @@ class AVBuilder(tfds.core.GeneratorBasedBuilder):
         failures, seconds = decode_all(clips, self.audio, self.frames, work, self.workers,
                                        desc=f"{self.name}: decoding")
         elapsed = time.time() - start
-        report = os.path.join(os.path.expanduser(str(self._data_dir_root)), self.name,
-                              "failures.jsonl")
-        os.makedirs(os.path.dirname(report), exist_ok=True)
-        with open(report, "w", encoding="utf-8") as f:
-            for c in clips:
-                if c.key in failures:
-                    f.write(json.dumps({"key": c.key, "id": c.clip_id, "split": c.split,
-                                        "audio": c.audio_path, "video": c.video_path,
-                                        "reason": failures[c.key]}) + "\n")
-            for row in self.dropped + self.missing:
-                f.write(json.dumps(row) + "\n")
+        report = write_jsonl_report(self, "failures.jsonl", [
+            {"key": c.key, "id": c.clip_id, "split": c.split, "audio": c.audio_path,
+             "video": c.video_path, "reason": failures[c.key]}
+            for c in clips if c.key in failures] + self.dropped + self.missing)
         per_split = {}
         for split in SPLITS:
             in_split = [c for c in clips if c.split == split]

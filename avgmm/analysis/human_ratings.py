@@ -55,19 +55,7 @@ def gap_histogram(path: str, rows: Sequence[Mapping[str, Any]],
     ax.hist(list(groups.values()), bins=bins, weights=weights, stacked=True,
             color=[COLOURS[c] for c in groups],
             label=[f"{c} ({len(g)})" for c, g in groups.items()])
-    x = np.linspace(-1, 1, 800)
-    mixture = np.zeros_like(x)
-    for k, name in ((0, "balanced"), (1, "imbalanced")):
-        w, mu, var = params[f"pi_{k}"], params[f"mu_{k}"], params[f"var_{k}"]
-        if w <= 0:
-            continue
-        y = w * np.exp(-0.5 * (x - mu) ** 2 / var) / np.sqrt(2 * np.pi * var)
-        mixture += y
-        ax.plot(x, y, "--", color=plots.COLOURS[name], lw=1, label=f"GMM {name}")
-    ax.plot(x, mixture, color=plots.COLOURS["sum"], lw=1.2, label="GMM mixture")
-    ax.set_xlim(-1, 1)
-    ax.set_xlabel("modality gap g = p_audio(y) - p_visual(y)")
-    ax.set_ylabel("density")
+    plots.draw_mixture(ax, params, long_labels=False, prefix="GMM ")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7, loc="best", title="what people recognized", title_fontsize=7)
     fig.tight_layout()

@@ -24,8 +24,10 @@ def _normal(x: np.ndarray, mean: float, var: float) -> np.ndarray:
     return np.exp(-0.5 * (x - mean) ** 2 / var) / math.sqrt(2 * math.pi * var)
 
 
-def _draw_fit(ax, gaps: np.ndarray, params: Mapping[str, float], title: str) -> None:
-    ax.hist(gaps, bins=60, range=(-1, 1), density=True, color="0.8", label="gaps")
+def draw_mixture(ax, params: Mapping[str, float], long_labels: bool = True,
+                 prefix: str = "") -> None:
+    """The mixture's two weighted component densities (dashed) and their sum over the
+    gap range, on `ax`; `long_labels` puts each component's parameters in the legend."""
     x = np.linspace(-1, 1, 800)
     total = np.zeros_like(x)
     for k, name in ((0, "balanced"), (1, "imbalanced")):
@@ -34,12 +36,18 @@ def _draw_fit(ax, gaps: np.ndarray, params: Mapping[str, float], title: str) -> 
             continue
         y = w * _normal(x, mu, var)
         total += y
-        ax.plot(x, y, "--", color=COLOURS[name],
-                label=f"{name}: w={w:.3f}, mu={mu:+.3f}, std={math.sqrt(var):.3f}")
-    ax.plot(x, total, color=COLOURS["sum"], lw=1.2, label="mixture")
+        label = (f"{name}: w={w:.3f}, mu={mu:+.3f}, std={math.sqrt(var):.3f}" if long_labels
+                 else f"{prefix}{name}")
+        ax.plot(x, y, "--", color=COLOURS[name], lw=1, label=label)
+    ax.plot(x, total, color=COLOURS["sum"], lw=1.2, label=f"{prefix}mixture")
     ax.set_xlim(-1, 1)
     ax.set_xlabel("modality gap g = p_audio(y) - p_visual(y)")
     ax.set_ylabel("density")
+
+
+def _draw_fit(ax, gaps: np.ndarray, params: Mapping[str, float], title: str) -> None:
+    ax.hist(gaps, bins=60, range=(-1, 1), density=True, color="0.8", label="gaps")
+    draw_mixture(ax, params)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="best")
 
