@@ -171,7 +171,6 @@ def test_gpu_bench_budget_and_estimates():
     assert gb.epoch_estimate(sizes, [], 64) == sizes.epoch_prior_s
 
 
-@pytest.mark.slow
 def test_gpu_bench_smoke(tmp_path):
     # The whole script at tiny sizes on the CPU; a large budget so that a busy machine
     # does not make it skip anything.
