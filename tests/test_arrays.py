@@ -177,7 +177,6 @@ def _write_multibench(root, n_train=48, n_test=16, seed=0):
     return root
 
 
-@pytest.mark.slow
 def test_multibench_avmnist_layout_prepares_and_trains(tmp_path):
     src = _write_multibench(str(tmp_path / "avmnist"))
     data_dir = str(tmp_path / "data")

@@ -89,7 +89,6 @@ def _chosen_clips(per_kind=8):
     return [n for names in kinds.values() for n in names]
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(TABLE), reason=f"no real summaryTable.csv at {TABLE}")
 def test_a_tiny_crema_run_reports_the_gmm_against_people(tmp_path):
     from avgmm import train
