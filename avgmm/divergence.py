@@ -34,12 +34,19 @@ def _all_finite(tree: Any) -> bool:
                if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
-def check_finite(step: int, tree: Union[Mapping[str, Any], Any], loss: float, last_good: str,
-                 ds: Any = None) -> None:
+def _named(last_good: Union[str, Callable[[], str]]) -> str:
+    """The last good checkpoint's description; a callable is asked only now, on the error
+    path (asking may wait for a save in flight, which a healthy epoch must not)."""
+    return last_good() if callable(last_good) else last_good
+
+
+def check_finite(step: int, tree: Union[Mapping[str, Any], Any], loss: float,
+                 last_good: Union[str, Callable[[], str]], ds: Any = None) -> None:
     """Raises `DivergedError` when the epoch's mean loss or any floating leaf of `tree`
-    (host arrays) is NaN or inf. `tree`: a dict naming
-    its parts (e.g. "parameters", "optimizer state") or one pytree; `ds` (the dataset,
-    optional): its training inputs are scanned for NaN or inf to say where it came from."""
+    (host arrays) is NaN or inf. `tree`: a dict naming its parts (e.g. "parameters",
+    "optimizer state") or one pytree; `last_good`: the checkpoint to go back to, or a
+    callable that names it; `ds` (the dataset, optional): its training inputs are scanned
+    for NaN or inf to say where it came from."""
     if math.isfinite(loss) and _all_finite(tree):
         return
     parts = dict(tree) if isinstance(tree, Mapping) else {"the train state": tree}
@@ -49,10 +56,11 @@ def check_finite(step: int, tree: Union[Mapping[str, Any], Any], loss: float, la
     cause, remedy = _diagnosis(ds, "train")
     raise DivergedError(
         f"training diverged in epoch {step} ({'; '.join(what)}): {cause}; the epoch was "
-        f"neither saved nor evaluated; {last_good}. {remedy}")
+        f"neither saved nor evaluated; {_named(last_good)}. {remedy}")
 
 
-def check_outputs(step: int, record: Mapping[str, Any], last_good: str, ds: Any = None) -> None:
+def check_outputs(step: int, record: Mapping[str, Any], last_good: Union[str, Callable[[], str]],
+                  ds: Any = None) -> None:
     """Raises `DivergedError` when the model's inference-mode loss on the validation or
     test split of an epoch (`record["val"]`, `record["test"]`) is NaN or inf: a model
     whose outputs overflow is not saved, even if its parameters are finite."""
@@ -66,7 +74,7 @@ def check_outputs(step: int, record: Mapping[str, Any], last_good: str, ds: Any 
         f"training diverged in epoch {step} (the model's outputs are NaN or inf on the "
         + " and the ".join(f"{s} split (loss {v})" for s, v in bad.items())
         + f", although its parameters are finite): {cause}; the epoch was not saved; "
-        f"{last_good}. {remedy}")
+        f"{_named(last_good)}. {remedy}")
 
 
 def check_gaps(host: Mapping[str, np.ndarray], split: str, ds: Any = None,

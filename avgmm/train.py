@@ -184,7 +184,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
             divergence.check_finite(epoch + 1, {"parameters": host_state.params,
                                                 "BatchNorm statistics": host_state.batch_stats,
                                                 "optimizer state": host_state.opt_state},
-                                    record["train"]["loss"], ckpt.last_good(), ds)
+                                    record["train"]["loss"], ckpt.last_good, ds)
             with timer.span("method_passes"):
                 record.update(method.epoch_record(run.ctx, state, epoch))
             best = False
@@ -193,7 +193,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
                     _say("evaluating on the validation and test splits")
                 with timer.span("evaluation"):
                     best = _evaluate_epoch(run, state, record, meta)
-                divergence.check_outputs(epoch + 1, record, ckpt.last_good(), ds)
+                divergence.check_outputs(epoch + 1, record, ckpt.last_good, ds)
             with timer.span("progress"):
                 _say(_epoch_line(run, record, n_epochs))
             shown_epoch = epoch + 1
