@@ -28,6 +28,7 @@ def _bench(tmp_path, *args):
     return proc.stdout, rows
 
 
+@pytest.mark.slow
 def test_train_step_bench_smoke(tmp_path):
     # The PyTorch column needs the `bench` extra; without torch the JAX column still runs.
     try:

@@ -150,7 +150,8 @@ def test_eval_every_epochs_is_validated(tiny_config):
 
 
 # --------------------------------------------------------------------------- initialization
-@pytest.mark.parametrize("method", ["concat", pytest.param("greedy", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["concat", "greedy"])
 def test_initialization_compiled_faster_gives_the_same_bits(tiny_config, method):
     # The session runs with optimizations turned down; both compilations here say their
     # level explicitly: XLA's default (-O3) and the initialization's own.

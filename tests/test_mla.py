@@ -228,6 +228,7 @@ def test_update_is_audio_then_visual_and_counts_one_step(mla_setup):
 
 
 # ------------------------------------------------------------------ end to end
+@pytest.mark.slow
 def test_tiny_mla_run_trains_and_writes_results(tiny_config, tmp_path):
     tiny_config.method = "mla"
     workdir = str(tmp_path / "mla")

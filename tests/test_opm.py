@@ -94,6 +94,7 @@ def test_bad_drop_settings_are_refused(tiny_config, tmp_path):
         train.train_and_evaluate(tiny_config, str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
 def test_tiny_run_drops_after_the_warm_up(tiny_config, tmp_path):
     tiny_config.method = "opm"
     tiny_config.opm.warmup_epochs = 1  # the default six would leave 3 epochs undropped
