@@ -5,6 +5,8 @@ here and change a few fields. Every field can be overridden on the command line,
 `--config.loss.beta=0`; `--print_config` shows each field with the comment above it here.
 """
 
+from typing import Any
+
 import ml_collections
 
 from avgmm import methods
@@ -158,6 +160,12 @@ def get_config() -> ml_collections.ConfigDict:
 # Fields added after runs were saved, with the value those runs ran as: a workdir whose
 # config.json lacks one resumes when the config has that value.
 ADDED_FIELDS = {"eval_every_epochs": 1}
+
+
+def added_field_ok(field: str, value: Any) -> bool:
+    """Whether a field missing from a saved run's config.json may take `value` on resume:
+    it was added after such runs were saved and `value` is what they ran as."""
+    return field in ADDED_FIELDS and ADDED_FIELDS[field] == value
 
 
 def use_study_loss(config: ml_collections.ConfigDict) -> None:

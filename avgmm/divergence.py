@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from avgmm.errors import DivergedError
@@ -31,7 +30,7 @@ def _all_finite(tree: Any) -> bool:
     # On the host copy the checkpoint is saved from: nothing to compile, nothing to send
     # back to the device.
     return all(bool(np.isfinite(x).all()) for x in map(np.asarray, jax.tree.leaves(tree))
-               if jnp.issubdtype(x.dtype, jnp.inexact))
+               if np.issubdtype(x.dtype, np.inexact))
 
 
 def _named(last_good: Union[str, Callable[[], str]]) -> str:

@@ -129,12 +129,9 @@ def _prepare_workdir(config: ml_collections.ConfigDict, wd: Workdir, fresh: bool
         deleted = wd.delete_outputs()
         _say(f"--fresh: deleted {', '.join(deleted)} from {wd.path}" if deleted else
              f"--fresh: nothing to delete in {wd.path}")
-    def absent_ok(field: str, value: Any) -> bool:
-        added = config_defaults.ADDED_FIELDS
-        return ((field in added and added[field] == value)
-                or methods.absent_field_ok(config, field, value))
-
-    wd.check_config(config, absent_ok=absent_ok)
+    wd.check_config(config, absent_ok=lambda field, value: (
+        config_defaults.added_field_ok(field, value)
+        or methods.absent_field_ok(config, field, value)))
     # Saved once the config has proven usable: a typo fixed on the next try is no conflict.
     wd.save_config(config)
 
