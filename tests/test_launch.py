@@ -18,6 +18,7 @@ def test_ablations_dry_run_lists_tables_2_and_3_for_each_seed():
                   "--config.batch_size=32")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
+    assert lines.pop(0) == "# planned: 30 runs; no estimate (no finished run of this config in --ledger)"
     assert lines.pop() == (f"{PY} -m avgmm.report runs/ablations/crema "
                            "--out=runs/ablations/crema")
     assert len(lines) == 30  # 15 runs per seed
@@ -51,6 +52,7 @@ def test_table1_dry_run_lists_every_registered_method_for_each_seed():
     out = _launch("table1", "configs/demo.py", "--seeds", "2", "--dry-run", "--workdir=/tmp/t1")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
+    assert lines.pop(0).startswith("# planned: ")
     assert lines.pop().endswith("-m avgmm.report /tmp/t1 --out=/tmp/t1 --table1")
     runs = experiments.table1()
     assert len(lines) == 2 * len(runs)

@@ -1,5 +1,5 @@
-"""Equal tuning: the same grid for every method, selection on validation only, and the
-tuned table's columns."""
+"""Equal tuning: the same number of settings for every method, the screen-confirm-choose
+protocol on validation only, and the tuned table's columns."""
 
 import json
 import os
@@ -9,21 +9,22 @@ import sys
 import pytest
 
 from avgmm import experiments, methods
-from avgmm.analysis import tuned
-from avgmm.errors import ExperimentError
-from avgmm.experiments import tuning
+from avgmm.analysis import report, tuned
+from avgmm.experiments import runner, tuning
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_every_method_gets_three_learning_rates_times_its_main_hyper_parameter():
+def test_every_method_gets_the_same_number_of_settings_around_the_config_learning_rate():
     for v in experiments.table1():
         method = tuning.method_of(v, "adaptive")
         settings = tuning.grid(v, 0.01, "adaptive")
+        assert len(settings) == tuning.SETTINGS, v.name
         (field, values), = methods.REGISTRY[method].tuning.items() or [(None, [None])]
-        assert len(settings) == 3 * len(values), v.name
+        factors = tuning.LR_FACTORS if field else tuning.LR_FACTORS_ALONE
         lrs = sorted({s.values["optimizer.learning_rate"] for s in settings})
-        assert lrs == pytest.approx([0.01 / 3, 0.01, 0.03])
+        assert lrs == pytest.approx(sorted(0.01 * f for f in factors))
+        assert min(lrs) < 0.01 < max(lrs) and 0.01 in lrs
         assert len({s.name for s in settings}) == len(settings)  # one folder each
         for s in settings:
             assert s.overrides[0] == f"--config.optimizer.learning_rate={s.values['optimizer.learning_rate']!r}"
@@ -40,25 +41,34 @@ def _fake_run(root, variant, setting, seed, val, test):
                    "peer_protocol_best_test_accuracy": test}, f)
     with open(os.path.join(run, "timing.json"), "w") as f:
         json.dump({"wall": 30.0 + seed, "train": 10.0}, f)
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({"method": "adaptive", "seed": seed, "variant": variant}, f)
     return run
 
 
-def test_selection_uses_the_mean_validation_accuracy_never_the_test(tmp_path):
+def test_the_protocol_confirms_the_best_two_of_seed_0_and_chooses_on_the_mean(tmp_path):
     v = experiments.find("ogm_ge")
     grid = tuning.grid(v, 0.01, "adaptive")
     root = str(tmp_path)
-    for i, s in enumerate(grid):
-        # Setting 4 is best on validation; setting 7 is best on test.
-        for seed in (0, 1):
-            _fake_run(root, v.name, s.name, seed, val=0.9 if i == 4 else 0.5 + seed * 0.01,
-                      test=0.99 if i == 7 else 0.6)
-    chosen = tuning.select(root, [v], {v.name: grid}, seeds=2)[v.name]
-    assert chosen["setting"] == grid[4].name and chosen["settings_tried"] == 9
-    assert chosen["val_means"][grid[4].name] == pytest.approx(0.9)
-    assert list(chosen["overrides"]) == list(grid[4].overrides)
-    os.remove(os.path.join(root, v.name, grid[0].name, "seed1", "results.json"))
-    with pytest.raises(ExperimentError, match="has no results"):
-        tuning.select(root, [v], {v.name: grid}, seeds=2)
+    sweep = experiments.SWEEPS["table1"]
+    settings = {v.name: [(s.name, s.overrides) for s in grid]}
+    planned = runner.plan(sweep, "configs/demo.py", root, [0], variants=[v],
+                          settings=settings)
+    for i, r in enumerate(planned):  # seed 0: settings 1 and 3 lead; 5 is best on test
+        _fake_run(root, v.name, r.setting, 0, val={1: 0.9, 3: 0.8}.get(i, 0.5),
+                  test=0.99 if i == 5 else 0.6)
+    acc = tuning.accuracies_of_runs(planned)
+    top = tuning.top_settings(acc, v.name, [s.name for s in grid])
+    assert top == [grid[1].name, grid[3].name]
+    assert tuning.missing(acc, v.name, top, tuning.CHOICE_SEEDS) == [
+        (top[0], 1), (top[0], 2), (top[1], 1), (top[1], 2)]
+    for seed in (1, 2):
+        _fake_run(root, v.name, grid[1].name, seed, val=0.5, test=0.9)
+        _fake_run(root, v.name, grid[3].name, seed, val=0.8, test=0.1)
+    confirm = runner.plan(sweep, "configs/demo.py", root, [0, 1, 2], variants=[v],
+                          settings={v.name: [(n, ()) for n in top]})
+    best, means = tuning.choose(tuning.accuracies_of_runs(confirm), v.name, top)
+    assert best == grid[3].name and means[best] == pytest.approx(0.8)
 
 
 def test_tuned_rows_name_the_chosen_setting_the_grid_size_fits_and_cost(tmp_path):
@@ -69,34 +79,37 @@ def test_tuned_rows_name_the_chosen_setting_the_grid_size_fits_and_cost(tmp_path
     selection = {"adaptive_paper": {"setting": "learning_rate0.01_gamma1",
                                     "values": {"optimizer.learning_rate": 0.01,
                                                "loss.gamma": 1.0},
-                                    "settings_tried": 9}}
+                                    "settings_tried": 6}}
     kept = tuned.selected_runs(runs, root, selection)
     assert sorted(kept) == sorted(runs[:3])  # the other setting's run is left out
-    rows = [{"variant": "adaptive_paper", "runs": kept, "seeds": 3, "method_name": "adaptive"}]
+    rows = [{"variant": "adaptive_paper", "runs": kept, "seeds": 3, "method_name": "adaptive",
+             "members": [report.load(r) for r in kept]}]
     tuned.annotate(rows, selection)
     r = rows[0]
-    assert r["setting"] == "learning_rate 0.01, gamma 1" and r["settings_tried"] == 9
+    assert r["setting"] == "learning_rate 0.01, gamma 1" and r["settings_tried"] == 6
     assert r["ambiguous_fits"] == "3/6" and r["seconds_per_run"] == pytest.approx(31.0)
 
 
-def test_tune_dry_run_lists_every_run_of_the_grid():
+def test_tune_dry_run_lists_the_screening_of_every_setting():
     out = subprocess.run(["bash", os.path.join(REPO, "launch.sh"), "table1", "configs/demo.py",
-                          "--seeds", "1", "--tune", "--dry-run", "--workdir=/tmp/t1tune"],
+                          "--tune", "--dry-run", "--workdir=/tmp/t1tune"],
                          cwd=REPO, capture_output=True, text=True,
                          env=dict(os.environ, PYTHON=sys.executable))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[-1].endswith("--table1 --selection=/tmp/t1tune/selection.json")
+    assert lines[0].startswith("# planned: ")
     runs = [line for line in lines if " -m avgmm.main " in line]
     expected = sum(len(tuning.grid(v, 0.01, "adaptive")) for v in experiments.table1())
-    assert len(runs) == expected
-    assert any("/ogm_ge/learning_rate0.03_alpha0.8/seed0 " in line
-               and "--config.ogm_ge.alpha=0.8" in line for line in runs)
+    assert len(runs) == expected == len(experiments.table1()) * tuning.SETTINGS
+    assert any("/ogm_ge/learning_rate0.03_alpha" in line and "/seed0 " in line
+               and "--config.ogm_ge.alpha=" in line for line in runs)
 
 
 def test_tune_and_selection_exclude_each_other_and_bad_values_are_one_line():
     for args, message in ((["--tune", "--selection=x.json"], "exclude each other"),
                           (["--seeds=0"], "--seeds='0' is not allowed"),
+                          (["--selection=nowhere.jsonl"], "no such file"),
                           (["--final_seeds"], "--final_seeds needs a value"),
                           (["--workdir="], "--workdir='' is not allowed")):
         out = subprocess.run([sys.executable, "-m", "avgmm.experiments", "run", "table1",

@@ -4,7 +4,10 @@
         [--table1]
 
 Each argument is a workdir or a folder of workdirs (searched recursively for
-`results.json`). Runs whose configs differ only in the seed form one row: mean and
+`results.json`), or a sweep's ledger (`.jsonl`, avgmm/experiments/ledger.py; several:
+concatenated shards), which is all a table needs; a tuned sweep's ledger gives the runs of
+each variant's setting chosen again from its validation accuracies, with the setting, the
+number tried and the cost of the tuning. Runs whose configs differ only in the seed form one row: mean and
 sample standard deviation (n - 1) over distinct seeds (a run found twice, or two runs
 with the same config and seed, count once, with a warning). A row's label is the label
 of the experiment variant its runs recorded (`avgmm.experiments`), else its method's;
@@ -29,7 +32,7 @@ from absl import flags
 
 from avgmm import cli, config_text, evaluators, experiments, methods
 from avgmm.analysis import tuned
-from avgmm.experiments import tuning
+from avgmm.experiments import ledger, tuning
 from avgmm.errors import ExperimentError, ReportError
 from avgmm.files import flatten_dict
 from data_prep import registry
@@ -71,6 +74,23 @@ def metrics(evaluator_names: Optional[Sequence[str]] = None) -> List[Tuple[str, 
     return ([(f"test_{first.key}", f"{first.label} (best val)"),
              (f"last_epoch.{first.key}", f"{first.label} (last epoch)")]
             + [(f"test_{f.key}", f.label) for f in rest] + [PEERS])
+
+
+def from_ledgers(paths: Sequence[str]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]],
+                                                List[Dict[str, Any]]]:
+    """The runs a table shows from ledgers alone, the tuning choice made again from them
+    (None when untuned) and all their lines (for the cost of tuning)."""
+    for p in paths:
+        if not os.path.isfile(p):
+            raise ReportError(f"{p}: no such ledger file")
+    lines = ledger.read(paths)
+    if not lines:
+        raise ReportError(f"{', '.join(paths)} records no run")
+    selection = None
+    if any(l.get("setting") for l in lines):
+        selection = tuning.selection_of_lines(lines)
+    kept = tuning.chosen_lines(lines, selection) if selection else lines
+    return [ledger.as_run(l) for l in kept], selection, lines
 
 
 def find_runs(paths: Sequence[str]) -> List[str]:
@@ -140,7 +160,12 @@ def load(run: str) -> Dict[str, Any]:
             results = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ReportError(f"cannot read the run in {run}: {e}") from e
-    return {"run": run, "config": config, "results": results}
+    try:
+        with open(os.path.join(run, "timing.json"), encoding="utf-8") as f:
+            timing = json.load(f)
+    except (OSError, ValueError):
+        timing = {}
+    return {"run": run, "config": config, "results": results, "timing": timing}
 
 
 def _stat(values: List[float]) -> Tuple[Optional[float], Optional[float]]:
@@ -166,7 +191,8 @@ def aggregate(runs: Sequence[Dict[str, Any]], paper: bool = True) -> List[Dict[s
         dataset = dataset_name(config["data"]["name"])
         row = {"dataset": dataset, "method": label, "key": key, "config": config,
                "method_name": config["method"], "variant": config.get("variant", ""),
-               "seeds": len(members), "runs": [m["run"] for m in members]}
+               "seeds": len(members), "runs": [m["run"] for m in members],
+               "members": members}
         sources = [m["results"]["split_source"] for m in members
                    if m["results"].get("split_source")]
         row["split_source"] = "; ".join(
@@ -348,21 +374,31 @@ def main(argv):
     if not paths:
         cli.usage_error("name the runs: python -m avgmm.report RUN_OR_FOLDER [...] "
                         "[--out=DIR]")
+    lines = None
     try:
-        found = find_runs(paths)
-        selection = None
-        if FLAGS.selection:
-            selection = tuning.read_selection(FLAGS.selection)
-            found = tuned.selected_runs(found, os.path.dirname(os.path.abspath(
-                FLAGS.selection)), selection)
-        runs = [load(r) for r in found]
+        if all(ledger.is_ledger(p) for p in paths):
+            if FLAGS.selection:
+                raise ReportError("--selection does not apply to ledgers: a ledger's "
+                                  "tuning choice is made again from its own lines")
+            runs, selection, lines = from_ledgers(paths)
+        else:
+            found = find_runs(paths)
+            selection = None
+            if FLAGS.selection:
+                selection = tuning.read_selection(FLAGS.selection)
+                found = tuned.selected_runs(found, os.path.dirname(os.path.abspath(
+                    FLAGS.selection)), selection)
+            runs = [load(r) for r in found]
     except (ReportError, ExperimentError) as e:
         cli.usage_error(e)
     rows = aggregate(runs, FLAGS.paper)
     if selection is not None or FLAGS.table1:
-        tuned.annotate(rows, selection)
-    out = FLAGS.out or os.path.commonpath([os.path.abspath(r["run"]) for r in runs])
-    if len(runs) == 1:
+        tuned.annotate(rows, selection, lines)
+    if lines is not None:
+        out = FLAGS.out or os.path.dirname(os.path.abspath(paths[0]))
+    else:
+        out = FLAGS.out or os.path.commonpath([os.path.abspath(r["run"]) for r in runs])
+    if len(runs) == 1 and lines is None:
         out = FLAGS.out or os.path.dirname(os.path.abspath(runs[0]["run"]))
     if FLAGS.table1:
         rows = table1_rows(rows)

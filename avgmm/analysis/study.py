@@ -1,9 +1,11 @@
 """Tables and figures of a reproduction study: several variants, several seeds each.
 
     python -m avgmm.study ROOT [--out=DIR] [--show=a,b,c] [--split=val|test]
+    python -m avgmm.study LEDGER.jsonl --out=DIR [...]
 
 `ROOT` holds one folder per variant with one finished run per seed
-(`ROOT/<variant>/seed<k>/results.json`, as `launch.sh study` writes them). For every
+(`ROOT/<variant>/seed<k>/results.json`, as `launch.sh study` writes them); or a sweep's
+ledger (avgmm/experiments/ledger.py) stands in for it, alone. For every
 variant, mean ± sample std over seeds of:
 - test accuracy of the best-validation checkpoint (the headline) and of the last epoch;
 - test accuracy of the warm-up model (the epoch that ends the warm-up), so that the
@@ -31,7 +33,8 @@ from absl import flags  # noqa: E402
 
 from avgmm import cli, experiments  # noqa: E402
 from avgmm.analysis import comparison  # noqa: E402
-from avgmm.errors import StudyError  # noqa: E402
+from avgmm.errors import ExperimentError, StudyError  # noqa: E402
+from avgmm.experiments import ledger, tuning  # noqa: E402
 from avgmm.workdir import Workdir  # noqa: E402
 
 
@@ -57,6 +60,27 @@ def load_runs(root: str) -> Dict[str, List[Dict[str, Any]]]:
                  "records": Workdir(run).read_metrics()})
     if not variants:
         raise StudyError(f"{root} holds no finished run (no <variant>/<seed>/results.json)")
+    return variants
+
+
+def ledger_runs(path: str) -> Dict[str, List[Dict[str, Any]]]:
+    """`{variant: [run, ...]}` from a sweep's ledger alone (of a tuned sweep: each
+    variant's chosen setting, chosen again from the ledger's validation accuracies)."""
+    try:
+        lines = ledger.read([path])
+        if not os.path.isfile(path) or not lines:
+            raise StudyError(f"{path} records no run")
+        configs = sorted({l["config"] for l in lines})
+        if len(configs) > 1:
+            raise StudyError(f"{path} holds runs of {len(configs)} configs ({', '.join(configs)}"
+                             "): one study per config; keep one ledger per sweep command")
+        if any(l.get("setting") for l in lines):
+            lines = tuning.chosen_lines(lines, tuning.selection_of_lines(lines))
+    except ExperimentError as e:
+        raise StudyError(str(e)) from e
+    variants: Dict[str, List[Dict[str, Any]]] = {}
+    for line in sorted(lines, key=lambda l: (l["variant"], l["seed"])):
+        variants.setdefault(line["variant"], []).append(ledger.as_run(line))
     return variants
 
 
@@ -239,15 +263,20 @@ def main(argv):
         cli.usage_error("name one study folder: python -m avgmm.study ROOT [--out=DIR] "
                         "[--show=a,b,c] [--split=val|test]")
     root = argv[1]
+    from_ledger = ledger.is_ledger(root)
     try:
-        variants = load_runs(root)
+        variants = ledger_runs(root) if from_ledger else load_runs(root)
     except StudyError as e:
         cli.usage_error(e)
+    if from_ledger and not FLAGS.out:
+        cli.usage_error(f"name the output folder of a ledger's study: python -m avgmm.study "
+                        f"{root} --out=DIR")
     out_dir = FLAGS.out or root
     os.makedirs(out_dir, exist_ok=True)
     rows = summarize(variants)
     any_run = next(iter(variants.values()))[0]
-    title = f"{any_run['config']['data']['name']} ({os.path.basename(os.path.abspath(root))})"
+    name = os.path.splitext(os.path.basename(os.path.abspath(root)))[0]
+    title = f"{any_run['config']['data']['name']} ({name})"
     text = (f"# Study: {title}\n\nAccuracy (%) mean ± sample std over seeds.\n\n"
             + tables(rows))
     labels = {name: (experiments.find(name).label if experiments.find(name) else name)

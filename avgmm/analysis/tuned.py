@@ -1,19 +1,19 @@
 """What Table 1 adds to each row: how often its GMM fits were ambiguous and what a run
-cost (from the runs' results.json and timing.json); for a tuned sweep also the setting
-chosen on validation and how many settings the variant was given."""
+cost (from the runs' results.json and timing.json, or their ledger lines); for a tuned
+sweep also the setting chosen on validation, how many settings the variant was given and,
+from a ledger, the runs and hours its row took, tuning included."""
 
-import json
 import os
 import statistics
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from avgmm.errors import ReportError
-from avgmm.workdir import Workdir
 
 # Extra columns of a tuned Table 1: (row key, header).
 COLUMNS = (("setting", "chosen setting (on validation)"), ("settings_tried", "settings"),
            ("ambiguous_fits", "ambiguous GMM fits"), ("seconds_per_run", "s / run"),
-           ("train_vs_concat", "train time vs concat"))
+           ("train_vs_concat", "train time vs concat"), ("runs_made", "runs (tuning incl.)"),
+           ("hours", "hours (tuning incl.)"))
 
 
 def selected_runs(runs: List[str], root: str, selection: Dict[str, Any]) -> List[str]:
@@ -27,20 +27,14 @@ def selected_runs(runs: List[str], root: str, selection: Dict[str, Any]) -> List
     return found
 
 
-def _json(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def annotate(rows: List[Dict[str, Any]], selection: Optional[Dict[str, Any]]) -> None:
+def annotate(rows: List[Dict[str, Any]], selection: Optional[Dict[str, Any]],
+             lines: Optional[Sequence[Mapping[str, Any]]] = None) -> None:
     """Adds the cost columns (ambiguous GMM fits, seconds per run, train time vs
     concat) to every row that has runs, and with a tuned sweep's `selection` the chosen
-    setting and the settings tried (in place)."""
+    setting and the settings tried (in place); with the sweep's ledger `lines`, also the
+    hours all of the variant's runs took (its tuning included)."""
     for r in rows:
-        if not r.get("runs"):
+        if not r.get("members"):
             continue
         if selection is not None:
             chosen = selection.get(r.get("variant", ""), {})
@@ -48,15 +42,19 @@ def annotate(rows: List[Dict[str, Any]], selection: Optional[Dict[str, Any]]) ->
                                      else f"{k.split('.')[-1]} {v}"
                                      for k, v in chosen.get("values", {}).items())
             r["settings_tried"] = chosen.get("settings_tried")
-        results = [_json(os.path.join(run, Workdir.RESULTS)) or {} for run in r["runs"]]
+        results = [m["results"] for m in r["members"]]
         fits = sum(int(x.get("gmm_fits", 0)) for x in results)
         ambiguous = sum(len(x.get("gmm_ambiguous_fits", [])) for x in results)
         r["ambiguous_fits"] = f"{ambiguous}/{fits}" if fits else None
-        timings = [_json(os.path.join(run, Workdir.TIMING)) for run in r["runs"]]
-        timings = [t for t in timings if t]
-        r["seconds_per_run"] = statistics.fmean(t["wall"] for t in timings) if timings else None
-        r["_train_seconds"] = (statistics.fmean(t["train"] for t in timings)
-                               if timings else None)
+        timings = [m.get("timing") or {} for m in r["members"]]
+        walls = [t["wall"] for t in timings if t.get("wall") is not None]
+        trains = [t["train"] for t in timings if t.get("train") is not None]
+        r["seconds_per_run"] = statistics.fmean(walls) if walls else None
+        r["_train_seconds"] = statistics.fmean(trains) if trains else None
+        if lines is not None:
+            own = [l.get("seconds") or 0.0 for l in lines if l["variant"] == r.get("variant")]
+            r["runs_made"] = len(own)
+            r["hours"] = sum(own) / 3600
     concat = next((r for r in rows if r.get("method_name") == "concat"
                    and r.get("_train_seconds")), None)
     for r in rows:
@@ -74,4 +72,6 @@ def cell(row: Dict[str, Any], key: str) -> str:
         return f"{value:.0f}"
     if key == "train_vs_concat":
         return f"{value:.2f}x"
+    if key == "hours":
+        return f"{value:.2f}"
     return str(value)

@@ -3,31 +3,38 @@
     python -m avgmm.experiments list [SWEEP]
     python -m avgmm.experiments run SWEEP CONFIG [--seeds=N] [--workdir=ROOT] [--jobs=J]
         [--tune [--final_seeds=F] | --selection=PATH] [--variants=a,b] [--dry-run]
-        [--config.FIELD=VALUE ...]
+        [--ledger=FILE] [--shard=I/N] [--config.FIELD=VALUE ...]
 
 `run` trains every variant of SWEEP on CONFIG for seeds 0..N-1 (default 3; ablations 1),
 each in ROOT/<variant>/seed<k> (ROOT defaults to runs/<sweep>/<config name>), then writes
 the summary (the report, Table 1 or the study). Run again, it resumes where it stopped.
-`--tune`: every variant gets the same grid (learning rates 1/3, 1 and 3 times the
-config's, times its method's main hyper-parameter), N seeds per setting, in
-ROOT/<variant>/<setting>/seed<k>; the setting with the best mean validation accuracy is
-chosen (ROOT/selection.json) and run for seeds 0..F-1 (default 5), and the summary shows
-those runs with the chosen setting and the number of settings tried. `--selection=PATH`
-runs another sweep's chosen settings (its selection.json) for seeds 0..N-1.
+`--tune`: every variant gets the same 6 settings (learning rates around the config's,
+times the two values of its method's main hyper-parameter), in
+ROOT/<variant>/<setting>/seed<k>: all screened on seed 0, the best two confirmed on seeds 1
+and 2, the best mean validation accuracy chosen (ROOT/selection.json) and run up to seeds
+0..F-1 (default 5; avgmm/experiments/tuning.py); the summary shows those runs with the
+chosen setting, the number of settings tried and the cost. `--selection=PATH` runs another
+sweep's chosen settings (its selection.json, or its ledger) for seeds 0..N-1.
+`--ledger=FILE`: every finished run is appended to FILE (JSON lines), and runs recorded
+there are skipped (avgmm/experiments/ledger.py). `--shard=I/N` (with --ledger): only every
+N-th planned run from the I-th (0-based); the shards' ledgers, concatenated, make the
+sweep's (a tuned sweep's shard stops after each stage until the merged ledger has it).
 `--variants=a,b` runs only those variants of the sweep (e.g. to screen candidates).
-`--dry-run` prints the commands instead. Extra `--config.` overrides go to every run.
+`--dry-run` prints the commands, the planned run count and, from the ledger's finished
+runs of CONFIG, the estimated hours. Extra `--config.` overrides go to every run.
 Mistakes are one line `error: ...` with exit status 2.
 """
 
 import ast
 import os
+import statistics
 import subprocess
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 from avgmm import config_text, progress
 from avgmm.errors import UserError
-from avgmm.experiments import runner, tuning
+from avgmm.experiments import ledger, runner, tuning
 from avgmm.experiments.variants import SWEEPS
 
 USAGE = __doc__.split("\n\n")[1]
@@ -54,7 +61,7 @@ def _options(args: List[str], sweep_name: str, config: str) -> Dict[str, Any]:
     """The options of `run` after SWEEP and CONFIG, checked."""
     opts = {"seeds": 1 if sweep_name == "ablations" else 3, "jobs": 1, "dry": False,
             "tune": False, "final_seeds": 5, "selection": None, "extra": [], "only": None,
-            "root": _default_root(sweep_name, config)}
+            "root": _default_root(sweep_name, config), "ledger": None, "shard": (0, 1)}
     rest = list(args)
     while rest:
         arg = rest.pop(0)
@@ -72,6 +79,13 @@ def _options(args: List[str], sweep_name: str, config: str) -> Dict[str, Any]:
             opts["root"] = value
         elif name == "--selection":
             opts["selection"] = value
+        elif name == "--ledger":
+            if not value.strip() or os.path.isdir(value):
+                raise UserError(f"--ledger={value!r} is not allowed: name a file (JSON "
+                                "lines), e.g. --ledger=docs/table1/demo.jsonl")
+            opts["ledger"] = value
+        elif name == "--shard":
+            opts["shard"] = _shard(value)
         elif name == "--variants":
             opts["only"] = [v for v in value.split(",") if v]
         elif arg == "--dry-run":
@@ -83,15 +97,40 @@ def _options(args: List[str], sweep_name: str, config: str) -> Dict[str, Any]:
         else:
             raise UserError(f"unknown option {arg!r}: use --seeds=N, --workdir=ROOT, "
                             "--jobs=J, --tune, --final_seeds=F, --selection=PATH, "
-                            "--variants=a,b, --dry-run or --config.FIELD=VALUE")
+                            "--ledger=FILE, --shard=I/N, --variants=a,b, --dry-run or "
+                            "--config.FIELD=VALUE")
     if opts["tune"] and opts["selection"]:
         raise UserError("--tune and --selection exclude each other: --tune chooses the "
                         "settings, --selection runs settings chosen before")
+    if opts["shard"][1] > 1 and not opts["ledger"]:
+        raise UserError("--shard needs --ledger=FILE: the shards' ledgers, concatenated, "
+                        "are the sweep's results")
+    if opts["tune"] and opts["final_seeds"] < len(tuning.CHOICE_SEEDS):
+        raise UserError(f"--final_seeds={opts['final_seeds']} is not allowed with --tune: "
+                        f"at least {len(tuning.CHOICE_SEEDS)}, the seeds the choice is made on")
+    if opts["tune"] and any(a.partition("=")[0] == "--seeds" for a in args):
+        raise UserError("--seeds does not apply to --tune, whose protocol fixes the "
+                        "screening seeds; --final_seeds=F sets the final ones")
     return opts
 
 
+def _shard(value: str) -> tuple:
+    """`I/N` -> (I, N), 0 <= I < N."""
+    index, _, count = value.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise UserError(f"--shard={value!r} is not allowed: I/N with 0 <= I < N, e.g. "
+                        "--shard=0/4 ... --shard=3/4 (a SLURM array: "
+                        "--shard=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    return i, n
+
+
 _VALUED = {"--seeds": "2", "--workdir": "runs/mine", "--jobs": "2", "--final_seeds": "5",
-           "--selection": "runs/table1/demo/selection.json", "--variants": "concat,mla"}
+           "--selection": "runs/table1/demo/selection.json", "--variants": "concat,mla",
+           "--ledger": "docs/table1/demo.jsonl", "--shard": "0/2"}
 
 
 def run(args: List[str]) -> int:
@@ -116,20 +155,34 @@ def run(args: List[str]) -> int:
         return _run_tuned(sweep, config, variants, opts, python)
     planned = runner.plan(sweep, config, root, seeds, opts["extra"], python=python,
                           variants=variants)
-    summary = runner.summary_command(sweep, root, python=python)
+    summary = runner.summary_command(sweep, root, python=python, ledger=opts["ledger"])
     if opts["dry"]:
-        print("\n".join(runner.show(r.command) for r in planned))
+        print(_plan_line(config, {"runs": len(_shard_of(planned, opts))}, opts))
+        print("\n".join(runner.show(r.command) for r in _shard_of(planned, opts)))
         print(runner.show(summary))
         return 0
     progress.say(f"sweep {sweep.name}: {len(planned)} runs ({seeds} seed(s) x "
-                 f"{len(variants)} variants) under {root}, {jobs} at a time")
-    return _execute(planned, jobs, root) or subprocess.call(summary)
+                 f"{len(variants)} variants) under {root}, {jobs} at a time"
+                 + _shard_note(opts))
+    status = _execute(_shard_of(planned, opts), jobs, root, opts, sweep.name)
+    if status or opts["shard"][1] > 1:
+        return status
+    return subprocess.call(summary)
 
 
-def _execute(planned, jobs: int, root: str) -> int:
+def _shard_of(planned, opts: Dict[str, Any]):
+    return runner.shard(planned, *opts["shard"])
+
+
+def _shard_note(opts: Dict[str, Any]) -> str:
+    i, n = opts["shard"]
+    return f"; shard {i}/{n}: one planned run in {n}" if n > 1 else ""
+
+
+def _execute(planned, jobs: int, root: str, opts: Dict[str, Any], sweep: str) -> int:
     """Runs the planned runs; 0, or the exit status that reports what failed."""
     try:
-        failed = runner.execute(planned, jobs)
+        failed = runner.execute(planned, jobs, opts["ledger"], sweep)
     except KeyboardInterrupt:
         print(f"interrupted; run the same command to resume the sweep under {root}",
               file=sys.stderr)
@@ -143,60 +196,133 @@ def _execute(planned, jobs: int, root: str) -> int:
     return 0
 
 
+def _plan_line(config: str, counts: Dict[str, int], opts: Dict[str, Any],
+               variants: Sequence[str] = ()) -> str:
+    """`# planned: N runs (...), about H hours one at a time (from ...)`: the estimate
+    from the ledger's finished runs of the same config (each variant's own mean where it
+    has some)."""
+    parts = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("runs", "total"))
+    total = counts.get("total", counts.get("runs", 0))
+    line = f"# planned: {total} runs" + (f" ({parts})" if parts else "") + _shard_note(opts)
+    lines = [l for l in ledger.read([opts["ledger"]]) if l["config"] == config
+             and l.get("seconds")] if opts["ledger"] else []
+    if not lines:
+        return line + "; no estimate (no finished run of this config in --ledger)"
+    seconds = statistics.fmean(l["seconds"] for l in lines)
+    return (line + f"; about {total * seconds / 3600:.1f} hours one at a time (mean "
+            f"{seconds:.0f} s over the ledger's {len(lines)} runs of {config})")
+
+
 def _run_tuned(sweep, config: str, variants, opts: Dict[str, Any], python: str) -> int:
-    """`--tune` (grid, selection on validation, final seeds) or `--selection=PATH`."""
+    """`--tune` (the protocol of avgmm/experiments/tuning.py: screen, confirm, final
+    seeds) or `--selection=PATH` (settings chosen before, for seeds 0..N-1)."""
     root, jobs = opts["root"], opts["jobs"]
     selection_path = os.path.join(root, tuning.SELECTION_FILE)
-    summary = runner.summary_command(sweep, root, python=python, selection=selection_path)
+    summary = runner.summary_command(sweep, root, python=python, selection=selection_path,
+                                     ledger=opts["ledger"])
     if opts["selection"]:
         chosen = tuning.read_selection(opts["selection"])
         missing = [v.name for v in variants if v.name not in chosen]
         if missing:
             raise UserError(f"{opts['selection']} has no chosen setting for "
                             f"{', '.join(missing)}; tune them first (--tune)")
-        final_seeds = opts["seeds"]
+        settings = {v.name: [(chosen[v.name]["setting"], chosen[v.name]["overrides"])]
+                    for v in variants}
+        planned = _shard_of(runner.plan(sweep, config, root, opts["seeds"], opts["extra"],
+                                        python, variants, settings), opts)
         if opts["dry"]:
-            settings = {v.name: [(chosen[v.name]["setting"], chosen[v.name]["overrides"])]
-                        for v in variants}
-            for r in runner.plan(sweep, config, root, final_seeds, opts["extra"], python,
-                                 variants, settings):
+            print(_plan_line(config, {"runs": len(planned)}, opts))
+            for r in planned:
                 print(runner.show(r.command))
             print(runner.show(summary))
             return 0
-        chosen = {v.name: dict(chosen[v.name], selected_in=opts["selection"])
-                  for v in variants}
-        tuning.write_selection(root, chosen)
-    else:
-        config_file = config_text.load_config_file(config)
-        lr = float(_override(opts["extra"], "optimizer.learning_rate",
-                             config_file.optimizer.learning_rate))
-        method = str(_override(opts["extra"], "method", config_file.method))
-        grids = {v.name: tuning.grid(v, lr, method) for v in variants}
-        settings = {name: [(s.name, s.overrides) for s in g] for name, g in grids.items()}
-        planned = runner.plan(sweep, config, root, opts["seeds"], opts["extra"], python,
-                              variants, settings)
-        final_seeds = opts["final_seeds"]
-        if opts["dry"]:
-            print("\n".join(runner.show(r.command) for r in planned))
-            print(f"# then each variant's setting with the best mean validation accuracy "
-                  f"(written to {selection_path}) for seeds 0..{final_seeds - 1}")
-            print(runner.show(summary))
-            return 0
-        progress.say(f"tuning {sweep.name}: {len(planned)} runs ({opts['seeds']} seed(s) x "
-                     f"{sum(len(g) for g in grids.values())} settings of {len(variants)} "
-                     f"variants) under {root}, {jobs} at a time")
-        status = _execute(planned, jobs, root)
+        tuning.write_selection(root, {v.name: dict(chosen[v.name],
+                                                   selected_in=opts["selection"])
+                                      for v in variants})
+        status = _execute(planned, jobs, root, opts, sweep.name)
+        return status or (0 if opts["shard"][1] > 1 else subprocess.call(summary))
+
+    config_file = config_text.load_config_file(config)
+    lr = float(_override(opts["extra"], "optimizer.learning_rate",
+                         config_file.optimizer.learning_rate))
+    method = str(_override(opts["extra"], "method", config_file.method))
+    grids = {v.name: tuning.grid(v, lr, method) for v in variants}
+    final_seeds = list(range(len(tuning.CHOICE_SEEDS), opts["final_seeds"]))
+
+    def stage(name: str, settings, seeds) -> Optional[int]:
+        """Runs this shard's part of a stage; the exit status where the sweep stops here
+        (a failure, or other shards' runs missing from the ledger), else None."""
+        planned = runner.plan(sweep, config, root, seeds, opts["extra"], python, variants,
+                              settings)
+        progress.say(f"tuning {sweep.name}, {name}: {len(planned)} runs under {root}, "
+                     f"{jobs} at a time" + _shard_note(opts))
+        status = _execute(_shard_of(planned, opts), jobs, root, opts, sweep.name)
         if status:
             return status
-        chosen = tuning.select(root, variants, grids, opts["seeds"])
-        progress.say(f"chosen on validation: {tuning.write_selection(root, chosen)}")
-    settings = {v.name: [(chosen[v.name]["setting"], chosen[v.name]["overrides"])]
-                for v in variants}
-    final = runner.plan(sweep, config, root, final_seeds, opts["extra"], python, variants,
-                        settings)
-    progress.say(f"final runs: {len(final)} ({final_seeds} seeds x {len(variants)} "
-                 "variants at their chosen settings)")
-    return _execute(final, jobs, root) or subprocess.call(summary)
+        done = _accuracies(planned, opts)
+        gaps = [r for r in planned if (r.variant.name, r.setting, r.seed) not in done]
+        if gaps:
+            if opts["shard"][1] > 1:
+                progress.say(f"{name}: this shard's runs are done; {len(gaps)} run(s) of "
+                             f"other shards are not in {opts['ledger']} yet: concatenate "
+                             "the shards' ledgers into it and run this command again")
+                return 0
+            raise UserError(f"{name}: {len(gaps)} run(s) finished without a validation "
+                            f"accuracy, e.g. {gaps[0].workdir}")
+        return None
+
+    screen = {n: [(s.name, s.overrides) for s in g] for n, g in grids.items()}
+    if opts["dry"]:
+        print(_plan_line(config, tuning.planned_count(len(variants), opts["final_seeds"]),
+                         opts))
+        for r in _shard_of(runner.plan(sweep, config, root, tuning.SCREEN_SEEDS,
+                                       opts["extra"], python, variants, screen), opts):
+            print(runner.show(r.command))
+        print(f"# then, per variant, its {tuning.CONFIRM_TOP} best settings on validation "
+              f"(seed 0) for seeds 1-2, the best mean over seeds 0-2 (written to "
+              f"{selection_path}) for seeds {len(tuning.CHOICE_SEEDS)}.."
+              f"{opts['final_seeds'] - 1}")
+        print(runner.show(summary))
+        return 0
+    status = stage("screen (seed 0, every setting)", screen, tuning.SCREEN_SEEDS)
+    if status is not None:
+        return status
+    acc = _accuracies(runner.plan(sweep, config, root, tuning.SCREEN_SEEDS, opts["extra"],
+                                  python, variants, screen), opts)
+    by_name = {n: {s.name: s for s in g} for n, g in grids.items()}
+    top = {n: tuning.top_settings(acc, n, list(by_name[n])) for n in grids}
+    confirm = {n: [(t, by_name[n][t].overrides) for t in top[n]] for n in grids}
+    confirm_seeds = [s for s in tuning.CHOICE_SEEDS if s not in tuning.SCREEN_SEEDS]
+    status = stage(f"confirm (the best {tuning.CONFIRM_TOP} settings, seeds "
+                   f"{confirm_seeds[0]}-{confirm_seeds[-1]})", confirm, confirm_seeds)
+    if status is not None:
+        return status
+    acc = _accuracies(runner.plan(sweep, config, root, tuning.CHOICE_SEEDS, opts["extra"],
+                                  python, variants, confirm), opts)
+    chosen = {}
+    for v in variants:
+        best, means = tuning.choose(acc, v.name, top[v.name])
+        s = by_name[v.name][best]
+        chosen[v.name] = {"setting": best, "overrides": list(s.overrides), "values": s.values,
+                          "settings_tried": len(grids[v.name]), "val_means": means}
+    progress.say(f"chosen on validation: {tuning.write_selection(root, chosen)}")
+    final = {n: [(c["setting"], c["overrides"])] for n, c in chosen.items()}
+    if final_seeds:
+        status = stage(f"final (the chosen setting, seeds {final_seeds[0]}-"
+                       f"{final_seeds[-1]})", final, final_seeds)
+        if status is not None:
+            return status
+    return subprocess.call(summary)
+
+
+def _accuracies(planned, opts: Dict[str, Any]) -> tuning.Accuracies:
+    """Validation accuracies of the planned runs: from the ledger (every shard's, once
+    merged) where there is one, else from their workdirs."""
+    if opts["ledger"]:
+        keys = {r.key() for r in planned}
+        return tuning.accuracies_of_lines(l for l in ledger.read([opts["ledger"]])
+                                          if l["key"] in keys)
+    return tuning.accuracies_of_runs(planned)
 
 
 def _override(extra: List[str], field: str, default: Any) -> Any:
