@@ -14,6 +14,5 @@ def test_one_and_four_devices_train_alike(tiny_config, tmp_path, method):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")
     tiny_config.method = method
-    tiny_config.opm.warmup_epochs = 1
     runs = device_runs.train_on_device_counts(tiny_config, tmp_path)
     device_runs.assert_runs_agree(runs[1], runs[4])

@@ -91,8 +91,9 @@ def _method(tiny_config, **settings):
 
 def test_reinit_epochs_follow_the_authors_loop(tiny_config):
     # ours.py: `if epoch % reinit_epoch == 0 and epoch > 0` after training epoch `epoch`
-    # (0-based), at most reinit_num times: 20, 40, 60 with ours.sh's 20 and 3.
-    m = _method(tiny_config, reinit_epoch=20, reinit_num=3)
+    # (0-based), at most reinit_num times: 20, 40, 60 with ours.sh's 20 (of 90) and 3.
+    tiny_config.epochs = 90
+    m = _method(tiny_config, reinit_fraction=20 / 90, reinit_num=3)
     assert [e for e in range(100) if m.reinit_index(e)] == [20, 40, 60]
     assert [m.reinit_index(e) for e in (20, 40, 60)] == [1, 2, 3]
     # The hook runs before the next epoch: the record of epoch 21 (0-based) says so.
@@ -101,18 +102,24 @@ def test_reinit_epochs_follow_the_authors_loop(tiny_config):
 
 def test_default_period_is_the_authors_share_of_the_budget(tiny_config):
     # 20 of 90 epochs: round(3 * 20 / 90) = round(0.67) = 1 for the tiny config's 3
-    # epochs, round(100 * 20 / 90) = 22 for 100, exactly 20 for 90.
+    # epochs, 2 for the demo's 10, round(100 * 20 / 90) = 22 for 100, exactly 20 for 90;
+    # never less than one (2 epochs: 0.44).
     m = _method(tiny_config)
     assert tiny_config.epochs == 3 and m.period() == 1
     tiny_config.epochs = 100
     assert m.period() == 22
     tiny_config.epochs = 90
     assert m.period() == 20
+    tiny_config.epochs = 10
+    assert m.period() == 2
+    tiny_config.epochs = 2
+    assert m.period() == 1
 
 
 @pytest.mark.parametrize("field, value", [("move_lambda", math.nan),
                                           ("move_lambda", -1.0), ("reinit_num", -1),
-                                          ("reinit_epoch", -2), ("kmeans_inits", 0)])
+                                          ("reinit_fraction", 0.0),
+                                          ("reinit_fraction", 1.5), ("kmeans_inits", 0)])
 def test_bad_settings_are_refused(tiny_config, tmp_path, field, value):
     _method(tiny_config, **{field: value})
     with pytest.raises(UserError, match=f"diagnose_relearn.{field}"):
@@ -121,7 +128,7 @@ def test_bad_settings_are_refused(tiny_config, tmp_path, field, value):
 
 # ------------------------------------------------------------------ the hook
 def test_hook_moves_each_encoder_towards_its_initialization(tiny_config):
-    _method(tiny_config, reinit_epoch=1)
+    _method(tiny_config, reinit_fraction=1 / 3)
     tiny_config.num_devices = 1
     ds = pipeline.load_dataset(tiny_config.data.name, tiny_config.data.data_dir,
                                tiny_config.data.num_frames)
@@ -176,7 +183,7 @@ def test_feature_rows_are_every_sample_in_index_order(tiny_config):
 def test_one_and_four_devices_train_alike_with_reinitializations(tiny_config, tmp_path):
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")
-    _method(tiny_config, reinit_epoch=1)
+    _method(tiny_config, reinit_fraction=1 / 3)
     runs = device_runs.train_on_device_counts(tiny_config, tmp_path)
     records = runs[1]
     assert [r["reinitialized"] for r in records] == [False, False, True]

@@ -77,10 +77,16 @@ def test_blend_loss_weights_the_outputs_and_skips_held_out_samples():
 
 
 def test_estimates_start_every_super_epoch(tiny_config):
-    tiny_config.g_blending.super_epoch = 3
+    tiny_config.epochs = 9
+    tiny_config.g_blending.super_epoch_fraction = 1 / 3  # 3 epochs of 9
     method = g_blending.GBlending(tiny_config)
     assert [method.estimates(e) for e in range(7)] == [True, False, False, True, False,
                                                        False, True]
+    # BalanceBenchmark's 10 of 30 epochs: estimates at epochs 0, 3, 6, 9 of the demo's 10.
+    tiny_config.epochs = 10
+    tiny_config.g_blending.super_epoch_fraction = 10 / 30
+    method = g_blending.GBlending(tiny_config)
+    assert [e for e in range(10) if method.estimates(e)] == [0, 3, 6, 9]
 
 
 def test_bad_settings_are_refused(tiny_config, tmp_path):
@@ -125,7 +131,8 @@ def test_g_blending_trains_end_to_end_and_one_and_four_devices_agree(tiny_config
     config = tiny_config
     config.method = "g_blending"
     config.epochs = 1
-    config.g_blending.super_epoch = 1  # an estimate before it: three copies, one epoch each
+    config.g_blending.super_epoch_fraction = 1.0  # an estimate before it: three copies,
+    # one epoch each
     config.g_blending.holdout_fraction = 0.25
     runs = device_runs.train_on_device_counts(config, tmp_path)
     records = runs[1]

@@ -11,6 +11,7 @@ import pytest
 import device_runs
 
 from avgmm import methods, train
+from avgmm.errors import UserError
 from avgmm.workdir import Workdir
 from avgmm.methods import base, ogm, ogm_ge
 
@@ -108,6 +109,8 @@ def test_transform_grads_outside_the_window_leaves_gradients_alone(tiny_config):
 
 
 def test_modulation_windows_follow_the_authors_epoch_loops(tiny_config):
+    # At the authors' own 100 epochs the shares give their epochs exactly.
+    tiny_config.epochs = 100
     tiny_config.method = "ogm_ge"
     cvpr = methods.get(tiny_config)
     # CVPR main.py: modulation_starts (0) <= epoch <= modulation_ends (50), 0-based.
@@ -118,6 +121,29 @@ def test_modulation_windows_follow_the_authors_epoch_loops(tiny_config):
     assert [tpami.modulates(e) for e in (5, 6, 60, 61)] == [False, True, True, False]
     assert tpami.step_scalars(3) == {"modulate": 0.0}
     assert isinstance(tpami, ogm.Ogm) and tiny_config.ogm.alpha == 0.8
+
+
+def test_modulation_windows_scale_to_a_short_budget(tiny_config):
+    # The demo's 10 epochs: OGM-GE modulates the first 51% (round(5.1) = 5 epochs); OGM
+    # warms up 6% (at least one epoch) and modulates up to 61% (round(6.1) = 6).
+    tiny_config.epochs = 10
+    tiny_config.method = "ogm_ge"
+    assert [e for e in range(10) if methods.get(tiny_config).modulates(e)] == [0, 1, 2, 3, 4]
+    tiny_config.method = "ogm"
+    assert [e for e in range(10) if methods.get(tiny_config).modulates(e)] == [1, 2, 3, 4, 5]
+    # Two epochs: the warm-up takes one, the window keeps the other.
+    tiny_config.epochs = 2
+    assert [methods.get(tiny_config).modulates(e) for e in range(2)] == [False, True]
+
+
+@pytest.mark.parametrize("field, value", [("warmup_fraction", 1.0),
+                                          ("modulation_end_fraction", 0.0),
+                                          ("modulation_start_fraction", -0.1)])
+def test_bad_schedule_shares_are_refused(tiny_config, tmp_path, field, value):
+    tiny_config.method = "ogm"
+    tiny_config.ogm[field] = value
+    with pytest.raises(UserError, match=f"ogm.{field}"):
+        train.train_and_evaluate(tiny_config, str(tmp_path / "bad"))
 
 
 def test_batch_scores_and_coefficients_agree_on_one_and_four_devices():
@@ -145,13 +171,13 @@ def test_batch_scores_and_coefficients_agree_on_one_and_four_devices():
 @pytest.mark.parametrize("method", ["ogm_ge", "ogm"])
 def test_tiny_run_trains_and_logs_the_coefficients(tiny_config, tmp_path, method):
     tiny_config.method = method
-    if method == "ogm":
-        tiny_config.ogm.warmup_epochs = 1  # the default six would leave 3 epochs unmodulated
     workdir = str(tmp_path / method)
     results = train.train_and_evaluate(tiny_config, workdir)
     records = Workdir(workdir).read_metrics()
     assert len(records) == 3
-    expected = [True] * 3 if method == "ogm_ge" else [False, True, True]
+    # 3 epochs: OGM-GE's window is the first 51% (2 epochs); OGM's warm-up of 6% takes
+    # one, its window up to 61% the next.
+    expected = [True, True, False] if method == "ogm_ge" else [False, True, False]
     assert [r["modulated"] for r in records] == expected
     for r, on in zip(records, expected):
         t = r["train"]

@@ -97,7 +97,7 @@ def test_bad_drop_settings_are_refused(tiny_config, tmp_path):
 @pytest.mark.slow
 def test_tiny_run_drops_after_the_warm_up(tiny_config, tmp_path):
     tiny_config.method = "opm"
-    tiny_config.opm.warmup_epochs = 1  # the default six would leave 3 epochs undropped
+    # The default warm-up, 6% of the budget, is one of the 3 epochs (at least one).
     tiny_config.opm.p_exe = 1.0  # every batch drops: the kept fractions show it
     workdir = str(tmp_path / "opm")
     results = train.train_and_evaluate(tiny_config, workdir)

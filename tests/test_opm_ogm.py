@@ -20,14 +20,17 @@ from avgmm.models import make_model
 def test_defaults_are_the_two_scripts_settings(tiny_config):
     c = tiny_config.opm_ogm
     # train_opm.sh: --q_base 0.5 --lam 0.5 --p_exe 0.7; train_ogm.sh: --alpha 0.8
-    # --modulation_starts 0 --modulation_ends 60; main.py: OGM_GE, warm_up for epoch <= 5.
+    # --modulation_starts 0 --modulation_ends 60; main.py: OGM_GE, warm_up for epoch <= 5;
+    # the epochs as shares of main.py's 100.
     assert (c.q_base, c.lam, c.p_exe) == (0.5, 0.5, 0.7)
-    assert (c.alpha, c.mode, c.modulation_starts, c.modulation_ends) == (0.8, "OGM_GE", 0, 60)
-    assert c.warmup_epochs == 6
+    assert (c.alpha, c.mode) == (0.8, "OGM_GE")
+    assert (c.modulation_start_fraction, c.modulation_end_fraction) == (0.0, 0.61)
+    assert c.warmup_fraction == 0.06
 
 
 def test_one_warm_up_for_both_and_the_ogm_window(tiny_config):
     tiny_config.method = "opm_ogm"
+    tiny_config.epochs = 100  # the authors' budget: their epochs exactly
     m = methods.get(tiny_config)
     # main.py's one `warm_up = 1 if epoch <= 5` switches both off; OGM also needs
     # modulation_starts <= epoch <= modulation_ends (60); OPM drops after it too.
@@ -39,7 +42,7 @@ def test_one_warm_up_for_both_and_the_ogm_window(tiny_config):
 
 @pytest.mark.parametrize("field, value", [("lam", 1.0), ("alpha", math.inf),
                                           ("alpha", -0.1), ("mode", "GE"),
-                                          ("warmup_epochs", -1), ("p_exe", 1.5)])
+                                          ("warmup_fraction", -1), ("p_exe", 1.5)])
 def test_bad_settings_are_refused(tiny_config, tmp_path, field, value):
     tiny_config.method = "opm_ogm"
     tiny_config.opm_ogm[field] = value
@@ -107,8 +110,8 @@ def test_tiny_runs_drop_and_modulate_and_agree_on_one_and_four_devices(tiny_conf
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 devices")
     tiny_config.method = "opm_ogm"
-    tiny_config.opm_ogm.warmup_epochs = 1
-    tiny_config.opm_ogm.modulation_ends = 1  # epoch 2 modulated, epoch 3 dropping only
+    # The defaults on 3 epochs: a warm-up epoch (6%, at least one), OGM's window up to 61%
+    # (round(1.83) = 2): epoch 2 modulated, epoch 3 dropping only.
     tiny_config.opm_ogm.p_exe = 1.0
     runs = device_runs.train_on_device_counts(tiny_config, tmp_path)
     records = runs[1]

@@ -155,9 +155,9 @@ def test_pmr_trains_end_to_end_and_one_and_four_devices_agree(tiny_config, tmp_p
         pytest.skip("needs 4 devices")
     config = tiny_config
     config.method = "pmr"
-    config.pmr.modulation_ends = 1  # epochs 1-2 modulated, epoch 3 plain CE
+    config.pmr.modulation_end_fraction = 2 / 3  # epochs 1-2 modulated, epoch 3 plain CE
     config.pmr.mu = 0.01  # the entropy switch on (off by default, as the authors' script)
-    config.pmr.entropy_epochs = 0  # entropy bonus in epoch 1 only
+    config.pmr.entropy_fraction = 1 / 3  # entropy bonus in epoch 1 only
     runs = device_runs.train_on_device_counts(config, tmp_path)
     records = runs[1]
     assert [r["pmr_modulated"] for r in records] == [True, True, False]

@@ -18,6 +18,7 @@ identities on one device) and a per-step random key that is the same on every de
 """
 
 import dataclasses
+import math
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import jax
@@ -95,8 +96,10 @@ class Method:
     name: ClassVar[str] = ""
     # Its name in tables (the paper's, e.g. "OGM-GE").
     label: ClassVar[str] = ""
-    # Its one main hyper-parameter and the values an equal tuning tries besides the
-    # learning rate, e.g. {"ogm_ge.alpha": (0.1, 0.4, 0.8)}; {} when it has none.
+    # Its one main hyper-parameter and the two values an equal tuning tries besides the
+    # learning rate (3 x 2 settings): the default first, then the alternative most worth
+    # trying at a short budget, e.g. {"ogm_ge.alpha": (0.1, 0.8)}. {} only for a method
+    # without any hyper-parameter (the tuning then tries more learning rates instead).
     tuning: ClassVar[Dict[str, Tuple[Any, ...]]] = {}
     # Fusion head the method trains: "split" (one dense layer on [phi_a; phi_v], whose
     # halves are the unimodal logits), "shared" (one layer applied to each modality) or
@@ -132,6 +135,18 @@ class Method:
     def epochs(self) -> int:
         """The run's epoch budget, the same for every method."""
         return int(self.config.epochs)
+
+    def epochs_of(self, fraction: float) -> int:
+        """`fraction` of this run's budget in whole epochs (`epochs_of` below)."""
+        return epochs_of(fraction, self.epochs())
+
+    def window(self, start_fraction: float, end_fraction: float) -> Tuple[int, int]:
+        """`(first, stop)`: the 0-based epochs `first <= epoch < stop` of a part of the
+        schedule given as shares of the budget (e.g. a modulation window). It keeps at
+        least one epoch when it fits in the budget: rounding must not remove the method's
+        treatment from a short run."""
+        first = self.epochs_of(start_fraction)
+        return first, min(self.epochs(), max(self.epochs_of(end_fraction), first + 1))
 
     def phase_spans(self) -> List[Dict[str, Any]]:
         """The schedule as `[{"phase", "first_epoch", "last_epoch"}]`, epochs 1-based
@@ -252,6 +267,29 @@ class Method:
     def fused(self, logits: AVLogits) -> jnp.ndarray:
         """The multimodal prediction's logits (evaluation and training accuracy)."""
         return logits.fused
+
+
+def epochs_of(fraction: float, budget: int) -> int:
+    """A share of an epoch budget in whole epochs: `floor(fraction * budget + 0.5)`
+    (halves round up, the same on every platform), at least 1 when `fraction > 0` (an
+    authors' schedule part of one epoch or more never vanishes from a short run) and at
+    most `budget`.
+
+    Schedule settings of the baselines are shares of `config.epochs`, from the authors'
+    epochs at their own epoch count (OGM's six warm-up epochs of 100 are 0.06), so that a
+    10-epoch run does what a 100-epoch one does, scaled."""
+    epochs = int(math.floor(fraction * budget + 0.5))
+    if fraction > 0:
+        epochs = max(epochs, 1)
+    return max(0, min(epochs, int(budget)))
+
+
+def need_fraction(need: Need, value: Any, field: str, *, below_one: bool = True) -> None:
+    """Checks that `config.<field>` is a share of the budget: a finite number in [0, 1)
+    (`below_one`: a warm-up must leave epochs to the rest) or in [0, 1]."""
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and 0 <= value and (value < 1 if below_one else value <= 1))
+    need(ok, field, "a share of config.epochs in " + ("[0, 1)" if below_one else "[0, 1]"))
 
 
 def accuracy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:

@@ -9,7 +9,7 @@ class Concat(base.Method):
 
     name = "concat"
     label = "Baseline (Concat)"
-    tuning = {}
+    tuning = {}  # no hyper-parameter: the learning rate is all an equal tuning varies
 
     def loss(self, phase, logits, batch, method_state, scalars):
         return losses.concat_loss(logits.fused, batch["label"])

@@ -47,7 +47,12 @@ class MLA(base.Method):
 
     name = "mla"
     label = "MLA"
-    tuning = {}
+    # Its only switch that changes training: the released code's plain alternation
+    # (default), then the paper's head-gradient projection, which the released code never
+    # runs. The others are the test-time fusion (no effect on training), its fixed weight
+    # and the projection's alpha schedule (read only with the projection on), and the
+    # torch-1.8 idle-step detail.
+    tuning = {"mla.gradient_projection": (False, True)}
     head = "shared"
 
     @classmethod

@@ -142,8 +142,9 @@ class PMR(base.Method):
 
     name = "pmr"
     label = "PMR"
-    # The authors' argparse default 1.0 and script value 2.0, and twice that.
-    tuning = {"pmr.alpha": (1.0, 2.0, 4.0)}
+    # The prototype loss's weight: bash.sh's 2.0, then the argparse default 1.0 (the other
+    # value the authors ship), a weaker pull for a run with few epochs of prototypes.
+    tuning = {"pmr.alpha": (2.0, 1.0)}
 
     @classmethod
     def defaults(cls):
@@ -153,21 +154,24 @@ class PMR(base.Method):
         c.alpha = 2.0
         # bash.sh: --momentum_coef 0.0 (argparse default 0.2).
         c.momentum = 0.0
-        # bash.sh: --modulation_starts 0 --modulation_ends 70 (of 130 epochs); both
-        # 0-based and inclusive, as `modulation_starts <= epoch <= modulation_ends` there.
-        c.modulation_starts = 0
-        c.modulation_ends = 70
+        # bash.sh: --modulation_starts 0 --modulation_ends 70 (of --epochs 130), 0-based
+        # and inclusive (`modulation_starts <= epoch <= modulation_ends`): modulation ends
+        # after 71 epochs of 130. As shares of the budget.
+        c.modulation_start_fraction = 0 / 130
+        c.modulation_end_fraction = (70 + 1) / 130
         # The authors' main_Prototype_grad.py gives the slower modality the full alpha
         # ("step"); "ratio" scales it by the clipped imbalance (GeWu-Lab BalanceBenchmark).
         c.coefficient = "step"
         # Prototype entropy regularization (the paper's): absent from the authors' script
         # (main_Prototype_grad.py:178, `loss = criterion(out, label) + beta *
         # loss_proto_a + lam * loss_proto_v`) and from BalanceBenchmark's current
-        # PMR_trainer.py (line 175, the same sum), so off. As a switch: mu 0.01 and 10
-        # epochs (modulation_starts .. modulation_starts + 10) are an earlier
-        # BalanceBenchmark version's mu and norm_epoch; the paper gives no numbers.
+        # PMR_trainer.py (line 175, the same sum), so off. As a switch: mu 0.01 and
+        # norm_epoch 10 are an earlier BalanceBenchmark version's (entropy on while
+        # `epoch <= modulation_starts + norm_epoch`: 11 epochs); the paper gives no numbers.
+        # Its share: of the 130 epochs of the schedule it is part of (bash.sh), since that
+        # BalanceBenchmark version's epoch count is not recorded here.
         c.mu = 0.0
-        c.entropy_epochs = 10
+        c.entropy_fraction = (10 + 1) / 130
         return c
 
     @classmethod
@@ -176,24 +180,33 @@ class PMR(base.Method):
         need(math.isfinite(c.alpha) and c.alpha >= 0, "pmr.alpha", "a finite number >= 0")
         need(math.isfinite(c.mu) and c.mu >= 0, "pmr.mu", "a finite number >= 0")
         need(0 <= c.momentum < 1, "pmr.momentum", "a number in [0, 1)")
-        need(c.modulation_starts >= 0, "pmr.modulation_starts", "an epoch >= 0")
-        need(c.modulation_ends >= c.modulation_starts, "pmr.modulation_ends",
-             "an epoch >= pmr.modulation_starts")
-        need(c.entropy_epochs >= 0, "pmr.entropy_epochs", "a number of epochs >= 0")
+        base.need_fraction(need, c.modulation_start_fraction, "pmr.modulation_start_fraction")
+        base.need_fraction(need, c.modulation_end_fraction, "pmr.modulation_end_fraction",
+                           below_one=False)
+        need(c.modulation_end_fraction > c.modulation_start_fraction,
+             "pmr.modulation_end_fraction", "a share > pmr.modulation_start_fraction")
+        base.need_fraction(need, c.entropy_fraction, "pmr.entropy_fraction", below_one=False)
         need(c.coefficient in COEFFICIENTS, "pmr.coefficient", f"one of {COEFFICIENTS}")
 
     # ------------------------------------------------------------------ schedule
+    def modulation_window(self) -> Tuple[int, int]:
+        """`(first, stop)`: the prototype terms are added in the 0-based epochs
+        `first <= epoch < stop` (at least one when the budget has room)."""
+        c = self.config.pmr
+        return self.window(c.modulation_start_fraction, c.modulation_end_fraction)
+
     def modulated(self, epoch: int) -> bool:
         """Whether the 0-based `epoch` adds the prototype terms."""
-        c = self.config.pmr
-        return c.modulation_starts <= epoch <= c.modulation_ends
+        first, stop = self.modulation_window()
+        return first <= epoch < stop
 
     def entropy_on(self, epoch: int) -> bool:
-        """Whether the entropy bonus is on (`mu > 0`, the first epochs of the modulation
-        window)."""
+        """Whether the entropy bonus is on (`mu > 0`, the first `entropy_fraction` of the
+        budget from the modulation window's start)."""
         c = self.config.pmr
+        first, _ = self.modulation_window()
         return (c.mu > 0 and self.modulated(epoch)
-                and epoch <= c.modulation_starts + c.entropy_epochs)
+                and epoch < first + self.epochs_of(c.entropy_fraction))
 
     def describe(self, epoch):
         return {"pmr_modulated": self.modulated(epoch),

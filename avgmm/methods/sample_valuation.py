@@ -20,7 +20,6 @@ GeWu-Lab/BalanceBenchmark `balancemm/trainer/Sample_trainer.py`,
 `balancemm/datasets/__init__.py` (`create_dataset_sample_level`).
 """
 
-import math
 import time
 from typing import Tuple
 
@@ -104,8 +103,10 @@ class SampleValuation(base.Method):
 
     name = "sample_valuation"
     label = "Sample-level valuation"
-    # The warm-up's share of the epochs: the authors' 5 of 60, halved and doubled.
-    tuning = {"sample_valuation.warmup_fraction": (1 / 24, 1 / 12, 1 / 6)}
+    # The warm-up's share of the epochs: the authors' 5 of 60, then twice that. Half of it
+    # would round to the same one epoch on a 10- or 12-epoch budget; a longer warm-up
+    # values the samples with a model that has learned something.
+    tuning = {"sample_valuation.warmup_fraction": (5 / 60, 1 / 6)}
 
     @classmethod
     def defaults(cls):
@@ -121,16 +122,13 @@ class SampleValuation(base.Method):
     @classmethod
     def validate(cls, config, need):
         c = config.sample_valuation
-        f = c.warmup_fraction
-        need(isinstance(f, (int, float)) and math.isfinite(f) and 0 <= f < 1,
-             "sample_valuation.warmup_fraction", "a number in [0, 1)")
+        base.need_fraction(need, c.warmup_fraction, "sample_valuation.warmup_fraction")
         need(c.value in VALUES, "sample_valuation.value", f"one of {VALUES}")
 
     # ------------------------------------------------------------------ schedule
     def warmup_epochs(self) -> int:
         """Epochs trained on the fused cross entropy alone before the first valuation."""
-        return int(math.floor(self.config.sample_valuation.warmup_fraction * self.epochs()
-                              + 0.5))
+        return self.epochs_of(self.config.sample_valuation.warmup_fraction)
 
     def resamples(self, epoch: int) -> bool:
         """Whether the 0-based `epoch` is valued and re-sampled."""

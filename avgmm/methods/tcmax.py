@@ -64,7 +64,11 @@ class TCMax(base.Method):
 
     name = "tcmax"
     label = "TCMax"
-    tuning = {}  # the released objective has no hyper-parameter
+    # The released objective has no hyper-parameter (--TCMax_sample_num, a sampled
+    # approximation, is in no script). The batch size sets its grid, but it is the
+    # config's, shared by every method: tuning it for one would change that method's
+    # protocol. The learning rate is all an equal tuning can vary.
+    tuning = {}
 
     def update(self, phase, state, batch, scalars, ctx):
         labels = batch["label"]
