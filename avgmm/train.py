@@ -131,7 +131,8 @@ def _prepare_workdir(config: ml_collections.ConfigDict, wd: Workdir, fresh: bool
              f"--fresh: nothing to delete in {wd.path}")
     wd.check_config(config, absent_ok=lambda field, value: (
         config_defaults.added_field_ok(field, value)
-        or methods.absent_field_ok(config, field, value)))
+        or methods.absent_field_ok(config, field, value)),
+        unread=lambda field: bool(methods.unused_fields(config, [field])))
     # Saved once the config has proven usable: a typo fixed on the next try is no conflict.
     wd.save_config(config)
 

@@ -134,11 +134,15 @@ class Workdir:
             return json.load(f)
 
     def check_config(self, config: ml_collections.ConfigDict,
-                     absent_ok: Optional[Callable[[str, Any], bool]] = None) -> None:
+                     absent_ok: Optional[Callable[[str, Any], bool]] = None,
+                     unread: Optional[Callable[[str], bool]] = None) -> None:
         """Refuses a workdir whose run was started with a different config.
 
         `absent_ok(field, value)`: whether a field the saved config lacks (a run saved
-        before the field existed) may have `value` now without changing the run."""
+        before the field existed) may have `value` now without changing the run.
+        `unread(field)`: whether the run never reads the field (another method's setting),
+        so that a value changed, added or renamed there since the run was saved does not
+        matter."""
         saved = self.saved_config()
         if saved is None or not self.run_started():
             return
@@ -147,6 +151,8 @@ class Workdir:
         if absent_ok is not None:
             diff = {k: (a, b) for k, (a, b) in diff.items()
                     if not (a == "<absent>" and absent_ok(k, b))}
+        if unread is not None:
+            diff = {k: v for k, v in diff.items() if not unread(k)}
         if diff:
             fields = "; ".join(f"{k}: saved {a!r} -> now {b!r}" for k, (a, b) in diff.items())
             raise UserError(

@@ -67,3 +67,21 @@ def test_a_run_saved_before_method_settings_existed_still_resumes(tiny_config, t
     tiny_config.adaptive.finetune_epochs = 2
     with pytest.raises(ValueError, match=r"adaptive\.finetune_epochs: saved '<absent>'"):
         Workdir(str(workdir)).check_config(tiny_config, absent_ok=ok)
+
+
+def test_a_run_resumes_after_another_method_renamed_its_settings(tiny_config, tmp_path):
+    from avgmm import config_text, train
+    from avgmm.workdir import Workdir
+
+    workdir = tmp_path / "old"
+    workdir.mkdir()
+    saved = config_text.config_to_dict(tiny_config)
+    saved["ogm"] = {"alpha": 0.8, "warmup_epochs": 6}  # OGM's settings before a rename
+    (workdir / "config.json").write_text(json.dumps(saved))
+    (workdir / "metrics.jsonl").write_text('{"epoch": 1}\n')  # a started run
+    train._prepare_workdir(tiny_config, Workdir(str(workdir)), fresh=False)
+    # The run's own method's settings still have to match.
+    saved[tiny_config.method] = dict(saved[tiny_config.method], renamed_setting=1)
+    (workdir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="renamed_setting: saved 1 -> now '<absent>'"):
+        train._prepare_workdir(tiny_config, Workdir(str(workdir)), fresh=False)
