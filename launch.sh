@@ -28,14 +28,17 @@ usage: ./launch.sh COMMAND [ARGS...]
                                 --wrap "./launch.sh multihost configs/crema.py"
                               (--dry-run prints the srun line)
   ablations|table1|study|guided CONFIG [--seeds=N] [--workdir=DIR] [--jobs=J] [--dry-run]
-                              [--tune] [--config.FIELD=VALUE ...]
+                              [--tune] [--ledger=FILE] [--shard=I/N] [--config.FIELD=VALUE ...]
                               a declared sweep (avgmm/experiments/variants.py): ablations
                               (the paper's Tables 2 and 3 and its open readings), table1
                               (every registered method; --tune: equal tuning), study (the
                               reproduction study), guided (does GMM guidance help?);
                               N seeds each, J runs at a time, then the summary (report,
-                              Table 1 or study); run again, it resumes; --dry-run prints
-                              the commands
+                              Table 1 or study); run again, it resumes; --ledger: each
+                              finished run appended to FILE, recorded runs skipped;
+                              --shard=I/N: every N-th run (merge the shards' ledgers by
+                              concatenation); --dry-run prints the commands, the run
+                              count and the hours the ledger suggests
   sweep list [SWEEP] | sweep run SWEEP CONFIG ...
                               the same through python -m avgmm.experiments
   analyze --workdir=DIR [--checkpoint=best|latest|EPOCH] [--split=train]

@@ -1,5 +1,6 @@
 """The generated parts of README.md and docs/*.md: what the registries hold (methods,
-evaluators, sweeps, datasets), written from them so that the pages never go stale.
+evaluators, sweeps, datasets) and the headline results of the committed ledgers, written
+from them so that the pages never go stale.
 
     python -m avgmm.doc_blocks [--check]
 
@@ -64,9 +65,16 @@ def datasets_block() -> str:
     return "".join(lines)
 
 
+def headline_block() -> str:
+    """README's headline results from the project's committed ledgers."""
+    from avgmm.analysis import verdicts
+
+    return verdicts.headline_block(REPO)
+
+
 GENERATORS: Dict[str, Callable[[], str]] = {
     "methods": methods_block, "evaluators": evaluators_block, "sweeps": sweeps_block,
-    "datasets": datasets_block,
+    "datasets": datasets_block, "headline": headline_block,
 }
 
 
@@ -91,7 +99,7 @@ def main(argv: List[str]) -> int:
     check = argv[1:] == ["--check"]
     if argv[1:] in (["--help"], ["-h"]):
         print("usage: python -m avgmm.doc_blocks [--check]\n\nWrites the generated lists "
-              "of README.md and docs/ (methods, evaluators, sweeps, datasets); --check "
+              "of README.md and docs/ (methods, evaluators, sweeps, datasets, headline results); --check "
               "only says which are stale (exit status 1).")
         return 0
     if argv[1:] and not check:

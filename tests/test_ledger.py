@@ -197,3 +197,60 @@ def test_the_dry_run_plans_the_protocol_and_estimates_hours_from_the_ledger(tmp_
             f"{counts['total'] * 36 / 3600:.1f} hours one at a time") in out.stdout
     runs = [l for l in out.stdout.splitlines() if " -m avgmm.main " in l]
     assert len(runs) == counts["screen"] and all("/seed0 " in l for l in runs)
+
+
+def _setting_lines(name, guided_gain, clean_gap, seeds=5):
+    """A guided-study ledger: warm-up only at 90% (clean clips `clean_gap` points above),
+    gmm_guided `guided_gain` points above it, seed by seed with a little noise."""
+    lines = []
+    for s in range(seeds):
+        wiggle = 0.002 * (s % 3)
+        for variant, acc in (("warmup_only", 0.90 + wiggle), ("concat", 0.85 + wiggle),
+                             ("guided_weak0", 0.90 + guided_gain / 100 + wiggle + 0.003 * (-1) ** s),
+                             ("adaptive_paper", 0.89 + wiggle)):
+            line = _line(variant, s, val=acc, test=acc, key=f"{name}-{variant}-{s}")
+            line["config"] = f"configs/av_mnist.py:{name}"
+            line["results"]["test_accuracy_clean"] = acc + clean_gap / 100
+            lines.append(line)
+    return lines
+
+
+def test_the_verdict_pools_only_the_settings_that_can_tell(tmp_path):
+    paths = [_write(tmp_path / f"{n}.jsonl", _setting_lines(n, gain, gap))
+             for n, gain, gap in (("noise", 3.0, 10.0), ("graded", 0.0, 8.0),
+                                  ("two_sided", 5.0, 1.0))]
+    out = subprocess.run([sys.executable, "-m", "avgmm.study", *paths,
+                          f"--out={tmp_path / 'out'}"], cwd=REPO, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    verdict = (tmp_path / "out" / "verdict.md").read_text()
+    rows = {l.split(" | ")[0].strip("| "): l for l in verdict.splitlines()
+            if l.startswith("| noise") or l.startswith("| graded") or l.startswith("| two_")}
+    assert "| 10.0 | yes | concat 85.2 ± 0.2 |" in rows["noise"]
+    assert "| 1.0 | no |" in rows["two_sided"]
+    assert ("GMM guidance helps on some settings only: gmm_guided is better than the "
+            "warm-up loss alone on noise; level with the warm-up loss alone on graded") in verdict
+    assert "two_sided: the warm-up loss is within 2 points" in verdict
+    for name in ("noise", "graded", "two_sided"):
+        assert (tmp_path / "out" / name / "study.md").exists()
+
+
+def test_the_committed_ledgers_keep_the_keys_todays_code_gives_their_runs():
+    """The project's own ledgers outlive refactors: each recorded request (config file and
+    overrides) still resolves to the key it was recorded under. A change that breaks this
+    changes what those runs would compute (then the golden method test changes too), or
+    adds a field without its old value in ADDED_FIELDS."""
+    paths = [os.path.join(REPO, "docs", d, f) for d in ("table1", "gmm_guidance")
+             if os.path.isdir(os.path.join(REPO, "docs", d))
+             for f in sorted(os.listdir(os.path.join(REPO, "docs", d))) if f.endswith(".jsonl")]
+    if not paths:
+        pytest.skip("no committed ledger in docs/")
+    seen = set()
+    for line in ledger.read(paths):
+        group = (line["config"], line["variant"], line.get("setting", ""))
+        if group in seen:  # one run of each variant and setting is enough
+            continue
+        seen.add(group)
+        config = ledger.resolve(os.path.join(REPO, line["config"]), line["overrides"])
+        assert ledger.run_key(config) == line["key"], (line["config"], line["overrides"])
+        assert ledger.key_config(config) == line["run_config"], line["overrides"]

@@ -12,7 +12,8 @@ SUBSETS = (("clean", "clean clips"), ("image_degraded", "degraded image"),
            ("audio_degraded", "degraded audio"))
 
 
-def _by_seed(runs: List[Dict[str, Any]], get) -> Dict[int, float]:
+def by_seed(runs: List[Dict[str, Any]], get) -> Dict[int, float]:
+    """`{seed: get(results)}` of the runs where it is not None."""
     out = {}
     for r in runs:
         value = get(r["results"])
@@ -32,20 +33,34 @@ def _last(results):
 def best_peer(variants: Dict[str, List[Dict[str, Any]]], peers: Sequence[str],
               reference: str) -> Optional[str]:
     """The peer (other than the reference) with the highest mean headline accuracy."""
-    means = {p: statistics.fmean(_by_seed(variants[p], _best_val).values())
+    means = {p: statistics.fmean(by_seed(variants[p], _best_val).values())
              for p in peers if p in variants and p != reference
-             and _by_seed(variants[p], _best_val)}
+             and by_seed(variants[p], _best_val)}
     return max(means, key=means.get) if means else None
 
 
-def _diff_cell(a: Dict[int, float], b: Dict[int, float]) -> str:
+def paired(a: Dict[int, float], b: Dict[int, float]) -> Optional[Dict[str, float]]:
+    """The paired difference a - b over the common seeds of two `{seed: accuracy}`, in
+    percentage points, with its 95% Student-t interval (`mean`, `lo`, `hi`, `n`); None
+    without a common seed."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
-        return "-"
+        return None
     d = stats.paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
+    return {k: (100 * v if k != "n" else v) for k, v in d.items()}
+
+
+def format_difference(d: Optional[Dict[str, float]]) -> str:
+    """`+1.2 [-0.3, +2.7]` (one seed: no interval)."""
+    if d is None:
+        return "-"
     if d["n"] < 2:
-        return f"{100 * d['mean']:+.1f} (n=1)"
-    return f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+        return f"{d['mean']:+.1f} (n=1)"
+    return f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
+
+
+def _diff_cell(a: Dict[int, float], b: Dict[int, float]) -> str:
+    return format_difference(paired(a, b))
 
 
 def paired_table(variants: Dict[str, List[Dict[str, Any]]], reference: str,
@@ -64,17 +79,18 @@ def paired_table(variants: Dict[str, List[Dict[str, Any]]], reference: str,
     for name, runs in variants.items():
         cells = [labels.get(name, name), str(len(runs))]
         for get in (_best_val, _last):
-            values = list(_by_seed(runs, get).values())
-            cells.append(_mean_std(values))
+            values = list(by_seed(runs, get).values())
+            cells.append(mean_std(values))
         for base in (ref, other):
             for get in (_best_val, _last):
-                cells.append(_diff_cell(_by_seed(runs, get), _by_seed(base, get))
+                cells.append(_diff_cell(by_seed(runs, get), by_seed(base, get))
                              if base and runs is not base else "-")
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
-def _mean_std(values: List[float]) -> str:
+def mean_std(values: List[float]) -> str:
+    """`mean ± sample std` in percent of accuracies given as fractions."""
     if not values:
         return "-"
     mean = 100 * statistics.fmean(values)

@@ -1,11 +1,14 @@
 """Tables and figures of a reproduction study: several variants, several seeds each.
 
     python -m avgmm.study ROOT [--out=DIR] [--show=a,b,c] [--split=val|test]
-    python -m avgmm.study LEDGER.jsonl --out=DIR [...]
+    python -m avgmm.study LEDGER.jsonl [LEDGER.jsonl ...] --out=DIR [...]
 
 `ROOT` holds one folder per variant with one finished run per seed
 (`ROOT/<variant>/seed<k>/results.json`, as `launch.sh study` writes them); or a sweep's
-ledger (avgmm/experiments/ledger.py) stands in for it, alone. For every
+ledger (avgmm/experiments/ledger.py) stands in for it, alone. Several ledgers (one per
+benchmark setting, e.g. docs/gmm_guidance/noise.jsonl ...) give one study each, in
+DIR/<ledger name>/, and `verdict.md`: the settings side by side, which of them can tell,
+and whether GMM guidance helps (avgmm/analysis/verdicts.py). For every
 variant, mean ± sample std over seeds of:
 - test accuracy of the best-validation checkpoint (the headline) and of the last epoch;
 - test accuracy of the warm-up model (the epoch that ends the warm-up), so that the
@@ -32,9 +35,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from absl import flags  # noqa: E402
 
 from avgmm import cli, experiments  # noqa: E402
-from avgmm.analysis import comparison  # noqa: E402
+from avgmm.analysis import comparison, verdicts  # noqa: E402
 from avgmm.errors import ExperimentError, StudyError  # noqa: E402
 from avgmm.experiments import ledger, tuning  # noqa: E402
+from avgmm.experiments.variants import GUIDED_PEERS  # noqa: E402
 from avgmm.workdir import Workdir  # noqa: E402
 
 
@@ -253,29 +257,15 @@ def define_flags() -> None:
     flags.DEFINE_enum("split", "val", ["val", "test"], "Split of the accuracy curves.")
     flags.DEFINE_string("reference", "warmup_only", "Variant the paired differences are "
                         "taken against (with the best of --peers).")
-    flags.DEFINE_list("peers", ["concat", "warmup_only", "mmpareto", "mla", "sample_valuation",
-                                "remix"], "Variants that are peers (the best one, by mean "
+    flags.DEFINE_list("peers", list(GUIDED_PEERS), "Variants that are peers (the best one, by mean "
                       "headline accuracy, is the second reference).")
 
 
-def main(argv):
-    if len(argv) != 2:
-        cli.usage_error("name one study folder: python -m avgmm.study ROOT [--out=DIR] "
-                        "[--show=a,b,c] [--split=val|test]")
-    root = argv[1]
-    from_ledger = ledger.is_ledger(root)
-    try:
-        variants = ledger_runs(root) if from_ledger else load_runs(root)
-    except StudyError as e:
-        cli.usage_error(e)
-    if from_ledger and not FLAGS.out:
-        cli.usage_error(f"name the output folder of a ledger's study: python -m avgmm.study "
-                        f"{root} --out=DIR")
-    out_dir = FLAGS.out or root
+def write_study(variants: Dict[str, List[Dict[str, Any]]], out_dir: str, name: str) -> str:
+    """Writes one study's `study.md` and figures into `out_dir`; returns the text."""
     os.makedirs(out_dir, exist_ok=True)
     rows = summarize(variants)
     any_run = next(iter(variants.values()))[0]
-    name = os.path.splitext(os.path.basename(os.path.abspath(root)))[0]
     title = f"{any_run['config']['data']['name']} ({name})"
     text = (f"# Study: {title}\n\nAccuracy (%) mean ± sample std over seeds.\n\n"
             + tables(rows))
@@ -294,8 +284,53 @@ def main(argv):
     with open(os.path.join(out_dir, "study.md"), "w", encoding="utf-8") as f:
         f.write(text)
     paths = figures(variants, out_dir, title, FLAGS.show or None, FLAGS.split)
-    print(text)
     print("wrote", os.path.join(out_dir, "study.md"), *paths)
+    return text
+
+
+def write_verdict(settings: Dict[str, Dict[str, List[Dict[str, Any]]]], out_dir: str) -> str:
+    """Writes `verdict.md`: the settings side by side, whether each can tell, and the
+    one-sentence verdict on GMM guidance; returns the text."""
+    rows = [verdicts.guidance_row(name, variants) for name, variants in settings.items()]
+    text = ("# Does GMM guidance help? The verdict over the settings\n\n"
+            "Test accuracy (%) at the best-validation checkpoint, mean ± sample std over "
+            "seeds; differences in points, paired by seed, with 95% Student-t intervals. "
+            f"A setting whose warm-up-only model is within {verdicts.HEADROOM_POINTS:.0f} "
+            "points of its own clean-clip accuracy cannot tell (the degraded clips cost too "
+            "little for any treatment to show) and is left out of the verdict.\n\n"
+            + verdicts.guidance_markdown(rows) + "\n\n**Verdict.** "
+            + verdicts.guidance_verdict(rows) + "\n")
+    path = os.path.join(out_dir, "verdict.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    print("wrote", path)
+    return text
+
+
+def main(argv):
+    paths = argv[1:]
+    if not paths or (len(paths) > 1 and not all(ledger.is_ledger(p) for p in paths)):
+        cli.usage_error("name one study folder, or ledgers (one per setting): python -m "
+                        "avgmm.study ROOT|LEDGER... [--out=DIR] [--show=a,b,c] "
+                        "[--split=val|test]")
+    from_ledger = ledger.is_ledger(paths[0])
+    if from_ledger and not FLAGS.out:
+        cli.usage_error(f"name the output folder of a ledger's study: python -m avgmm.study "
+                        f"{' '.join(paths)} --out=DIR")
+    try:
+        studies = {verdicts.ledger_name(p): ledger_runs(p) if from_ledger else load_runs(p)
+                   for p in paths}
+    except StudyError as e:
+        cli.usage_error(e)
+    if len(studies) == 1:
+        name, variants = next(iter(studies.items()))
+        if not from_ledger:
+            name = os.path.basename(os.path.abspath(paths[0]))
+        print(write_study(variants, FLAGS.out or paths[0], name))
+        return
+    for name, variants in studies.items():
+        write_study(variants, os.path.join(FLAGS.out, name), name)
+    print(write_verdict(studies, FLAGS.out))
 
 
 if __name__ == "__main__":
