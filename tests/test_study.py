@@ -75,6 +75,7 @@ def test_launch_study_dry_run_lists_every_variant_for_each_seed():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines.pop() == f"{sys.executable} -m avgmm.study runs/study/av_mnist"
+    assert lines.pop(0).startswith("# planned: 26 runs")
     assert len(lines) == 2 * 13
     paper = [line for line in lines if "/paper/seed1 " in line]
     assert paper and "--config.loss.unimodal_weight=0 --config.loss.gap_gradient=both" in paper[0]

@@ -7,8 +7,8 @@ Each argument is a workdir or a folder of workdirs (searched recursively for
 `results.json`), or a sweep's ledger (`.jsonl`, avgmm/experiments/ledger.py; several:
 concatenated shards), which is all a table needs; a tuned sweep's ledger gives the runs of
 each variant's setting chosen again from its validation accuracies, with the setting, the
-number tried and the cost of the tuning. Runs whose configs differ only in the seed form one row: mean and
-sample standard deviation (n - 1) over distinct seeds (a run found twice, or two runs
+number tried and the cost of the tuning. Runs whose configs differ only in the seed form
+one row: mean and sample standard deviation (n - 1) over distinct seeds (a run found twice, or two runs
 with the same config and seed, count once, with a warning). A row's label is the label
 of the experiment variant its runs recorded (`avgmm.experiments`), else its method's;
 where the variant reproduces one of the paper's rows on CREMA-D or AVE, the paper's
@@ -74,23 +74,6 @@ def metrics(evaluator_names: Optional[Sequence[str]] = None) -> List[Tuple[str, 
     return ([(f"test_{first.key}", f"{first.label} (best val)"),
              (f"last_epoch.{first.key}", f"{first.label} (last epoch)")]
             + [(f"test_{f.key}", f.label) for f in rest] + [PEERS])
-
-
-def from_ledgers(paths: Sequence[str]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]],
-                                                List[Dict[str, Any]]]:
-    """The runs a table shows from ledgers alone, the tuning choice made again from them
-    (None when untuned) and all their lines (for the cost of tuning)."""
-    for p in paths:
-        if not os.path.isfile(p):
-            raise ReportError(f"{p}: no such ledger file")
-    lines = ledger.read(paths)
-    if not lines:
-        raise ReportError(f"{', '.join(paths)} records no run")
-    selection = None
-    if any(l.get("setting") for l in lines):
-        selection = tuning.selection_of_lines(lines)
-    kept = tuning.chosen_lines(lines, selection) if selection else lines
-    return [ledger.as_run(l) for l in kept], selection, lines
 
 
 def find_runs(paths: Sequence[str]) -> List[str]:
@@ -380,7 +363,10 @@ def main(argv):
             if FLAGS.selection:
                 raise ReportError("--selection does not apply to ledgers: a ledger's "
                                   "tuning choice is made again from its own lines")
-            runs, selection, lines = from_ledgers(paths)
+            for p in paths:
+                if not os.path.isfile(p):
+                    raise ReportError(f"{p}: no such ledger file")
+            runs, selection, lines = ledger.table_runs(paths)
         else:
             found = find_runs(paths)
             selection = None

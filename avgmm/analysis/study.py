@@ -37,7 +37,7 @@ from absl import flags  # noqa: E402
 from avgmm import cli, experiments  # noqa: E402
 from avgmm.analysis import comparison, verdicts  # noqa: E402
 from avgmm.errors import ExperimentError, StudyError  # noqa: E402
-from avgmm.experiments import ledger, tuning  # noqa: E402
+from avgmm.experiments import ledger  # noqa: E402
 from avgmm.experiments.variants import GUIDED_PEERS  # noqa: E402
 from avgmm.workdir import Workdir  # noqa: E402
 
@@ -70,21 +70,19 @@ def load_runs(root: str) -> Dict[str, List[Dict[str, Any]]]:
 def ledger_runs(path: str) -> Dict[str, List[Dict[str, Any]]]:
     """`{variant: [run, ...]}` from a sweep's ledger alone (of a tuned sweep: each
     variant's chosen setting, chosen again from the ledger's validation accuracies)."""
+    if not os.path.isfile(path):
+        raise StudyError(f"{path}: no such ledger file")
     try:
-        lines = ledger.read([path])
-        if not os.path.isfile(path) or not lines:
-            raise StudyError(f"{path} records no run")
-        configs = sorted({l["config"] for l in lines})
-        if len(configs) > 1:
-            raise StudyError(f"{path} holds runs of {len(configs)} configs ({', '.join(configs)}"
-                             "): one study per config; keep one ledger per sweep command")
-        if any(l.get("setting") for l in lines):
-            lines = tuning.chosen_lines(lines, tuning.selection_of_lines(lines))
+        runs, _, lines = ledger.table_runs([path])
     except ExperimentError as e:
         raise StudyError(str(e)) from e
+    configs = sorted({line["config"] for line in lines})
+    if len(configs) > 1:
+        raise StudyError(f"{path} holds runs of {len(configs)} configs ({', '.join(configs)}): "
+                         "one study per config; keep one ledger per sweep command")
     variants: Dict[str, List[Dict[str, Any]]] = {}
-    for line in sorted(lines, key=lambda l: (l["variant"], l["seed"])):
-        variants.setdefault(line["variant"], []).append(ledger.as_run(line))
+    for run in sorted(runs, key=lambda r: (r["config"]["variant"], r["config"]["seed"])):
+        variants.setdefault(run["config"]["variant"], []).append(run)
     return variants
 
 
