@@ -254,3 +254,14 @@ def test_the_committed_ledgers_keep_the_keys_todays_code_gives_their_runs():
         config = ledger.resolve(os.path.join(REPO, line["config"]), line["overrides"])
         assert ledger.run_key(config) == line["key"], (line["config"], line["overrides"])
         assert ledger.key_config(config) == line["run_config"], line["overrides"]
+
+
+def test_a_choice_reused_from_another_sweep_says_where_it_was_made(tmp_path):
+    lines = []
+    for s in range(5):
+        line = _line("ogm", s, "lr4", val=0.7, overrides=["--config.optimizer.learning_rate=4.0"])
+        line["selected_in"] = "docs/table1/demo.jsonl"
+        lines.append(line)
+    chosen = tuning.read_selection(_write(tmp_path / "reuse.jsonl", lines))["ogm"]
+    assert chosen["setting"] == "lr4" and chosen["settings_tried"] == "chosen in demo.jsonl"
+    assert len(tuning.chosen_lines(lines, {"ogm": chosen})) == 5

@@ -30,7 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from avgmm import config_text, progress
 from avgmm.errors import UserError
@@ -196,11 +196,9 @@ def _execute(planned, jobs: int, root: str, opts: Dict[str, Any], sweep: str) ->
     return 0
 
 
-def _plan_line(config: str, counts: Dict[str, int], opts: Dict[str, Any],
-               variants: Sequence[str] = ()) -> str:
-    """`# planned: N runs (...), about H hours one at a time (from ...)`: the estimate
-    from the ledger's finished runs of the same config (each variant's own mean where it
-    has some)."""
+def _plan_line(config: str, counts: Dict[str, int], opts: Dict[str, Any]) -> str:
+    """`# planned: N runs (...), about H hours one at a time (...)`: the estimate is the
+    mean seconds of the ledger's finished runs of the same config file."""
     parts = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("runs", "total"))
     total = counts.get("total", counts.get("runs", 0))
     line = f"# planned: {total} runs" + (f" ({parts})" if parts else "") + _shard_note(opts)
@@ -229,7 +227,8 @@ def _run_tuned(sweep, config: str, variants, opts: Dict[str, Any], python: str) 
         settings = {v.name: [(chosen[v.name]["setting"], chosen[v.name]["overrides"])]
                     for v in variants}
         planned = _shard_of(runner.plan(sweep, config, root, opts["seeds"], opts["extra"],
-                                        python, variants, settings), opts)
+                                        python, variants, settings,
+                                        selected_in=opts["selection"]), opts)
         if opts["dry"]:
             print(_plan_line(config, {"runs": len(planned)}, opts))
             for r in planned:

@@ -144,9 +144,10 @@ def finished_config(workdir: str) -> Optional[Dict[str, Any]]:
 
 def record(workdir: str, *, sweep: str, config_spec: str, variant: str, setting: str,
            seed: int, overrides: Sequence[str], setting_overrides: Sequence[str] = (),
-           commit: Optional[str] = None) -> Dict[str, Any]:
-    """The ledger line of the finished run in `workdir` (`commit`: the commit it ran at;
-    default: the one its runner noted in the workdir, else "unknown")."""
+           selected_in: str = "", commit: Optional[str] = None) -> Dict[str, Any]:
+    """The ledger line of the finished run in `workdir` (`selected_in`: where its setting
+    was chosen, when another sweep chose it; `commit`: the commit it ran at; default: the
+    one its runner noted in the workdir, else "unknown")."""
     wd = Workdir(workdir)
     try:
         with open(wd.file(Workdir.CONFIG), encoding="utf-8") as f:
@@ -165,7 +166,8 @@ def record(workdir: str, *, sweep: str, config_spec: str, variant: str, setting:
     return {
         "ledger": VERSION, "sweep": sweep, "config": config_spec, "variant": variant,
         "setting": setting, "seed": int(seed), "key": run_key(config),
-        "overrides": list(overrides), "setting_overrides": list(setting_overrides), "run_config": key_config(config),
+        "overrides": list(overrides), "setting_overrides": list(setting_overrides),
+        **({"selected_in": selected_in} if selected_in else {}), "run_config": key_config(config),
         "results": results, "epochs": _epochs(wd.read_metrics()),
         "seconds": timing.get("wall"), "train_seconds": timing.get("train"),
         "commit": commit,

@@ -34,6 +34,7 @@ class PlannedRun:
     overrides: Tuple[str, ...] = ()
     setting: str = ""
     setting_overrides: Tuple[str, ...] = ()
+    selected_in: str = ""  # where the setting was chosen (another sweep's choice reused)
 
     def key(self) -> str:
         """The run's ledger key (`avgmm.experiments.ledger.run_key`)."""
@@ -42,12 +43,13 @@ class PlannedRun:
 
 def plan(sweep: Sweep, config: str, root: str, seeds, extra: Sequence[str] = (),
          python: str = sys.executable, variants: Optional[List[Variant]] = None,
-         settings: Optional[Dict[str, List[Tuple[str, Sequence[str]]]]] = None
-         ) -> List[PlannedRun]:
+         settings: Optional[Dict[str, List[Tuple[str, Sequence[str]]]]] = None,
+         selected_in: str = "") -> List[PlannedRun]:
     """The runs of `sweep` on config file `config` under `root`, seed by seed (all the
     variants of seed 0 first: an interrupted sweep has whole seeds done). `seeds`: a
     count or the seeds themselves. `settings` (tuning): per variant, `(folder, overrides)`
-    of each setting to run, in `root/<variant>/<folder>/seed<k>`."""
+    of each setting to run, in `root/<variant>/<folder>/seed<k>`; `selected_in`: where
+    those settings were chosen, when not by this sweep."""
     seed_list = range(seeds) if isinstance(seeds, int) else list(seeds)
     runs = []
     for seed in seed_list:
@@ -60,7 +62,7 @@ def plan(sweep: Sweep, config: str, root: str, seeds, extra: Sequence[str] = (),
                 command = [python, "-m", "avgmm.main", f"--config={config}",
                            f"--workdir={workdir}", *args]
                 runs.append(PlannedRun(v, seed, workdir, command, config, args, folder,
-                                       tuple(overrides)))
+                                       tuple(overrides), selected_in))
     return runs
 
 
@@ -143,7 +145,8 @@ def _record(run: PlannedRun, ledger_path: str, sweep: str) -> None:
     """Appends the finished `run` to the ledger."""
     line = ledger.record(run.workdir, sweep=sweep, config_spec=run.config,
                          variant=run.variant.name, setting=run.setting, seed=run.seed,
-                         overrides=run.overrides, setting_overrides=run.setting_overrides)
+                         overrides=run.overrides, setting_overrides=run.setting_overrides,
+                         selected_in=run.selected_in)
     if line["key"] != run.key():
         progress.say(f"warning: {run.workdir} ran a config whose key {line['key']} is not the "
                      f"planned {run.key()}; recorded as it ran, a later sweep runs it again")

@@ -143,6 +143,15 @@ def selection_of_lines(lines: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         if l.get("setting"):
             by_variant.setdefault(l["variant"], {}).setdefault(l["setting"], l)
     for variant, settings in by_variant.items():
+        reused = {l["selected_in"] for l in settings.values() if l.get("selected_in")}
+        if reused:  # another sweep's choice, run again here: nothing was chosen here
+            name = sorted(settings)[0]
+            out[variant] = {"setting": name,
+                            "overrides": list(settings[name].get("setting_overrides", [])),
+                            "values": _values(settings[name].get("setting_overrides", [])),
+                            "settings_tried": "chosen in " + ", ".join(
+                                os.path.basename(p) for p in sorted(reused))}
+            continue
         screened = sorted(n for n in settings if (variant, n, SCREEN_SEEDS[0]) in acc)
         if not screened:
             raise ExperimentError(f"the ledger has no screening run (seed 0) of {variant}")
