@@ -2,9 +2,9 @@
 
     python -m data_prep.av_mnist --fsdd_dir=~/free-spoken-digit-dataset/recordings \\
         (--mnist_dir=~/mnist | --digits_dir=DIR | --digits_dir=sklearn) \\
-        [--setting=noise|graded|two_sided|none|conflict] [--data_dir=~/avgmm_data] [--name=...] \\
-        [--test_speakers=george] [--val_speakers=jackson | --val_fraction=0.1] \\
-        [--max_image_uses=1] [--image_size=28] [--seed=0] [degradation flags]
+        [--setting=noise|graded|two_sided|none|conflict] [--data_dir=~/avgmm_data] \\
+        [--name=...] [--test_speakers=george] [--val_speakers=jackson | --val_fraction=0.1] \\
+        [--max_image_uses=1] [--image_size=28] [--seed=0] [degradation / conflict flags]
 
 Audio: the Free Spoken Digit Dataset's `recordings/<digit>_<speaker>_<index>.wav`. Images:
 MNIST as its four idx files, a folder of `<digit>/<name>.png` images, or `sklearn`: the
@@ -45,8 +45,9 @@ conflict flags `--visual_conflict_fraction`, `--audio_conflict_fraction`,
 
 Recorded per clip: `degraded` (none / visual / audio), `degradation` (the kind),
 `degradation_strength` (0 clean .. 1 nothing left; see `degrade`) and `imbalanced`
-(degraded at all), and with a conflict `wrong_digit`; `<data_dir>/<name>/degradations.jsonl`
-lists each degraded clip's strength, SNR, the recordings mixed into it and any wrong digit.
+(degraded at all), and with a conflict `wrong_digit`;
+`<data_dir>/<name>/degradations.jsonl` lists each degraded clip's strength, SNR, the
+recordings mixed into it and any wrong digit.
 
 Audio: 8 kHz mono, tiled then cut to 1 s, clipped to [-1, 1], STFT 126 / hop 125 (Hann,
 centred), `log(|S| + 1e-7)` -> 64 x 65. Images: grey levels as read (bright ink on black)
@@ -487,7 +488,8 @@ if __name__ == "__main__":
                         "'sklearn' for scikit-learn's bundled 8x8 digits (offline).")
     flags.DEFINE_string("data_dir", "~/avgmm_data", "tfds data directory to write into.")
     flags.DEFINE_string("setting", None, "A benchmark setting: noise, graded, two_sided, none "
-                        "or conflict (fixes the degradation; names the dataset av_mnist_<setting>).")
+                        "or conflict (fixes the degradation; names the dataset "
+                        "av_mnist_<setting>).")
     flags.DEFINE_string("name", None, "tfds name of the new dataset (snake_case; default "
                         "av_mnist_<setting>, or av_mnist without --setting).")
     flags.DEFINE_string("test_speakers", "george", "Held-out test speaker(s), comma-separated.")
