@@ -5,8 +5,9 @@ Prepare the data first, e.g. offline from the FSDD recordings and scikit-learn's
 --visual_noise_fraction=0.3` (see docs/datasets.md, AV-MNIST). A benchmark setting is the
 config's argument: `--config=configs/av_mnist.py:graded` trains on `av_mnist_graded`,
 made by `./launch.sh prepare av_mnist_graded --fsdd_dir=... --digits_dir=sklearn` (the
-same for noise, two_sided and none). A narrow ResNet-18 (width 16) on 64 x 65
-spectrograms and one 28 x 28 image; a few minutes on 2 cores.
+same for noise, two_sided, none and conflict, whose misleading clips carry a wrong
+digit). A narrow ResNet-18 (width 16) on 64 x 65 spectrograms and one 28 x 28 image; a
+few minutes on 2 cores.
 """
 
 from avgmm import config_defaults as default

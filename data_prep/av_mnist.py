@@ -2,9 +2,9 @@
 
     python -m data_prep.av_mnist --fsdd_dir=~/free-spoken-digit-dataset/recordings \\
         (--mnist_dir=~/mnist | --digits_dir=DIR | --digits_dir=sklearn) \\
-        [--setting=noise|graded|two_sided|none] [--data_dir=~/avgmm_data] [--name=...] \\
-        [--test_speakers=george] [--val_speakers=jackson | --val_fraction=0.1] \\
-        [--max_image_uses=1] [--image_size=28] [--seed=0] [degradation flags]
+        [--setting=noise|graded|two_sided|none|conflict] [--data_dir=~/avgmm_data] \\
+        [--name=...] [--test_speakers=george] [--val_speakers=jackson | --val_fraction=0.1] \\
+        [--max_image_uses=1] [--image_size=28] [--seed=0] [degradation / conflict flags]
 
 Audio: the Free Spoken Digit Dataset's `recordings/<digit>_<speaker>_<index>.wav`. Images:
 MNIST as its four idx files, a folder of `<digit>/<name>.png` images, or `sklearn`: the
@@ -21,7 +21,7 @@ reported (with sklearn's digits and one use each, 1,297 of the 2,000 non-test cl
 5 FSDD speakers get one).
 
 Benchmark settings (`--setting`, each its own dataset, `av_mnist_<setting>` by default,
-so all four live in one data_dir): george is the test speaker, jackson the validation
+so all five live in one data_dir): george is the test speaker, jackson the validation
 speaker, the other speakers train, and an image pairs with at most 2 clips (scikit-learn's
 digits are fewer than FSDD's recordings). Then:
 
@@ -30,19 +30,24 @@ digits are fewer than FSDD's recordings). Then:
   [0.3, 1] (weak, not empty);
 - `two_sided`: 20% get such a graded image and another 20% their speech mixed with two
   other spoken digits at an SNR drawn from [-6, 0] dB;
-- `none`: no synthetic degradation (the natural imbalance of speech vs handwriting).
+- `none`: no synthetic degradation (the natural imbalance of speech vs handwriting);
+- `conflict`: 20% get a wrong digit's image blended over theirs (weight 0.7) and another
+  20% a wrong digit's speech 6 dB above theirs: confidently wrong streams (`conflict`).
 
 A setting fixes the degradation (its flags are refused with it); the split flags above
 still apply. Without `--setting` every degradation flag is free (all 0 by default):
 `--visual_noise_fraction`, `--visual_graded_fraction` (at `--visual_strength=LO,HI`),
 `--audio_noise_fraction` (white noise at `--audio_noise_snr_db`) and
 `--audio_mix_fraction` (at `--audio_mix_snr_db=LO,HI`); a clip gets at most one, drawn
-with `--seed`, exact counts per split (see `degrade` for each kind).
+with `--seed`, exact counts per split (see `degrade` for each kind); so are the
+conflict flags `--visual_conflict_fraction`, `--audio_conflict_fraction`,
+`--conflict_mode=mix|replace`, `--visual_conflict_weight`, `--audio_conflict_snr_db`.
 
 Recorded per clip: `degraded` (none / visual / audio), `degradation` (the kind),
 `degradation_strength` (0 clean .. 1 nothing left; see `degrade`) and `imbalanced`
-(degraded at all); `<data_dir>/<name>/degradations.jsonl` lists each degraded clip's
-strength, SNR and the recordings mixed into it.
+(degraded at all), and with a conflict `wrong_digit`;
+`<data_dir>/<name>/degradations.jsonl` lists each degraded clip's strength, SNR, the
+recordings mixed into it and any wrong digit.
 
 Audio: 8 kHz mono, tiled then cut to 1 s, clipped to [-1, 1], STFT 126 / hop 125 (Hann,
 centred), `log(|S| + 1e-7)` -> 64 x 65. Images: grey levels as read (bright ink on black)
@@ -62,9 +67,9 @@ import tensorflow_datasets as tfds
 from absl import flags
 from tqdm.auto import tqdm
 
-from data_prep import cli, convert, degrade, digit_images, folder, media, registry
-from data_prep.av_mnist_options import (DEFAULT_OPTIONS, FRACTIONS, SETTINGS, check_options,
-                                        resolve_options)
+from data_prep import cli, conflict, convert, degrade, digit_images, folder, media, registry
+from data_prep.av_mnist_options import (DEFAULT_OPTIONS, FRACTIONS, KNOWN_OPTIONS, SETTINGS,
+                                        check_options, resolve_options)
 from data_prep.digit_images import DIGITS, SKLEARN
 from data_prep.features import AudioParams, fit_length, spectrogram
 
@@ -151,10 +156,13 @@ class AvMnist(convert.AVBuilder):
         return list(DIGITS)
 
     def extra_features(self) -> Dict[str, Any]:
+        kinds = conflict.kinds(self.split_options)
+        wrong = ({"wrong_digit": tfds.features.Scalar(dtype=np.int32)}
+                 if conflict.asked(self.split_options) else {})
         return {"imbalanced": tfds.features.Scalar(dtype=np.bool_),
                 "degraded": tfds.features.ClassLabel(names=list(degrade.STREAMS)),
-                "degradation": tfds.features.ClassLabel(names=list(degrade.KINDS)),
-                "degradation_strength": tfds.features.Scalar(dtype=np.float32)}
+                "degradation": tfds.features.ClassLabel(names=list(kinds)),
+                "degradation_strength": tfds.features.Scalar(dtype=np.float32), **wrong}
 
     def flat_metadata(self) -> Dict[str, Any]:
         options = dict(self.split_options)
@@ -228,7 +236,7 @@ class AvMnist(convert.AVBuilder):
         pools, bad_images = self._image_pools(needs)
         failures += bad_images
         examples = self._pair(decoded, split_of, pools, failures)
-        degraded_counts = self._draw_degradation(examples, decoded, split_of)
+        degraded_counts = self._draw_degradation(examples, decoded, split_of, pools)
 
         report = convert.write_jsonl_report(self, "failures.jsonl", failures)
         # What each degraded clip got, to check or redo it: strength, SNR, speech mixed in.
@@ -240,7 +248,8 @@ class AvMnist(convert.AVBuilder):
                         f.write(json.dumps({"key": e["recording"].key, "split": s,
                                             "kind": e["kind"], "strength": e["strength"],
                                             "snr_db": e["snr_db"],
-                                            "mixed_in": e["others"]}) + "\n")
+                                            "mixed_in": e["others"],
+                                            **conflict.record(e["conflict"])}) + "\n")
         per_split = {s: {"kept": len(examples[s]),
                          "skipped": sum(row.get("split") == s for row in failures)}
                      for s in convert.SPLITS}
@@ -304,22 +313,29 @@ class AvMnist(convert.AVBuilder):
                                   f"{o['max_image_uses']} clip(s), for {len(clips)} clips"})
         return examples
 
-    def _draw_degradation(self, examples, decoded, split_of) -> Dict[str, Dict[str, int]]:
-        """Draws each clip's degradation kind, strength and (for mixed speech) the
-        recordings mixed in; returns the counts per split and kind."""
+    def _draw_degradation(self, examples, decoded, split_of, pools
+                          ) -> Dict[str, Dict[str, int]]:
+        """Draws each clip's degradation or conflict kind, strength and (for mixed
+        speech) the recordings mixed in; returns the counts per split and kind."""
         o = self.split_options
         counts = {}
+        kinds = conflict.kinds(o)
+        group_of = {s: "+".join(g) for g in digit_images.pairing_groups(o["max_image_uses"])
+                    for s in g}
         for p, s in enumerate(convert.SPLITS):
             items = sorted(examples[s], key=lambda e: e["recording"].key)
             examples[s] = items
-            codes = degrade.draw_kinds(len(items), [o[f] for f in FRACTIONS],
+            # Conflict fractions last: without them the draw is what it always was.
+            codes = degrade.draw_kinds(len(items), [o[f] for f in FRACTIONS] +
+                                       conflict.fractions(o)[:len(kinds) - len(degrade.KINDS)],
                                        np.random.default_rng([o["seed"], 6, p]))
             same_split = [(r.key, r.digit, r.speaker) for r in decoded if split_of[r.key] == s]
             for e, code in zip(items, codes.tolist()):
                 r = e["recording"]
-                e["kind"] = degrade.KINDS[code]
+                e["kind"] = kinds[code]
                 e["snr_db"] = None
                 e["others"] = []
+                e["conflict"] = None
                 rng = degrade.clip_rng(o["seed"], 8, r.key)
                 if e["kind"] == "visual_noise":
                     e["strength"] = 1.0
@@ -331,11 +347,17 @@ class AvMnist(convert.AVBuilder):
                     e["snr_db"] = float(rng.uniform(*o["audio_mix_snr_db"]))
                     e["others"] = degrade.pick_interferers(same_split, r.digit, r.speaker,
                                                            INTERFERERS, rng)
-                if e["snr_db"] is not None:
+                elif e["kind"] in conflict.KINDS:
+                    e["conflict"] = conflict.draw(e["kind"], r.digit, r.speaker, o, same_split,
+                                                  pools[group_of[s]],
+                                                  degrade.clip_rng(o["seed"], 9, r.key))
+                    e.update(strength=e["conflict"]["strength"], snr_db=e["conflict"]["snr_db"],
+                             others=e["conflict"]["others"])
+                if e["snr_db"] is not None and e["conflict"] is None:
                     e["strength"] = degrade.interference_share(e["snr_db"])
                 if e["kind"] == "none":
                     e["strength"] = 0.0
-            counts[s] = {k: int(np.sum(codes == i)) for i, k in enumerate(degrade.KINDS)}
+            counts[s] = {k: int(np.sum(codes == i)) for i, k in enumerate(kinds)}
         return counts
 
     def _generate_examples(self, items: Sequence[Dict[str, Any]]) -> Iterator[Tuple[str, Dict]]:
@@ -344,22 +366,28 @@ class AvMnist(convert.AVBuilder):
         for e in items:
             r, kind = e["recording"], e["kind"]
             wave = self._waves[r.key]
+            wrong = ({"wrong_digit": int(e["conflict"]["wrong_digit"]) if e["conflict"]
+                      else conflict.NO_DIGIT} if conflict.asked(o) else {})
             if kind == "audio_noise":
                 wave = degrade.add_noise(wave, e["snr_db"], degrade.clip_rng(o["seed"], 2, r.key))
             elif kind == "audio_mix":
                 wave = degrade.mix_in(wave, [self._waves[k] for k in e["others"]], e["snr_db"])
+            elif kind == "audio_conflict":
+                wave = conflict.wave(wave, self._waves[e["others"][0]], e["conflict"])
             if kind == "visual_noise":
                 frames = degrade.noise_frame(size, degrade.clip_rng(o["seed"], 1, r.key))
             elif kind == "visual_graded":
                 frames = degrade.graded_frame(e["image"], size, e["strength"],
                                               degrade.clip_rng(o["seed"], 1, r.key))
+            elif kind == "visual_conflict":
+                frames = conflict.frame(e["image"], e["conflict"], size)
             else:
                 frames = digit_images.digit_frame(e["image"], size)
             yield r.key, {"audio": spectrogram(wave, self.audio), "frames": frames,
                           "label": r.digit, "id": f"{r.key}+{e['image_ref']}",
                           "imbalanced": kind != "none",
-                          "degraded": degrade.STREAM_OF[kind], "degradation": kind,
-                          "degradation_strength": np.float32(e["strength"])}
+                          "degraded": conflict.stream_of(kind), "degradation": kind,
+                          "degradation_strength": np.float32(e["strength"]), **wrong}
 
     def _download_and_prepare(self, dl_manager, download_config=None):
         super()._download_and_prepare(dl_manager, download_config=download_config)
@@ -434,7 +462,7 @@ def main(argv):
     convert.quiet_library_logs(FLAGS)
     try:
         given = {}
-        for key in DEFAULT_OPTIONS:
+        for key in KNOWN_OPTIONS:
             if key in ("setting", "image_source") or not FLAGS[key].present:
                 continue
             value = FLAGS[key].value
@@ -459,8 +487,9 @@ if __name__ == "__main__":
                         "Instead of MNIST: a folder of <digit>/<name>.png images, or "
                         "'sklearn' for scikit-learn's bundled 8x8 digits (offline).")
     flags.DEFINE_string("data_dir", "~/avgmm_data", "tfds data directory to write into.")
-    flags.DEFINE_string("setting", None, "A benchmark setting: noise, graded, two_sided or "
-                        "none (fixes the degradation; names the dataset av_mnist_<setting>).")
+    flags.DEFINE_string("setting", None, "A benchmark setting: noise, graded, two_sided, none "
+                        "or conflict (fixes the degradation; names the dataset "
+                        "av_mnist_<setting>).")
     flags.DEFINE_string("name", None, "tfds name of the new dataset (snake_case; default "
                         "av_mnist_<setting>, or av_mnist without --setting).")
     flags.DEFINE_string("test_speakers", "george", "Held-out test speaker(s), comma-separated.")
@@ -481,6 +510,15 @@ if __name__ == "__main__":
     flags.DEFINE_float("audio_mix_fraction", 0.0,
                        "Share of clips whose speech is mixed with two other spoken digits.")
     flags.DEFINE_string("audio_mix_snr_db", "-6,0", "LO,HI: range of that SNR (dB).")
+    flags.DEFINE_float("visual_conflict_fraction", 0.0, "Share of clips whose image shows "
+                       "a wrong digit (see conflict).")
+    flags.DEFINE_float("audio_conflict_fraction", 0.0, "Share of clips whose speech says "
+                       "a wrong digit.")
+    flags.DEFINE_string("conflict_mode", "mix", "mix (the wrong digit over the right one) "
+                        "or replace (the wrong digit alone).")
+    flags.DEFINE_float("visual_conflict_weight", 0.7, "mix: the wrong image's weight (0.5, 1].")
+    flags.DEFINE_float("audio_conflict_snr_db", -6.0, "mix: the clip's own speech against the "
+                       "wrong digit's (dB, below 0).")
     flags.DEFINE_bool("overwrite", False, "Delete a dataset already prepared under this name "
                       "and convert again.")
     flags.mark_flag_as_required("fsdd_dir")

@@ -1,4 +1,4 @@
-"""AV-MNIST's conversion options: defaults, the four benchmark settings, and checks.
+"""AV-MNIST's conversion options: defaults, the five benchmark settings, and checks.
 
 A setting (`SETTINGS`) fixes the degradation and takes the benchmark's split defaults
 (`BENCHMARK_SPLITS`: george tests, jackson validates, an image pairs with at most 2
@@ -9,7 +9,7 @@ the degradation. See `data_prep.av_mnist` for what each option does.
 import math
 from typing import Any, Dict, Optional
 
-from data_prep import convert
+from data_prep import conflict, convert
 from data_prep.digit_images import SKLEARN
 
 FRACTIONS = ("visual_noise_fraction", "visual_graded_fraction", "audio_noise_fraction",
@@ -26,14 +26,22 @@ BENCHMARK_SPLITS = {"test_speakers": ["george"], "val_speakers": ["jackson"],
 SETTINGS = {"noise": {"visual_noise_fraction": 0.3},
             "graded": {"visual_graded_fraction": 0.3},
             "two_sided": {"visual_graded_fraction": 0.2, "audio_mix_fraction": 0.2},
-            "none": {}}
+            "none": {},
+            # Mixed, not replaced: the wrong digit dominates (confidently wrong) but the
+            # right one stays underneath, a cue a fusion can learn to read (docs/data.md).
+            "conflict": {"visual_conflict_fraction": 0.2, "audio_conflict_fraction": 0.2,
+                         "conflict_mode": "mix", "visual_conflict_weight": 0.7,
+                         "audio_conflict_snr_db": -6.0}}
+# Every option a caller may give; the conflict ones are kept only where a conflict is
+# asked (see `conflict`), so that the other datasets record what they always did.
+KNOWN_OPTIONS = {**DEFAULT_OPTIONS, **conflict.DEFAULTS}
 
 
 def resolve_options(setting: Optional[str], given: Dict[str, Any]) -> Dict[str, Any]:
     """The conversion options: the defaults, then `setting`'s, then those `given` (None
     values count as not given); one-line errors for unknown or clashing ones."""
     given = {k: v for k, v in given.items() if v is not None}
-    unknown = sorted(set(given) - set(DEFAULT_OPTIONS) | ({"setting"} & set(given)))
+    unknown = sorted(set(given) - set(KNOWN_OPTIONS) | ({"setting"} & set(given)))
     if unknown:
         raise convert.DataPrepError(f"unknown AV-MNIST option(s) {unknown}")
     options = dict(DEFAULT_OPTIONS)
@@ -41,7 +49,7 @@ def resolve_options(setting: Optional[str], given: Dict[str, Any]) -> Dict[str, 
         setting = setting.replace("-", "_")
         if setting not in SETTINGS:
             raise convert.DataPrepError(f"--setting={setting!r}: use one of {list(SETTINGS)}")
-        clash = sorted(set(given) & set(DEGRADATION_DEFAULTS))
+        clash = sorted(set(given) & (set(DEGRADATION_DEFAULTS) | set(conflict.DEFAULTS)))
         if clash:
             raise convert.DataPrepError(
                 f"--setting={setting} fixes the degradation: drop "
@@ -58,6 +66,7 @@ def resolve_options(setting: Optional[str], given: Dict[str, Any]) -> Dict[str, 
         options[key] = float(options[key])
     for key in ("seed", "max_image_uses"):
         options[key] = int(options[key])
+    options = conflict.resolve(options)
     check_options(options)
     return options
 
@@ -83,10 +92,13 @@ def check_options(o: Dict[str, Any]) -> None:
     for k in FRACTIONS:
         if not 0 <= o[k] <= 1:
             raise convert.DataPrepError(f"--{k}={o[k]} must be in [0, 1]")
-    if sum(o[k] for k in FRACTIONS) > 1 + 1e-9:
+    conflict.check(o)
+    shares = {**{k: o[k] for k in FRACTIONS}, **dict(zip(conflict.FRACTIONS,
+                                                         conflict.fractions(o)))}
+    if sum(shares.values()) > 1 + 1e-9:
         raise convert.DataPrepError(
-            " plus ".join(f"--{k}={o[k]}" for k in FRACTIONS if o[k]) + " exceed 1 (a clip "
-            "has at most one degraded stream)")
+            " plus ".join(f"--{k}={v}" for k, v in shares.items() if v) + " exceed 1 (a "
+            "clip has at most one degraded or conflicting stream)")
     lo, hi = o["visual_strength"]
     if not 0 < lo <= hi <= 1:
         raise convert.DataPrepError(f"--visual_strength={lo:g},{hi:g}: need 0 < LO <= HI <= 1")

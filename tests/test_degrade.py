@@ -1,5 +1,5 @@
 """AV-MNIST's building blocks without the recordings: how images are shared out, the
-degradations and their strengths, and the options of the four settings."""
+degradations and their strengths, and the options of the benchmark settings."""
 
 import numpy as np
 import pytest

@@ -14,8 +14,8 @@ from avgmm import config_text
 from data_prep import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILTIN = {"ave_av", "av_mnist", "av_mnist_graded", "av_mnist_noise", "av_mnist_none",
-           "av_mnist_two_sided", "av_mnist_multibench", "arrays_av", "avsynth/default",
+BUILTIN = {"ave_av", "av_mnist", "av_mnist_conflict", "av_mnist_graded", "av_mnist_noise",
+           "av_mnist_none", "av_mnist_two_sided", "av_mnist_multibench", "arrays_av", "avsynth/default",
            "avsynth/tiny", "crema_d_av", "folder_av", "kinetics_sounds_av", "vggsound_av"}
 
 
@@ -155,7 +155,7 @@ def test_prepare_refuses_an_unknown_name_and_passes_flags_through(tmp_path):
                          text=True, env=env)
     assert out.returncode == 2
     assert ("error: no dataset is named 'kinetic'; prepare one of: arrays, av_mnist, "
-            "av_mnist_graded") in out.stderr and ", ks, vggsound" in out.stderr
+            "av_mnist_conflict, av_mnist_graded") in out.stderr and ", ks, vggsound" in out.stderr
     # A setting's fixed argument reaches the converter, which refuses a clashing flag
     # before decoding anything.
     out = subprocess.run(["bash", launch, "prepare", "av_mnist_graded", f"--fsdd_dir={tmp_path}",

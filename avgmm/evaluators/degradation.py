@@ -1,7 +1,9 @@
 """Accuracy by which stream the data degraded on purpose (the clip field `degraded`:
 none, visual or audio, e.g. AV-MNIST's benchmark settings): on the clean clips, on the
 clips whose image was degraded and on those whose audio was, each for the multimodal
-prediction and for the audio-only and visual-only ones."""
+prediction and for the audio-only and visual-only ones. A misleading stream (AV-MNIST's
+`conflict`: a wrong digit's image or speech) counts as degraded; the clip field
+`degradation` tells it from noise."""
 
 from typing import Dict, Tuple
 
