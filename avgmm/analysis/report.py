@@ -366,7 +366,7 @@ def main(argv):
             for p in paths:
                 if not os.path.isfile(p):
                     raise ReportError(f"{p}: no such ledger file")
-            runs, selection, lines = ledger.table_runs(paths)
+            runs, selection, lines = tuning.table_runs(paths)
         else:
             found = find_runs(paths)
             selection = None

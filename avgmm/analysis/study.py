@@ -37,7 +37,7 @@ from absl import flags  # noqa: E402
 from avgmm import cli, experiments  # noqa: E402
 from avgmm.analysis import comparison, verdicts  # noqa: E402
 from avgmm.errors import ExperimentError, StudyError  # noqa: E402
-from avgmm.experiments import ledger  # noqa: E402
+from avgmm.experiments import ledger, tuning  # noqa: E402
 from avgmm.experiments.variants import GUIDED_PEERS  # noqa: E402
 from avgmm.workdir import Workdir  # noqa: E402
 
@@ -73,7 +73,7 @@ def ledger_runs(path: str) -> Dict[str, List[Dict[str, Any]]]:
     if not os.path.isfile(path):
         raise StudyError(f"{path}: no such ledger file")
     try:
-        runs, _, lines = ledger.table_runs([path])
+        runs, _, lines = tuning.table_runs([path])
     except ExperimentError as e:
         raise StudyError(str(e)) from e
     configs = sorted({line["config"] for line in lines})

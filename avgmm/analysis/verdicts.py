@@ -13,8 +13,10 @@ import os
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from avgmm import experiments
 from avgmm.analysis import comparison
-from avgmm.experiments.variants import GUIDED_PEERS
+from avgmm.experiments import ledger, tuning
+from avgmm.experiments.variants import GUIDED_FINAL, GUIDED_PEERS
 
 HEADROOM_POINTS = 2.0
 REFERENCE = "warmup_only"
@@ -151,14 +153,10 @@ def guidance_ledger(setting: str) -> str:
 
 
 def _lines(repo: str, path: str) -> List[Dict[str, Any]]:
-    from avgmm.experiments import ledger
-
     return ledger.read([os.path.join(repo, path)])
 
 
 def _grouped(lines: Sequence[Mapping[str, Any]]) -> Runs:
-    from avgmm.experiments import ledger
-
     out: Runs = {}
     for line in sorted(lines, key=lambda l: (l["variant"], l["seed"])):
         out.setdefault(line["variant"], []).append(ledger.as_run(line))
@@ -171,8 +169,6 @@ def _complete(variants: Runs, expected: Sequence[str]) -> bool:
 
 def _table1_line(repo: str, path: str, what: str, expected: Sequence[str],
                  tuned: bool) -> str:
-    from avgmm.experiments import tuning
-
     lines = _lines(repo, path)
     try:
         chosen = tuning.chosen_lines(lines, tuning.selection_of_lines(lines)) if tuned \
@@ -196,9 +192,6 @@ def _table1_line(repo: str, path: str, what: str, expected: Sequence[str],
 def headline_block(repo: str) -> str:
     """README's headline results, from the committed ledgers alone (or where each sweep
     stands while it runs)."""
-    from avgmm import experiments
-    from avgmm.experiments.variants import GUIDED_FINAL
-
     table1 = [v.name for v in experiments.table1()]
     out = _table1_line(repo, TABLE1_LEDGER, "Table 1, equally tuned, demo data", table1, True)
     out += _table1_line(repo, TABLE1_REUSED, "Table 1 on AV-MNIST (noise), the demo's "

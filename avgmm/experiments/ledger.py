@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import subprocess
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import ml_collections
 
@@ -249,19 +249,3 @@ def is_ledger(path: str) -> bool:
     """Whether a path names a ledger file (JSON lines) rather than a folder of runs."""
     return path.endswith(".jsonl") or os.path.isfile(path)
 
-
-def table_runs(paths: Sequence[str]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]],
-                                              List[Dict[str, Any]]]:
-    """What a table shows from ledgers alone: the runs (`as_run`; of a tuned sweep, each
-    variant's chosen setting only), the tuning choice made again from the lines (None
-    when untuned) and all the lines (for the cost of tuning)."""
-    from avgmm.experiments import tuning
-
-    lines = read(paths)
-    if not lines:
-        raise ExperimentError(f"{', '.join(paths)} records no run")
-    selection = None
-    if any(line.get("setting") for line in lines):
-        selection = tuning.selection_of_lines(lines)
-    kept = tuning.chosen_lines(lines, selection) if selection else lines
-    return [as_run(line) for line in kept], selection, lines

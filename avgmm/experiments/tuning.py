@@ -22,6 +22,7 @@ Layout under the sweep's root: `<variant>/<setting>/seed<k>` for every run and
 many settings the variant was given.
 """
 
+import ast
 import dataclasses
 import itertools
 import json
@@ -31,6 +32,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from avgmm import methods
 from avgmm.errors import ExperimentError
+from avgmm.experiments import ledger
 from avgmm.experiments.variants import Variant
 from avgmm.files import write_json
 
@@ -173,8 +175,6 @@ def selection_of_lines(lines: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
 
 def _values(overrides: Sequence[str]) -> Dict[str, Any]:
     """`{field: value}` of `--config.FIELD=VALUE` overrides."""
-    import ast
-
     out = {}
     for o in overrides:
         field, _, value = o[len("--config."):].partition("=")
@@ -203,8 +203,6 @@ def write_selection(root: str, selection: Dict[str, Any]) -> str:
 def read_selection(path: str) -> Dict[str, Any]:
     """The choices of a tuned sweep: its `selection.json` (or the one in a sweep's root
     folder), or made again from its ledger (a `.jsonl` file)."""
-    from avgmm.experiments import ledger
-
     if os.path.isdir(path):
         path = os.path.join(path, SELECTION_FILE)
     if path.endswith(".jsonl"):
@@ -225,3 +223,18 @@ def planned_count(variants: int, final_seeds: int) -> Dict[str, int]:
               "final": variants * max(0, final_seeds - len(CHOICE_SEEDS))}
     counts["total"] = sum(counts.values())
     return counts
+
+
+def table_runs(paths: Sequence[str]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]],
+                                              List[Dict[str, Any]]]:
+    """What a table shows from ledgers alone: the runs (`ledger.as_run`; of a tuned sweep,
+    each variant's chosen setting only), the choice made again from the lines (None when
+    untuned) and all the lines (for the cost of tuning)."""
+    lines = ledger.read(paths)
+    if not lines:
+        raise ExperimentError(f"{', '.join(paths)} records no run")
+    selection = None
+    if any(line.get("setting") for line in lines):
+        selection = selection_of_lines(lines)
+    kept = chosen_lines(lines, selection) if selection else lines
+    return [ledger.as_run(line) for line in kept], selection, lines
