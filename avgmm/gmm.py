@@ -28,92 +28,18 @@ one-component fallback (every sample balanced).
 """
 
 import functools
-import math
-from typing import Any, Dict, Optional
+from typing import Optional
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-_LOG_2PI = math.log(2.0 * math.pi)
-# scikit-learn adds 10 * eps to each component's mass so that an empty one divides by
-# a positive number.
-_MASS_EPS = 10.0 * float(np.finfo(np.float32).eps)
-_KMEANS_MAX_ITERS = 100
-# A component carrying less than this many samples' worth of responsibility has no
-# usable variance (a single point collapses to reg_covar): fall back to one component.
-MIN_COMPONENT_MASS = 2.0
-
-
-@flax.struct.dataclass
-class GMMParams:
-    """Fitted two-component mixture; a pytree, so it lives in the train state.
-
-    Attributes:
-      weights: `[2]` mixture weights `pi_0, pi_1`.
-      means: `[2]` component means `mu_0, mu_1`.
-      variances: `[2]` component variances `sigma_0^2, sigma_1^2` (floored by reg_covar).
-      log_likelihood: mean log-likelihood per sample of the fitted data (as sklearn's
-        `score`).
-      n_iter: EM iterations run.
-      converged: whether the change in mean log-likelihood fell below `tol`.
-      fallback: whether the one-component fallback was used (degenerate input, or the
-        BIC preferred one component under `select="bic"`).
-      bic_one: BIC of a single Gaussian on the same data (2 free parameters).
-      bic_two: BIC of the two-component EM fit (5 free parameters).
-      ambiguous: the data do not support two components (`bic_two >= bic_one`) while
-        two were kept: which one is "balanced" is then arbitrary.
-    """
-
-    weights: jnp.ndarray
-    means: jnp.ndarray
-    variances: jnp.ndarray
-    log_likelihood: jnp.ndarray
-    n_iter: jnp.ndarray
-    converged: jnp.ndarray
-    fallback: jnp.ndarray
-    bic_one: jnp.ndarray
-    bic_two: jnp.ndarray
-    ambiguous: jnp.ndarray
-
-    @classmethod
-    def unfitted(cls) -> "GMMParams":
-        """Placeholder before the first fit: one standard component, every sample balanced."""
-        return cls(weights=jnp.array([1.0, 0.0], jnp.float32),
-                   means=jnp.zeros((2,), jnp.float32),
-                   variances=jnp.ones((2,), jnp.float32),
-                   log_likelihood=jnp.zeros((), jnp.float32),
-                   n_iter=jnp.zeros((), jnp.int32),
-                   converged=jnp.zeros((), bool),
-                   fallback=jnp.ones((), bool),
-                   bic_one=jnp.zeros((), jnp.float32),
-                   bic_two=jnp.zeros((), jnp.float32),
-                   ambiguous=jnp.zeros((), bool))
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain Python numbers (JSON-safe) for logs and metrics files."""
-        arr = lambda a: np.asarray(jax.device_get(a))  # noqa: E731
-        weights, means, variances = arr(self.weights), arr(self.means), arr(self.variances)
-        return {
-            "pi_0": float(weights[0]), "pi_1": float(weights[1]),
-            "mu_0": float(means[0]), "mu_1": float(means[1]),
-            "var_0": float(variances[0]), "var_1": float(variances[1]),
-            "log_likelihood": float(arr(self.log_likelihood)),
-            "n_iter": int(arr(self.n_iter)),
-            "converged": bool(arr(self.converged)),
-            "fallback": bool(arr(self.fallback)),
-            "bic_one": float(arr(self.bic_one)),
-            "bic_two": float(arr(self.bic_two)),
-            "ambiguous": bool(arr(self.ambiguous)),
-        }
-
-
-def _component_log_density(x: jnp.ndarray, mean: jnp.ndarray,
-                           variance: jnp.ndarray) -> jnp.ndarray:
-    """`log N(x | mean, variance)` elementwise."""
-    diff = x - mean
-    return -0.5 * (_LOG_2PI + jnp.log(variance) + diff * diff / variance)
+from avgmm import gmm_k
+# GMMParams and MIN_COMPONENT_MASS are part of this module's interface.
+from avgmm.gmm_params import (GMMParams, MIN_COMPONENT_MASS,  # noqa: F401
+                              KMEANS_MAX_ITERS as _KMEANS_MAX_ITERS,
+                              MASS_EPS as _MASS_EPS,
+                              component_log_density as _component_log_density)
 
 
 def _log_norm_and_resp(params_wmv, x):
@@ -144,7 +70,6 @@ def posteriors(params: GMMParams, x: jnp.ndarray) -> jnp.ndarray:
     """Posterior responsibilities `[N, K]` (eq. 9), computed in log space; rows sum to 1."""
     x = jnp.asarray(x, jnp.float32).reshape(-1)
     if _components(params) != 2:
-        from avgmm import gmm_k
         return gmm_k.log_norm_and_resp(params, x)[1]
     _, r0, r1 = _log_norm_and_resp((params.weights, params.means, params.variances), x)
     return jnp.stack([r0, r1], axis=1)
@@ -178,7 +103,6 @@ def log_prob(params: GMMParams, x: jnp.ndarray) -> jnp.ndarray:
     """Per-sample log-likelihood `log p(x)` under the mixture, `[N]`."""
     x = jnp.asarray(x, jnp.float32).reshape(-1)
     if _components(params) != 2:
-        from avgmm import gmm_k
         return gmm_k.log_norm_and_resp(params, x)[0]
     return _log_norm_and_resp((params.weights, params.means, params.variances), x)[0]
 
@@ -236,10 +160,7 @@ COMPONENTS = (2, 3)
 def unfitted(components: int = 2) -> GMMParams:
     """The placeholder before the first fit, shaped as a `components`-component fit (the
     train state's structure must not change when the first fit replaces it)."""
-    if components == 2:
-        return GMMParams.unfitted()
-    from avgmm import gmm_k
-    return gmm_k.GMMParams3.unfitted()
+    return GMMParams.unfitted() if components == 2 else gmm_k.GMMParams3.unfitted()
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "tol", "reg_covar", "select"))
@@ -352,12 +273,13 @@ def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: in
                 f"{bad[0]} (value {float(x[bad[0]])}); the gaps must come from finite logits. "
                 "Check the model outputs for NaN (e.g. a too-large learning rate).")
     valid = (valid & finite).astype(jnp.float32)
+    two = _fit(x, valid, max_iters=int(max_iters), tol=float(tol), reg_covar=float(reg_covar),
+               select="two" if components == 3 else select)
     if components == 3:
-        from avgmm import gmm_k
-        return gmm_k.fit_three(x, valid, max_iters=int(max_iters), tol=float(tol),
+        # The two-component fit is the three's fallback and gives its bic_one, bic_two.
+        return gmm_k.fit_three(x, valid, two, max_iters=int(max_iters), tol=float(tol),
                                reg_covar=float(reg_covar), select=select)
-    return _fit(x, valid, max_iters=int(max_iters), tol=float(tol), reg_covar=float(reg_covar),
-                select=select)
+    return two
 
 
 def fit_gathered(gaps: jnp.ndarray, mask: jnp.ndarray, *, gmm_config,

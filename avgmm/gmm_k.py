@@ -14,8 +14,8 @@ audio-dominant (the highest mean: `p_audio >> p_visual`), 2 = visual-dominant (t
 lowest). Index 0 stays the balanced one, as for K = 2, so that code reading
 `posteriors(...)[:, 0]` as `w_bal` or `means[0]` as `mu_0` reads the same thing.
 
-Fallback chain. Every fit also runs the two-component fit (`avgmm.gmm._fit`, the same
-numbers as `components=2`) and knows the one-Gaussian model; their BICs are `bic_one`
+Fallback chain. Every fit also gets the two-component fit (`avgmm.gmm.fit_gmm` runs it:
+the same numbers as `components=2`) and knows the one-Gaussian model; their BICs are `bic_one`
 (2 parameters), `bic_two` (5), `bic_three` (8). A fit is *collapsed* when a component
 carries less than `MIN_COMPONENT_MASS` samples' worth of responsibility (or the input
 is degenerate).
@@ -38,14 +38,14 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from avgmm import gmm as gmm_lib
+from avgmm import gmm_params
 
 K = 3
 BALANCED, AUDIO_DOMINANT, VISUAL_DOMINANT = 0, 1, 2
 
 
 @flax.struct.dataclass
-class GMMParams3(gmm_lib.GMMParams):
+class GMMParams3(gmm_params.GMMParams):
     """A three-component fit: `GMMParams`'s fields with `[3]` weights, means and
     variances (index 0 balanced, 1 audio-dominant, 2 visual-dominant), plus:
 
@@ -60,7 +60,7 @@ class GMMParams3(gmm_lib.GMMParams):
     @classmethod
     def unfitted(cls) -> "GMMParams3":
         """Placeholder before the first fit: one standard component, every sample balanced."""
-        two = gmm_lib.GMMParams.unfitted()
+        two = gmm_params.GMMParams.unfitted()
         return cls(weights=jnp.array([1.0, 0.0, 0.0], jnp.float32),
                    means=jnp.zeros((K,), jnp.float32), variances=jnp.ones((K,), jnp.float32),
                    log_likelihood=two.log_likelihood, n_iter=two.n_iter,
@@ -83,13 +83,13 @@ class GMMParams3(gmm_lib.GMMParams):
         return out
 
 
-def log_norm_and_resp(params: gmm_lib.GMMParams, x: jnp.ndarray
+def log_norm_and_resp(params: gmm_params.GMMParams, x: jnp.ndarray
                       ) -> Tuple[jnp.ndarray, jnp.ndarray]:
     """`log p(x)` `[N]` and the responsibilities `[N, K]` of any-K parameters, in log space
     (a weight of 0 gives `log 0 = -inf` and a posterior of exactly 0)."""
     weights, means, variances = params.weights, params.means, params.variances
     diff = x[:, None] - means[None, :]
-    weighted = (-0.5 * (gmm_lib._LOG_2PI + jnp.log(variances) + diff * diff / variances)
+    weighted = (-0.5 * (gmm_params.LOG_2PI + jnp.log(variances) + diff * diff / variances)
                 + jnp.log(weights))
     lpn = jax.nn.logsumexp(weighted, axis=1)
     return lpn, jnp.exp(weighted - lpn[:, None])
@@ -98,7 +98,7 @@ def log_norm_and_resp(params: gmm_lib.GMMParams, x: jnp.ndarray
 def _m_step(x, resp, reg_covar):
     """Weights, means, variances `[K]` from responsibilities `[N, K]` (zero where masked),
     as scikit-learn's `_estimate_gaussian_parameters`."""
-    mass = resp.sum(axis=0) + gmm_lib._MASS_EPS
+    mass = resp.sum(axis=0) + gmm_params.MASS_EPS
     means = (resp * x[:, None]).sum(axis=0) / mass
     variances = (resp * jnp.square(x[:, None] - means)).sum(axis=0) / mass + reg_covar
     return mass / mass.sum(), means, variances
@@ -135,7 +135,7 @@ def _k_means_labels(x, valid, start):
 
     def cond(state):
         centres, previous, it = state
-        return jnp.any(centres != previous) & (it < gmm_lib._KMEANS_MAX_ITERS)
+        return jnp.any(centres != previous) & (it < gmm_params.KMEANS_MAX_ITERS)
 
     def body(state):
         centres, _, it = state
@@ -152,7 +152,7 @@ def _em(x, valid, n, degenerate, start, max_iters, tol, reg_covar):
     params0 = _m_step(x, _k_means_labels(x, valid, start), reg_covar)
 
     def e_step(wmv):
-        lpn, resp = log_norm_and_resp(gmm_lib.GMMParams.unfitted().replace(
+        lpn, resp = log_norm_and_resp(gmm_params.GMMParams.unfitted().replace(
             weights=wmv[0], means=wmv[1], variances=wmv[2]), x)
         return (lpn * valid).sum() / n, resp * valid[:, None]
 
@@ -173,13 +173,12 @@ def _em(x, valid, n, degenerate, start, max_iters, tol, reg_covar):
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "tol", "reg_covar", "select"))
-def fit_three(x: jnp.ndarray, valid: jnp.ndarray, *, max_iters: int, tol: float,
-              reg_covar: float, select: str) -> GMMParams3:
+def fit_three(x: jnp.ndarray, valid: jnp.ndarray, two: gmm_params.GMMParams, *,
+              max_iters: int, tol: float, reg_covar: float, select: str) -> GMMParams3:
     """The three-component fit and its fallback chain (see the module) of the values `x`
-    where `valid` (`[N]` float 0/1); `avgmm.gmm.fit_gmm(..., components=3)` checks the
-    arguments and calls it."""
-    two = gmm_lib._fit(x, valid, max_iters=max_iters, tol=tol, reg_covar=reg_covar,
-                       select="two")
+    where `valid` (`[N]` float 0/1), `two` being the two-component fit of the same data
+    with `select="two"`; `avgmm.gmm.fit_gmm(..., components=3)` checks the arguments,
+    fits `two` and calls it."""
     x = jnp.where(valid > 0, x, 0.0)
     n_valid = valid.sum()
     n = jnp.maximum(n_valid, 1.0)
@@ -191,7 +190,7 @@ def fit_three(x: jnp.ndarray, valid: jnp.ndarray, *, max_iters: int, tol: float,
     # the fits that did not collapse (ties and two collapses: the first start's).
     fits = jax.vmap(lambda start: _em(x, valid, n, degenerate, start, max_iters, tol,
                                       reg_covar))(_starts(x, valid, n))
-    not_collapsed = jnp.min(fits[2], axis=1) >= gmm_lib.MIN_COMPONENT_MASS
+    not_collapsed = jnp.min(fits[2], axis=1) >= gmm_params.MIN_COMPONENT_MASS
     best = jnp.argmax(jnp.where(not_collapsed, fits[1], -jnp.inf))
     (weights, means, variances), score, _, n_iter, converged = jax.tree.map(
         lambda a: a[best], fits)
@@ -201,7 +200,7 @@ def fit_three(x: jnp.ndarray, valid: jnp.ndarray, *, max_iters: int, tol: float,
 
     mean = (x * valid).sum() / n
     var = (jnp.square(x - mean) * valid).sum() / n + reg_covar
-    one_score = (gmm_lib._component_log_density(x, mean, var) * valid).sum() / n
+    one_score = (gmm_params.component_log_density(x, mean, var) * valid).sum() / n
     log_n = jnp.log(n)
     # BIC = -2 log L + k log n, k = 3 means + 3 variances + 2 free weights.
     bic_three = -2.0 * n * score + 8.0 * log_n
