@@ -109,6 +109,9 @@ def get_config() -> ml_collections.ConfigDict:
     # two: always two components (a fit to unimodal gaps is flagged ambiguous) | bic: keep
     # two only where their BIC beats one Gaussian's, else every sample is balanced.
     config.gmm.select = "two"
+    # Mixture components: 2 (the paper: balanced, imbalanced) | 3 (balanced, audio-dominant,
+    # visual-dominant; avgmm/gmm_k.py). With 3, select=two keeps three unless one collapses.
+    config.gmm.components = 2
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"  # sgd (momentum) or adam
@@ -159,7 +162,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 # Fields added after runs were saved, with the value those runs ran as: a workdir whose
 # config.json lacks one resumes when the config has that value.
-ADDED_FIELDS = {"eval_every_epochs": 1}
+ADDED_FIELDS = {"eval_every_epochs": 1, "gmm.components": 2}
 
 
 def added_field_ok(field: str, value: Any) -> bool:

@@ -1,5 +1,10 @@
 """Two-component 1-D Gaussian mixture fitted by EM in `jnp` (paper eq. 8-9).
 
+`config.gmm.components=3` fits three components instead (`avgmm.gmm_k`, which this
+module dispatches to): index 0 balanced, 1 audio-dominant, 2 visual-dominant. Whatever
+K, `posteriors` gives the `[N, K]` responsibilities, `imbalanced_posterior` the paper's
+`w_imb` and `direction_posteriors` `(w_bal, w_audio_dominant, w_visual_dominant)`.
+
 The recipe follows `sklearn.mixture.GaussianMixture(n_components=2)` step for step, so
 that both give the same fit: hard 2-means labels as the start, M-step with `reg_covar`
 added to the variances, E-step in log space, stop when the mean log-likelihood changes by
@@ -23,92 +28,18 @@ one-component fallback (every sample balanced).
 """
 
 import functools
-import math
-from typing import Any, Dict, Optional
+from typing import Optional
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-_LOG_2PI = math.log(2.0 * math.pi)
-# scikit-learn adds 10 * eps to each component's mass so that an empty one divides by
-# a positive number.
-_MASS_EPS = 10.0 * float(np.finfo(np.float32).eps)
-_KMEANS_MAX_ITERS = 100
-# A component carrying less than this many samples' worth of responsibility has no
-# usable variance (a single point collapses to reg_covar): fall back to one component.
-MIN_COMPONENT_MASS = 2.0
-
-
-@flax.struct.dataclass
-class GMMParams:
-    """Fitted two-component mixture; a pytree, so it lives in the train state.
-
-    Attributes:
-      weights: `[2]` mixture weights `pi_0, pi_1`.
-      means: `[2]` component means `mu_0, mu_1`.
-      variances: `[2]` component variances `sigma_0^2, sigma_1^2` (floored by reg_covar).
-      log_likelihood: mean log-likelihood per sample of the fitted data (as sklearn's
-        `score`).
-      n_iter: EM iterations run.
-      converged: whether the change in mean log-likelihood fell below `tol`.
-      fallback: whether the one-component fallback was used (degenerate input, or the
-        BIC preferred one component under `select="bic"`).
-      bic_one: BIC of a single Gaussian on the same data (2 free parameters).
-      bic_two: BIC of the two-component EM fit (5 free parameters).
-      ambiguous: the data do not support two components (`bic_two >= bic_one`) while
-        two were kept: which one is "balanced" is then arbitrary.
-    """
-
-    weights: jnp.ndarray
-    means: jnp.ndarray
-    variances: jnp.ndarray
-    log_likelihood: jnp.ndarray
-    n_iter: jnp.ndarray
-    converged: jnp.ndarray
-    fallback: jnp.ndarray
-    bic_one: jnp.ndarray
-    bic_two: jnp.ndarray
-    ambiguous: jnp.ndarray
-
-    @classmethod
-    def unfitted(cls) -> "GMMParams":
-        """Placeholder before the first fit: one standard component, every sample balanced."""
-        return cls(weights=jnp.array([1.0, 0.0], jnp.float32),
-                   means=jnp.zeros((2,), jnp.float32),
-                   variances=jnp.ones((2,), jnp.float32),
-                   log_likelihood=jnp.zeros((), jnp.float32),
-                   n_iter=jnp.zeros((), jnp.int32),
-                   converged=jnp.zeros((), bool),
-                   fallback=jnp.ones((), bool),
-                   bic_one=jnp.zeros((), jnp.float32),
-                   bic_two=jnp.zeros((), jnp.float32),
-                   ambiguous=jnp.zeros((), bool))
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain Python numbers (JSON-safe) for logs and metrics files."""
-        arr = lambda a: np.asarray(jax.device_get(a))  # noqa: E731
-        weights, means, variances = arr(self.weights), arr(self.means), arr(self.variances)
-        return {
-            "pi_0": float(weights[0]), "pi_1": float(weights[1]),
-            "mu_0": float(means[0]), "mu_1": float(means[1]),
-            "var_0": float(variances[0]), "var_1": float(variances[1]),
-            "log_likelihood": float(arr(self.log_likelihood)),
-            "n_iter": int(arr(self.n_iter)),
-            "converged": bool(arr(self.converged)),
-            "fallback": bool(arr(self.fallback)),
-            "bic_one": float(arr(self.bic_one)),
-            "bic_two": float(arr(self.bic_two)),
-            "ambiguous": bool(arr(self.ambiguous)),
-        }
-
-
-def _component_log_density(x: jnp.ndarray, mean: jnp.ndarray,
-                           variance: jnp.ndarray) -> jnp.ndarray:
-    """`log N(x | mean, variance)` elementwise."""
-    diff = x - mean
-    return -0.5 * (_LOG_2PI + jnp.log(variance) + diff * diff / variance)
+from avgmm import gmm_k
+# GMMParams and MIN_COMPONENT_MASS are part of this module's interface.
+from avgmm.gmm_params import (GMMParams, MIN_COMPONENT_MASS,  # noqa: F401
+                              KMEANS_MAX_ITERS as _KMEANS_MAX_ITERS,
+                              MASS_EPS as _MASS_EPS,
+                              component_log_density as _component_log_density)
 
 
 def _log_norm_and_resp(params_wmv, x):
@@ -130,16 +61,49 @@ def _log_norm_and_resp(params_wmv, x):
     return jnp.maximum(a, b) + jnp.log1p(e), r0, r1
 
 
+def _components(params: GMMParams) -> int:
+    """K, known statically from the parameters' shape (2: the paper's closed form)."""
+    return int(jnp.shape(params.weights)[0])
+
+
 def posteriors(params: GMMParams, x: jnp.ndarray) -> jnp.ndarray:
-    """Posterior responsibilities `[N, 2]` (eq. 9), computed in log space; rows sum to 1."""
+    """Posterior responsibilities `[N, K]` (eq. 9), computed in log space; rows sum to 1."""
     x = jnp.asarray(x, jnp.float32).reshape(-1)
+    if _components(params) != 2:
+        return gmm_k.log_norm_and_resp(params, x)[1]
     _, r0, r1 = _log_norm_and_resp((params.weights, params.means, params.variances), x)
     return jnp.stack([r0, r1], axis=1)
+
+
+def imbalanced_posterior(params: GMMParams, x: jnp.ndarray) -> jnp.ndarray:
+    """`w_imb = p(imbalanced | x)`, `[N]`: component 1's posterior for K = 2 (exactly as
+    before K = 3 existed), the sum of both directions' for K = 3."""
+    post = posteriors(params, x)
+    return post[:, 1] if _components(params) == 2 else post[:, 1:].sum(axis=1)
+
+
+def direction_posteriors(params: GMMParams, x: jnp.ndarray):
+    """`(w_bal, w_audio_dominant, w_visual_dominant)`, each `[N]`, summing to 1.
+
+    Audio-dominant means `p_audio >> p_visual` (a high gap). For K = 3 they are the three
+    components' posteriors. For K = 2 the imbalanced posterior goes whole to the side its
+    component's mean lies on relative to the balanced one (`mu_1 >= mu_0`: audio): two
+    components can only name one direction, and this lets callers read both for any K.
+    """
+    post = posteriors(params, x)
+    if _components(params) != 2:
+        return post[:, 0], post[:, 1], post[:, 2]
+    audio_side = params.means[1] >= params.means[0]
+    w_imb = post[:, 1]
+    zero = jnp.zeros_like(w_imb)
+    return post[:, 0], jnp.where(audio_side, w_imb, zero), jnp.where(audio_side, zero, w_imb)
 
 
 def log_prob(params: GMMParams, x: jnp.ndarray) -> jnp.ndarray:
     """Per-sample log-likelihood `log p(x)` under the mixture, `[N]`."""
     x = jnp.asarray(x, jnp.float32).reshape(-1)
+    if _components(params) != 2:
+        return gmm_k.log_norm_and_resp(params, x)[0]
     return _log_norm_and_resp((params.weights, params.means, params.variances), x)[0]
 
 
@@ -189,6 +153,14 @@ def _two_means_labels(x, valid, n):
 
 
 SELECTIONS = ("two", "bic")
+# config.gmm.components: the paper's two, or three (a balanced and one per direction).
+COMPONENTS = (2, 3)
+
+
+def unfitted(components: int = 2) -> GMMParams:
+    """The placeholder before the first fit, shaped as a `components`-component fit (the
+    train state's structure must not change when the first fit replaces it)."""
+    return GMMParams.unfitted() if components == 2 else gmm_k.GMMParams3.unfitted()
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "tol", "reg_covar", "select"))
@@ -247,8 +219,9 @@ def _fit(x, valid, *, max_iters, tol, reg_covar, select):
 
 
 def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: int = 100,
-            tol: float = 1e-3, reg_covar: float = 1e-6, select: str = "two") -> GMMParams:
-    """Fits the two-component mixture to 1-D data by EM.
+            tol: float = 1e-3, reg_covar: float = 1e-6, select: str = "two",
+            components: int = 2) -> GMMParams:
+    """Fits the two- (or three-) component mixture to 1-D data by EM.
 
     Args:
       x: `[N]` values (the modality gaps); `[N, 1]` is accepted too.
@@ -260,9 +233,12 @@ def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: in
       select: `two` keeps the two-component fit whenever EM gives one (flagging it
         `ambiguous` when its BIC is not lower than one Gaussian's); `bic` keeps it only
         when its BIC is lower, else returns the one-component fallback.
+      components: 2 (the paper's mixture, this module's closed form) or 3
+        (`avgmm.gmm_k.fit_three`: its own ordering and fallback chain).
 
     Returns:
-      `GMMParams` with index 0 the balanced component (mean nearest 0).
+      `GMMParams` with index 0 the balanced component (mean nearest 0); for
+      `components=3` a `gmm_k.GMMParams3`.
 
     Raises:
       ValueError: `x` (where not masked) contains NaN or inf, or an argument is out of
@@ -277,6 +253,8 @@ def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: in
         raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    if components not in COMPONENTS:
+        raise ValueError(f"components must be one of {COMPONENTS}, got {components!r}")
     x = jnp.asarray(x, jnp.float32)
     if x.ndim == 2 and x.shape[1] == 1:
         x = x[:, 0]
@@ -295,8 +273,13 @@ def fit_gmm(x: jnp.ndarray, *, mask: Optional[jnp.ndarray] = None, max_iters: in
                 f"{bad[0]} (value {float(x[bad[0]])}); the gaps must come from finite logits. "
                 "Check the model outputs for NaN (e.g. a too-large learning rate).")
     valid = (valid & finite).astype(jnp.float32)
-    return _fit(x, valid, max_iters=int(max_iters), tol=float(tol), reg_covar=float(reg_covar),
-                select=select)
+    two = _fit(x, valid, max_iters=int(max_iters), tol=float(tol), reg_covar=float(reg_covar),
+               select="two" if components == 3 else select)
+    if components == 3:
+        # The two-component fit is the three's fallback and gives its bic_one, bic_two.
+        return gmm_k.fit_three(x, valid, two, max_iters=int(max_iters), tol=float(tol),
+                               reg_covar=float(reg_covar), select=select)
+    return two
 
 
 def fit_gathered(gaps: jnp.ndarray, mask: jnp.ndarray, *, gmm_config,
@@ -306,7 +289,13 @@ def fit_gathered(gaps: jnp.ndarray, mask: jnp.ndarray, *, gmm_config,
     gaps = jax.lax.all_gather(gaps, axis_name, tiled=True)
     mask = jax.lax.all_gather(mask, axis_name, tiled=True)
     return fit_gmm(gaps, mask=mask, max_iters=gmm_config.max_iters, tol=gmm_config.tol,
-                   reg_covar=gmm_config.reg_covar, select=gmm_config.select)
+                   reg_covar=gmm_config.reg_covar, select=gmm_config.select,
+                   components=components_of(gmm_config))
+
+
+def components_of(gmm_config) -> int:
+    """`gmm_config.components`; 2 for a config saved before the field existed."""
+    return int(gmm_config.get("components", 2))
 
 
 def fit_on_devices(par, gaps, mask, gmm_config) -> GMMParams:

@@ -86,8 +86,10 @@ def adaptive_loss(fused_logits: jnp.ndarray, audio_logits: jnp.ndarray,
     gmm = jax.tree.map(jax.lax.stop_gradient, gmm)
     if use_gmm_weights:
         source = gap if posterior_gap is None else posterior_gap
-        post = jax.lax.stop_gradient(gmm_lib.posteriors(gmm, jax.lax.stop_gradient(source)))
-        w_bal, w_imb = post[:, 0], post[:, 1]
+        w_bal, w_audio, w_visual = jax.lax.stop_gradient(
+            gmm_lib.direction_posteriors(gmm, jax.lax.stop_gradient(source)))
+        # For K = 2 one term is exactly 0: w_imb is component 1's posterior, bit for bit.
+        w_imb = w_audio + w_visual
     else:
         w_bal = w_imb = jnp.ones_like(gap)
     mu_0 = gmm.means[0]

@@ -62,6 +62,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     need(config.gmm.max_iters >= 1, "gmm.max_iters", "an integer >= 1")
     need(config.gmm.tol > 0, "gmm.tol", "a number > 0")
     need(config.gmm.reg_covar >= 0, "gmm.reg_covar", "a number >= 0")
+    need(config.gmm.components in gmm_lib.COMPONENTS, "gmm.components",
+         f"one of {gmm_lib.COMPONENTS} (2: balanced and imbalanced, the paper's; 3: "
+         "balanced, audio-dominant and visual-dominant)")
     need(config.model.width >= 1, "model.width", "an integer >= 1")
     need(len(config.model.stage_sizes) >= 1 and min(config.model.stage_sizes) >= 1,
          "model.stage_sizes", "a non-empty tuple of integers >= 1, e.g. (2, 2, 2, 2)")

@@ -173,7 +173,7 @@ def score_with_source(config: ml_collections.ConfigDict, workdir: str, which: An
                       "gaps (see gmm_fits/)" if fits else "the GMM saved in the checkpoint")
     source = {"checkpoint": str(which), "epochs_completed": epoch, "split": split,
               "gmm": gmm_source, "gmm_params": files.to_python(mixture.to_dict())}
-    post = np.asarray(gmm_lib.posteriors(mixture, host["gap"]))[:, 1]
+    post = np.asarray(gmm_lib.imbalanced_posterior(mixture, host["gap"]))
     names = ds.meta.class_names
     # What people recognized from the voice and from the face (CREMA-D's ratings).
     human_fields = sorted(k for k in host if k.startswith("human_") and k.endswith("_right"))

@@ -26,11 +26,17 @@ def _normal(x: np.ndarray, mean: float, var: float) -> np.ndarray:
 
 def draw_mixture(ax, params: Mapping[str, float], long_labels: bool = True,
                  prefix: str = "") -> None:
-    """The mixture's two weighted component densities (dashed) and their sum over the
-    gap range, on `ax`; `long_labels` puts each component's parameters in the legend."""
+    """The mixture's weighted component densities (dashed) and their sum over the gap
+    range, on `ax`; `long_labels` puts each component's parameters in the legend. A
+    three-component fit (`pi_2` present) names its outer ones by direction, each in the
+    colour of the stream that dominates it."""
     x = np.linspace(-1, 1, 800)
     total = np.zeros_like(x)
-    for k, name in ((0, "balanced"), (1, "imbalanced")):
+    names = ((0, "balanced"), (1, "audio-dominant"), (2, "visual-dominant")) \
+        if "pi_2" in params else ((0, "balanced"), (1, "imbalanced"))
+    colours = dict(COLOURS, **{"audio-dominant": COLOURS["audio"],
+                               "visual-dominant": COLOURS["visual"]})
+    for k, name in names:
         w, mu, var = params[f"pi_{k}"], params[f"mu_{k}"], params[f"var_{k}"]
         if w <= 0:
             continue
@@ -38,7 +44,7 @@ def draw_mixture(ax, params: Mapping[str, float], long_labels: bool = True,
         total += y
         label = (f"{name}: w={w:.3f}, mu={mu:+.3f}, std={math.sqrt(var):.3f}" if long_labels
                  else f"{prefix}{name}")
-        ax.plot(x, y, "--", color=COLOURS[name], lw=1, label=label)
+        ax.plot(x, y, "--", color=colours[name], lw=1, label=label)
     ax.plot(x, total, color=COLOURS["sum"], lw=1.2, label=f"{prefix}mixture")
     ax.set_xlim(-1, 1)
     ax.set_xlabel("modality gap g = p_audio(y) - p_visual(y)")

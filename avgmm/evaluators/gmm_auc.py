@@ -10,7 +10,7 @@ from avgmm.evaluators import base
 
 def imbalanced_auc(gmm: gmm_lib.GMMParams, gaps: np.ndarray, flags: np.ndarray) -> float:
     """ROC AUC of the imbalanced posterior `p(imbalanced | g)` against a ground-truth flag."""
-    post = np.asarray(gmm_lib.posteriors(gmm, gaps))[:, 1]
+    post = np.asarray(gmm_lib.imbalanced_posterior(gmm, gaps))
     return stats.roc_auc(post, np.asarray(flags).astype(bool))
 
 

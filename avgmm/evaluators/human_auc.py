@@ -33,7 +33,7 @@ def _auc(scores: np.ndarray, flags: np.ndarray) -> Optional[float]:
 def posterior_aucs(gmm: gmm_lib.GMMParams, gaps: np.ndarray,
                    flags: Dict[str, np.ndarray]) -> Dict[str, Optional[float]]:
     """`{flag: ROC AUC of p(imbalanced | gap) against it}`."""
-    post = np.asarray(gmm_lib.posteriors(gmm, gaps))[:, 1]
+    post = np.asarray(gmm_lib.imbalanced_posterior(gmm, gaps))
     return {name: _auc(post, np.asarray(f, bool)) for name, f in flags.items()}
 
 
@@ -43,10 +43,11 @@ def saved_fits(workdir: Workdir) -> List[Dict[str, Any]]:
     out = []
     for path in sorted(glob.glob(os.path.join(workdir.file(Workdir.GMM_FITS), "fit_*.npz"))):
         with np.load(path) as z:
-            gmm = gmm_lib.GMMParams.unfitted().replace(
-                weights=np.array([z["gmm_pi_0"], z["gmm_pi_1"]], np.float32),
-                means=np.array([z["gmm_mu_0"], z["gmm_mu_1"]], np.float32),
-                variances=np.array([z["gmm_var_0"], z["gmm_var_1"]], np.float32))
+            # Every component the fit had (a third with gmm.components=3).
+            ks = range(3 if "gmm_pi_2" in z.files else 2)
+            gmm = gmm_lib.GMMParams.unfitted().replace(**{
+                field: np.array([z[f"gmm_{key}_{k}"] for k in ks], np.float32)
+                for field, key in (("weights", "pi"), ("means", "mu"), ("variances", "var"))})
             out.append({"index": z["index"], "gap": z["gap"], "gmm": gmm})
     return out
 

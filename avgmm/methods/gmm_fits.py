@@ -1,6 +1,8 @@
 """The GMM fit that the GMM-guided methods share (Algorithm 1, steps a-b): every training
-sample's inference-mode gap, a two-component mixture fitted to them on the devices, the
-fit's record and file (`gmm_fits/fit_NNN.npz`), and what such a method reports (`FitsGmm`).
+sample's inference-mode gap, a two- (or, with `gmm.components=3`, three-) component
+mixture fitted to them on the devices, the fit's record and file (`gmm_fits/fit_NNN.npz`),
+the posteriors the methods read (`direction_posteriors_of`), and what such a method
+reports (`FitsGmm`).
 """
 
 import os
@@ -39,7 +41,7 @@ class FitsGmm:
     passes = ("samples", "fit_gmm")  # refit_gmm's
 
     def init_state(self, meta):
-        return GmmState(gmm=gmm_lib.GMMParams.unfitted(),
+        return GmmState(gmm=gmm_lib.unfitted(gmm_lib.components_of(self.config.gmm)),
                         fit_gaps=np.zeros((meta.num_examples["train"],), np.float32))
 
     def mixture(self, method_state):
@@ -49,6 +51,9 @@ class FitsGmm:
         if "gmm_fit" not in record:
             return ""
         f = record["gmm_fit"]
+        if "pi_2" in f:  # three components: balanced, audio-dominant, visual-dominant
+            return (f" | GMM fit {f['fit_index']}: pi_a {f['pi_1']:.3f} pi_v {f['pi_2']:.3f} "
+                    f"mu_0 {f['mu_0']:+.3f} mu_a {f['mu_1']:+.3f} mu_v {f['mu_2']:+.3f}")
         return (f" | GMM fit {f['fit_index']}: pi_1 {f['pi_1']:.3f} mu_0 {f['mu_0']:+.3f} "
                 f"mu_1 {f['mu_1']:+.3f}")
 
@@ -65,8 +70,17 @@ class FitsGmm:
 def posteriors_of(state: GmmState, index: jnp.ndarray):
     """`(w_imb, gap)` of the samples at dataset `index`: the imbalanced posterior of their
     gap at the last fit under the GMM in force, and that gap."""
+    _, w_audio, w_visual, gap = direction_posteriors_of(state, index)
+    # One of the two is exactly 0 for K = 2, so the sum is component 1's posterior itself.
+    return w_audio + w_visual, gap
+
+
+def direction_posteriors_of(state: GmmState, index: jnp.ndarray):
+    """`(w_bal, w_audio_dominant, w_visual_dominant, gap)` of the samples at dataset
+    `index`, from their gap at the last fit (`gmm.direction_posteriors`; for K = 2 the
+    imbalanced posterior on the side of the imbalanced component's mean)."""
     gap = state.fit_gaps[index]
-    return gmm_lib.posteriors(state.gmm, gap)[:, 1], gap
+    return (*gmm_lib.direction_posteriors(state.gmm, gap), gap)
 
 
 def refit_gmm(run: base.RunContext, state, fit_index: int, epochs_done: int):
@@ -93,9 +107,18 @@ def refit_gmm(run: base.RunContext, state, fit_index: int, epochs_done: int):
         auc = imbalanced_auc(gmm, host_gaps["gap"], host_gaps["imbalanced"])
         fit["auc_imbalanced"] = auc
         meta["fit_aucs"] = list(meta.get("fit_aucs", [])) + [auc]
-    if fit["fallback"]:
+    used = fit.get("components_used")
+    if fit["fallback"] and used == 2:
+        progress.say(f"GMM fit {fit_index}: two components instead of three (one collapsed, "
+                     "or gmm.select=bic preferred two): one direction has no samples")
+    elif fit["fallback"]:
         progress.say(f"GMM fit {fit_index}: one component (degenerate gaps, or "
                      "gmm.select=bic preferred one): every sample counts as balanced")
+    elif fit["ambiguous"] and used == 3:
+        progress.say(f"GMM fit {fit_index}: labelling ambiguous: the gaps do not support three "
+                     f"components (BIC three {fit['bic_three']:.1f} >= two "
+                     f"{fit['bic_two']:.1f} or one {fit['bic_one']:.1f}); gmm.select=bic "
+                     "keeps fewer")
     elif fit["ambiguous"]:
         progress.say(f"GMM fit {fit_index}: labelling ambiguous: the gaps do not support two "
                      f"components (BIC two {fit['bic_two']:.1f} >= one {fit['bic_one']:.1f}); "

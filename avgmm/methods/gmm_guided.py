@@ -149,6 +149,8 @@ class GmmGuided(gmm_fits.FitsGmm, base.Method):
         c = self.config.gmm_guided
         if phase == "warmup":
             return warmup_loss(logits, batch["label"], c.reliability_weight)
+        # The imbalanced posterior is both directions' (gmm.components=3) or the one
+        # imbalanced component's (2); the gap's sign still says which stream is weaker.
         w_imb, gap = gmm_fits.posteriors_of(method_state, batch["index"])
         return guided_loss(logits, batch["label"], w_imb, gap, weak_weight=c.weak_weight,
                            uniform_weight=c.uniform_weight,
