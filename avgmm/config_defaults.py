@@ -162,7 +162,8 @@ def get_config() -> ml_collections.ConfigDict:
 
 # Fields added after runs were saved, with the value those runs ran as: a workdir whose
 # config.json lacks one resumes when the config has that value.
-ADDED_FIELDS = {"eval_every_epochs": 1, "gmm.components": 2}
+ADDED_FIELDS = {"eval_every_epochs": 1, "gmm.components": 2,
+                "gmm_guided.direction": "gap_sign"}
 
 
 def added_field_ok(field: str, value: Any) -> bool:

@@ -119,3 +119,42 @@ def test_tiny_run_with_reliability_fusion_on_one_and_four_devices(tiny_config, t
     assert [r["gmm_fit"]["fit_index"] for r in records if "gmm_fit" in r] == [0, 1]
     assert "ce_reliability" in records[0]["train"] and "w_imb_mean" in records[1]["train"]
     assert_runs_agree(runs[1], runs[4])
+
+
+def test_the_direction_posteriors_say_which_stream_is_not_taught():
+    rng = np.random.default_rng(0)
+    logits = AVLogits(*(jnp.asarray(rng.normal(size=(3, 4)), jnp.float32) for _ in range(3)))
+    labels = jnp.array([0, 1, 2])
+    ce = {m: losses.cross_entropy(getattr(logits, m), labels) for m in ("fused", "audio", "visual")}
+    # Sample 0 audio-dominant (visual not taught), 1 visual-dominant, 2 balanced.
+    w_a, w_v = jnp.array([1.0, 0.0, 0.0]), jnp.array([0.0, 1.0, 0.0])
+    loss, terms = gmm_guided.directional_loss(logits, labels, w_a, w_v, weak_weight=0.0,
+                                              uniform_weight=0.0, reliability_weight=1.0)
+    expected = (ce["fused"] + jnp.array([1.0, 0.0, 1.0]) * ce["audio"]
+                + jnp.array([0.0, 1.0, 1.0]) * ce["visual"]).mean()
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    assert float(terms["w_imb_mean"]) == pytest.approx(2 / 3)
+
+
+def test_the_gap_sign_direction_is_the_guided_loss_bit_for_bit():
+    rng = np.random.default_rng(1)
+    logits = AVLogits(*(jnp.asarray(rng.normal(size=(6, 4)), jnp.float32) for _ in range(3)),
+                      reliability=jnp.asarray(rng.normal(size=(6, 3)), jnp.float32))
+    labels = jnp.array([0, 1, 2, 3, 0, 1])
+    w = jnp.array([0.0, 0.3, 0.9, 1.0, 0.5, 0.2])
+    gap = jnp.array([0.5, -0.2, 0.0, 0.7, -0.9, 0.1])
+    kw = dict(weak_weight=0.2, uniform_weight=0.7, reliability_weight=1.3)
+    loss, terms = gmm_guided.guided_loss(logits, labels, w, gap, **kw)
+    visual_weak = gap > 0
+    # The formula as written before directions existed: the weak stream from the gap's sign.
+    c_weak = 1.0 - w + w * 0.2
+    c_a, c_v = jnp.where(visual_weak, 1.0, c_weak), jnp.where(visual_weak, c_weak, 1.0)
+    ce = {m: losses.cross_entropy(getattr(logits, m), labels) for m in ("fused", "audio", "visual")}
+    weak = jnp.where(visual_weak[:, None], logits.visual, logits.audio)
+    uniform = -jax.nn.log_softmax(weak, axis=-1).mean(axis=-1)
+    targets = jnp.stack([1.0 - w, w * (~visual_weak), w * visual_weak], axis=-1)
+    rel = -(targets * jax.nn.log_softmax(logits.reliability, axis=-1)).sum(-1)
+    old = (ce["fused"] + c_a * ce["audio"] + c_v * ce["visual"] + 0.7 * w * uniform
+           + 1.3 * rel).mean()
+    assert float(loss) == float(old)
+    assert float(terms["weak_weight_mean"]) == float(jnp.where(visual_weak, c_v, c_a).mean())

@@ -19,6 +19,9 @@ gap (`g > 0`: the visual stream is the weaker one) steer two treatments, each a 
   `r_a l_a + r_v l_v` with `r_m = 1 - p(m unreliable)`, instead of `l_a + l_v`.
 
 The fused and the stronger modality's cross entropies keep the warm-up loss's weights.
+`direction="posterior"` takes the weaker stream from the mixture's per-direction
+posteriors instead of the gap's sign (with `gmm.components=3`, audio-dominant and
+visual-dominant are components of their own; `directional_loss`).
 The paper's eq. 10 stays `--config.method=adaptive`.
 """
 
@@ -31,36 +34,53 @@ import ml_collections
 from avgmm import losses
 from avgmm.methods import base, gmm_fits
 
+DIRECTIONS = ("gap_sign", "posterior")
+
 
 def guided_loss(logits, labels: jnp.ndarray, w_imb: jnp.ndarray, gap: jnp.ndarray, *,
                 weak_weight: float, uniform_weight: float, reliability_weight: float):
+    """The guided phase's loss with the direction from the sign of each sample's gap
+    (`gmm_guided.direction="gap_sign"`): `w_imb` goes to the audio-dominant side where
+    `gap > 0` (the visual stream is the weaker one), else to the visual-dominant side.
+    See `directional_loss`."""
+    visual_weak = gap > 0
+    return directional_loss(logits, labels, jnp.where(visual_weak, w_imb, 0.0),
+                            jnp.where(visual_weak, 0.0, w_imb), weak_weight=weak_weight,
+                            uniform_weight=uniform_weight,
+                            reliability_weight=reliability_weight)
+
+
+def directional_loss(logits, labels: jnp.ndarray, w_audio_dom: jnp.ndarray,
+                     w_visual_dom: jnp.ndarray, *, weak_weight: float, uniform_weight: float,
+                     reliability_weight: float):
     """The guided phase's loss (mean over the shard) and its logged terms.
 
-    `w_imb`, `gap`: each sample's imbalanced posterior and gap at the last fit. With
-    `weak = visual if gap > 0 else audio`:
-    `CE(f) + c_a CE(l_a) + c_v CE(l_v) + uniform_weight w CE(uniform, l_weak)
-    + reliability_weight CE(r, [1 - w, w [weak = audio], w [weak = visual]])`,
-    `c_weak = 1 - w + w weak_weight`, `c_strong = 1`.
+    `w_audio_dom`, `w_visual_dom`: each sample's posterior of "audio dominant" (so the
+    visual stream is the weaker one there) and of "visual dominant". With
+    `c_v = 1 - w_a + w_a weak_weight`, `c_a = 1 - w_v + w_v weak_weight`:
+    `CE(f) + c_a CE(l_a) + c_v CE(l_v) + uniform_weight (w_v CE(uniform, l_a)
+    + w_a CE(uniform, l_v)) + reliability_weight CE(r, [1 - w_a - w_v, w_v, w_a])`.
     """
-    w = jax.lax.stop_gradient(w_imb)
-    visual_weak = gap > 0
-    c_weak = 1.0 - w + w * weak_weight
-    c_a = jnp.where(visual_weak, 1.0, c_weak)
-    c_v = jnp.where(visual_weak, c_weak, 1.0)
+    w_a = jax.lax.stop_gradient(w_audio_dom)
+    w_v = jax.lax.stop_gradient(w_visual_dom)
+    c_a = 1.0 - w_v + w_v * weak_weight
+    c_v = 1.0 - w_a + w_a * weak_weight
     ce_f = losses.cross_entropy(logits.fused, labels)
     ce_a = losses.cross_entropy(logits.audio, labels)
     ce_v = losses.cross_entropy(logits.visual, labels)
     per_sample = ce_f + c_a * ce_a + c_v * ce_v
+    visual_weak = w_a > w_v
     terms = {"ce_fused": ce_f.mean(), "ce_audio": ce_a.mean(), "ce_visual": ce_v.mean(),
              "weak_weight_mean": jnp.where(visual_weak, c_v, c_a).mean(),
-             "w_imb_mean": w.mean()}
+             "w_imb_mean": (w_a + w_v).mean()}
     if uniform_weight:
-        weak_logits = jnp.where(visual_weak[:, None], logits.visual, logits.audio)
-        to_uniform = -jax.nn.log_softmax(weak_logits, axis=-1).mean(axis=-1)
-        per_sample = per_sample + uniform_weight * w * to_uniform
-        terms["ce_weak_to_uniform"] = (w * to_uniform).mean()
+        def to_uniform(stream_logits):
+            return -jax.nn.log_softmax(stream_logits, axis=-1).mean(axis=-1)
+        u_a, u_v = to_uniform(logits.audio), to_uniform(logits.visual)
+        per_sample = per_sample + (uniform_weight * w_v * u_a + uniform_weight * w_a * u_v)
+        terms["ce_weak_to_uniform"] = (w_v * u_a + w_a * u_v).mean()
     if logits.reliability is not None:
-        targets = jnp.stack([1.0 - w, w * (~visual_weak), w * visual_weak], axis=-1)
+        targets = jnp.stack([1.0 - w_a - w_v, w_v, w_a], axis=-1)
         rel = -(targets * jax.nn.log_softmax(logits.reliability, axis=-1)).sum(-1)
         per_sample = per_sample + reliability_weight * rel
         terms["ce_reliability"] = rel.mean()
@@ -107,6 +127,11 @@ class GmmGuided(gmm_fits.FitsGmm, base.Method):
         # Reliability-aware fusion with a label-free reliability head (see the module).
         c.reliability_fusion = False
         c.reliability_weight = 1.0
+        # Which stream is the weaker one on a sample: gap_sign (the sign of its gap, with
+        # the imbalanced posterior as the weight) | posterior (the mixture's per-direction
+        # posteriors, p(audio dominant | g) and p(visual dominant | g): with
+        # gmm.components=3 each direction has a component of its own).
+        c.direction = "gap_sign"
         return c
 
     @classmethod
@@ -118,6 +143,7 @@ class GmmGuided(gmm_fits.FitsGmm, base.Method):
                  f"gmm_guided.{field}", "a finite number >= 0")
         need(isinstance(c.reliability_fusion, bool), "gmm_guided.reliability_fusion",
              "True or False")
+        need(c.direction in DIRECTIONS, "gmm_guided.direction", " or ".join(DIRECTIONS))
         need(1 <= config.schedule.warmup_epochs < config.epochs, "schedule.warmup_epochs",
              f"in 1..{config.epochs - 1} for method=gmm_guided: the first GMM is fitted to "
              "a warmed-up model's gaps, and the guided phase needs at least one epoch")
@@ -149,12 +175,15 @@ class GmmGuided(gmm_fits.FitsGmm, base.Method):
         c = self.config.gmm_guided
         if phase == "warmup":
             return warmup_loss(logits, batch["label"], c.reliability_weight)
+        strengths = dict(weak_weight=c.weak_weight, uniform_weight=c.uniform_weight,
+                         reliability_weight=c.reliability_weight)
+        if c.direction == "posterior":
+            _, w_a, w_v, _ = gmm_fits.direction_posteriors_of(method_state, batch["index"])
+            return directional_loss(logits, batch["label"], w_a, w_v, **strengths)
         # The imbalanced posterior is both directions' (gmm.components=3) or the one
-        # imbalanced component's (2); the gap's sign still says which stream is weaker.
+        # imbalanced component's (2); the gap's sign says which stream is weaker.
         w_imb, gap = gmm_fits.posteriors_of(method_state, batch["index"])
-        return guided_loss(logits, batch["label"], w_imb, gap, weak_weight=c.weak_weight,
-                           uniform_weight=c.uniform_weight,
-                           reliability_weight=c.reliability_weight)
+        return guided_loss(logits, batch["label"], w_imb, gap, **strengths)
 
     def fused(self, logits):
         return logits.fused if logits.reliability is None else reliability_fused(logits)
