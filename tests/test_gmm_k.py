@@ -226,3 +226,23 @@ def test_a_tiny_gmm_guided_run_with_three_components(tiny_data_dir, tmp_path):
     assert {"pi_0", "pi_1", "pi_2", "components_used"} <= set(results["final_gmm"])
     saved = np.load(workdir / "gmm_fits" / "fit_000.npz")
     assert "gmm_pi_2" in saved.files
+
+
+def test_each_direction_finds_its_own_kind_of_degraded_clip_and_not_the_other():
+    from avgmm.evaluators import gmm_auc
+
+    rng = np.random.default_rng(3)
+    kind = rng.choice(3, 1200, p=[0.6, 0.2, 0.2])  # none, visual (image) degraded, audio
+    # A degraded image leaves the audio stream dominant (gap > 0), degraded audio the
+    # visual one; half of the degraded clips look balanced (a mild degradation).
+    centre = np.array([0.0, 0.6, -0.6])[kind] * (rng.random(1200) < 0.5)
+    x = rng.normal(centre, 0.08).astype(np.float32)
+    classes = ("none", "visual", "audio")
+    three = gmm_auc.direction_aucs(gmm_lib.fit_gmm(x, components=3), x, kind, classes)
+    assert three["auc_image_degraded"] > 0.7 and three["auc_audio_degraded"] > 0.7
+    # The two-component mixture gives all of its imbalanced posterior to one side: the
+    # other side's clips are not found (the blur the directional diagnosis removes).
+    two = gmm_auc.direction_aucs(gmm_lib.fit_gmm(x, components=2), x, kind, classes)
+    assert min(two.values()) < 0.6 < max(two.values())
+    assert gmm_auc.direction_aucs(gmm_lib.fit_gmm(x, components=3), x, kind,
+                                  ("none", "visual")).keys() == {"auc_image_degraded"}

@@ -103,6 +103,8 @@ def run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
         "test_degraded_last": results["last_epoch"].get("accuracy_degraded"),
         "test_clean_last": results["last_epoch"].get("accuracy_clean"),
         "fit_aucs": results.get("gmm_fit_aucs", []),
+        "fit_aucs_image": results.get("gmm_fit_aucs_image_degraded", []),
+        "fit_aucs_audio": results.get("gmm_fit_aucs_audio_degraded", []),
         "fit_pi1": [r["gmm_fit"]["pi_1"] for r in records if "gmm_fit" in r],
     }
     # (Not where that epoch went unevaluated: config.eval_every_epochs > 1.)
@@ -150,10 +152,11 @@ def summarize(variants: Dict[str, List[Dict[str, Any]]]) -> List[Dict[str, Any]]
         inside = [x["best_in_adaptive"] for x in s if "best_in_adaptive" in x]
         row["best_in_adaptive"] = f"{sum(inside)}/{len(inside)}" if inside else "-"
         row["best_epoch"] = ", ".join(str(x["best_epoch"]) for x in s)
-        n_fits = max((len(x["fit_aucs"]) for x in s), default=0)
-        row["fit_aucs"] = " / ".join(
-            _stat([x["fit_aucs"][k] if k < len(x["fit_aucs"]) else None for x in s], 1.0, 3)
-            .replace(" ± ", "±") for k in range(n_fits)) if n_fits else "-"
+        for key in ("fit_aucs", "fit_aucs_image", "fit_aucs_audio"):
+            n_fits = max((len(x[key]) for x in s), default=0)
+            row[key] = " / ".join(
+                _stat([x[key][k] if k < len(x[key]) else None for x in s], 1.0, 3)
+                .replace(" ± ", "±") for k in range(n_fits)) if n_fits else "-"
         rows.append(row)
     return rows
 
@@ -177,7 +180,9 @@ def tables(rows: List[Dict[str, Any]]) -> str:
                 ("val_audio_end", "val audio, end"),
                 ("val_visual_warmup", "val visual, end of warm-up"),
                 ("val_visual_end", "val visual, end"),
-                ("fit_aucs", "GMM AUROC per fit (degraded train clips)")]
+                ("fit_aucs", "GMM AUROC per fit (degraded train clips)"),
+                ("fit_aucs_image", "p(audio dominant) AUROC per fit (degraded images)"),
+                ("fit_aucs_audio", "p(visual dominant) AUROC per fit (degraded audio)")]
     out = []
     for cols in (acc_cols, dyn_cols):
         out.append("| " + " | ".join(name for _, name in cols) + " |")

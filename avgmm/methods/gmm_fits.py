@@ -15,12 +15,14 @@ import numpy as np
 
 from avgmm import gmm as gmm_lib
 from avgmm import progress
+from avgmm.evaluators import gmm_auc
 from avgmm.evaluators.gmm_auc import imbalanced_auc
 from avgmm.methods import base
 from avgmm.workdir import Workdir
 
 # The per-sample columns a fit's file keeps, where the data has them.
-FIT_COLUMNS = ("index", "id", "label", "imbalanced", "gap", "p_audio", "p_visual")
+FIT_COLUMNS = ("index", "id", "label", "imbalanced", "degraded", "gap", "p_audio",
+               "p_visual")
 
 
 @flax.struct.dataclass
@@ -64,6 +66,9 @@ class FitsGmm:
         if run.ds.meta.has_imbalance_flag:
             # How well each fit's imbalanced posterior found the degraded training clips.
             out["gmm_fit_aucs"] = list(run.meta.get("fit_aucs", []))
+        for subset, _, _ in gmm_auc.DIRECTIONS:  # per direction, where the data tells
+            if f"fit_auc_{subset}s" in run.meta:
+                out[f"gmm_fit_aucs_{subset}"] = list(run.meta[f"fit_auc_{subset}s"])
         return out
 
 
@@ -107,6 +112,12 @@ def refit_gmm(run: base.RunContext, state, fit_index: int, epochs_done: int):
         auc = imbalanced_auc(gmm, host_gaps["gap"], host_gaps["imbalanced"])
         fit["auc_imbalanced"] = auc
         meta["fit_aucs"] = list(meta.get("fit_aucs", [])) + [auc]
+    classes = gmm_auc.direction_classes(run.ds.meta)
+    if classes is not None and "degraded" in host_gaps:
+        for key, auc in gmm_auc.direction_aucs(gmm, host_gaps["gap"], host_gaps["degraded"],
+                                               classes).items():
+            fit[key] = auc
+            meta[f"fit_{key}s"] = list(meta.get(f"fit_{key}s", [])) + [auc]
     used = fit.get("components_used")
     if fit["fallback"] and used == 2:
         progress.say(f"GMM fit {fit_index}: two components instead of three (one collapsed, "
