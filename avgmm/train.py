@@ -28,7 +28,8 @@ from avgmm.data import pipeline
 from avgmm.errors import RunInterrupted, UserError, WorkdirBusyError
 from avgmm.metric_writer import MetricWriter, NullMetricWriter
 from avgmm.processes import on_primary, primary_context
-from avgmm.run_config import check_batch_fits, open_dataset, select_devices, validate_config
+from avgmm.run_config import (check_batch_fits, check_train_classes, open_dataset,
+                              select_devices, validate_config)
 from avgmm.workdir import Workdir
 
 _say = progress.say
@@ -58,6 +59,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         # Opened before the workdir is touched: a dataset that is not there is refused
         # without leaving an empty workdir behind.
         ds = open_dataset(config)
+        check_train_classes(config, ds)
         check_batch_fits(config, ds.meta.num_examples["train"], len(select_devices(config)))
         with primary_context(wd.lock):
             return _train_and_evaluate(config, wd, ds, fresh, timer)
