@@ -158,6 +158,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
     if ds.meta.split_source:
         _say(f"split: {ds.meta.split_source}")
     clock = progress.RunClock(n_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
+    blowup = divergence.BlowupGuard(ds.meta.num_classes, on_primary(
+        lambda: divergence.BlowupGuard.first_loss_of(wd.read_metrics()), share=True)
+        if start_epoch else None, config, ds)
     # The best-validation state of this process's epochs (host): the final evaluation
     # then needs no restore, and need not wait for the last saves.
     best_host = None
@@ -184,7 +187,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
             divergence.check_finite(epoch + 1, {"parameters": host_state.params,
                                                 "BatchNorm statistics": host_state.batch_stats,
                                                 "optimizer state": host_state.opt_state},
-                                    record["train"]["loss"], ckpt.last_good, ds)
+                                    record["train"]["loss"], ckpt.last_good, ds, config)
+            blowup.check_train(epoch + 1, record["train"]["loss"], ckpt.last_good)
             with timer.span("method_passes"):
                 record.update(method.epoch_record(run.ctx, state, epoch))
             best = False
@@ -193,7 +197,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
                     _say("evaluating on the validation and test splits")
                 with timer.span("evaluation"):
                     best = _evaluate_epoch(run, state, record, meta)
-                divergence.check_outputs(epoch + 1, record, ckpt.last_good, ds)
+                divergence.check_outputs(epoch + 1, record, ckpt.last_good, ds, config)
+                blowup.check_outputs(epoch + 1, record, ckpt.last_good)
             with timer.span("progress"):
                 _say(_epoch_line(run, record, n_epochs))
             shown_epoch = epoch + 1
