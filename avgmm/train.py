@@ -14,6 +14,7 @@ Every step function the run will use starts compiling at the start, concurrently
 
 import functools
 import os
+import sys
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
@@ -25,7 +26,7 @@ from avgmm import evaluators, files, methods, progress, timing
 from avgmm.build import build
 from avgmm.checkpoints import SharedCheckpoints
 from avgmm.data import pipeline
-from avgmm.errors import RunInterrupted, UserError, WorkdirBusyError
+from avgmm.errors import DiskFullError, RunInterrupted, UserError, WorkdirBusyError
 from avgmm.metric_writer import MetricWriter, NullMetricWriter
 from avgmm.processes import on_primary, primary_context
 from avgmm.run_config import (check_batch_fits, check_train_classes, open_dataset,
@@ -230,9 +231,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
             where = (f"while epoch {shown_epoch} was being saved ({where}; epoch "
                      f"{shown_epoch} is trained again)")
         raise RunInterrupted(f"interrupted {where}; run the same command to resume") from None
+    except DiskFullError:
+        # Another write of the run (a GMM fit's file) met the disk that a background save
+        # filled first: that save's line names the real last good checkpoint.
+        ckpt.wait(everywhere=False)
+        raise
     finally:
         par.cancel_ahead()
-        ckpt.close()
+        # On the way out of a failing run, its error stays the one line told.
+        ckpt.close(quiet=sys.exc_info()[0] is not None)
         writer.close()
     return results
 
