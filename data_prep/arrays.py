@@ -14,7 +14,11 @@ For benchmarks distributed as arrays, not media. One row of every array is one c
                              for N x T x F (frames first, as feature releases often are)
     frames.npy   N x H x W, N x H x W x C, N x T x H x W or N x T x H x W x C (C 1 or 3;
                              a 4-D array whose last axis is 1 or 3 is N x H x W x C)
-    labels.npy   N           class indices (0..K-1) or class names (strings)
+    labels.npy   N           class indices (0..K-1) or class names (strings); at least
+                             2 classes. Whole-number floats (1.0) are read as indices,
+                             with a notice; indices that are not 0..K-1 ({0, 5}) are
+                             mapped to 0..K-1 in sorted order, the classes named by
+                             their values, with a notice naming the mapping
     ids.npy      N           optional: clip ids (strings or ints, unique)
     splits.npy   N           optional: train, validation (or val), test
 
