@@ -266,15 +266,21 @@ class Checkpointer:
             self.best.wait_until_finished()
         self._pending, self._committed = None, step
 
-    def close(self) -> None:
+    def close(self, quiet: bool = False) -> None:
         """Finishes pending saves and releases orbax's threads; a full disk met by a save
-        still in flight raises `DiskFullError` (never orbax's own traceback)."""
+        still in flight raises `DiskFullError` (never orbax's own traceback). `quiet`: the
+        run is already failing with its own one-line error, which an earlier save's
+        failure, raised again by orbax here, must not replace."""
         path, nbytes, _ = self._pending or (self.root, 0, None)
         try:
             with disk_full_guard(path, nbytes, self._describe(self._committed)):
-                self.latest.close()
-        finally:
-            self.best.close()
+                try:
+                    self.latest.close()
+                finally:
+                    self.best.close()  # raises a failed best save again
+        except Exception:  # noqa: BLE001
+            if not quiet:
+                raise
 
 
 def _reason(e: BaseException) -> str:
@@ -349,13 +355,13 @@ class SharedCheckpoints:
             return
         on_primary(wait)
 
-    def close(self) -> None:
+    def close(self, quiet: bool = False) -> None:
         """Lets queued saves finish, then closes (a failed save was, or will not be,
-        reported: the run is ending)."""
+        reported: the run is ending). `quiet`: see `Checkpointer.close`."""
         if self._saves is not None:
             self._saves.close()
         if self._ckpt is not None:
-            self._ckpt.close()
+            self._ckpt.close(quiet)
 
     def _shared(self, load: Callable[[], Any], template: Any):
         def loaded():

@@ -17,7 +17,7 @@ Anything else is a bug and keeps its traceback.
 import argparse
 import os
 import sys
-from typing import Any, Callable, List, NoReturn
+from typing import Any, Callable, List, NoReturn, Optional
 
 from absl import app, flags
 
@@ -63,14 +63,75 @@ def run(main: Callable[[List[str]], Any]) -> None:
     app.run(guarded, flags_parser=parse_flags)
 
 
+def _resolved(path: str) -> str:
+    """`path` with `~` expanded, symbolic links and `..` resolved. A leading `//` is the
+    root on Linux and macOS (POSIX leaves it to the system, and `realpath` keeps it as it
+    is), so it is read as `/`: `--workdir=//` must not slip past the check below."""
+    path = os.path.expanduser(path)
+    if path.startswith("//"):
+        path = os.sep + path.lstrip("/")
+    return os.path.realpath(path)
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether two resolved paths name one folder (compared by inode where both exist, so
+    that a bind mount or a second name of the same folder is caught too)."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def repository_root() -> str:
+    """The folder holding the `avgmm` package: the repository's root in a checkout."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def forbidden_folder(path: Any) -> Optional[str]:
+    """Why `path` cannot be a folder that a command fills with its outputs (a run's
+    workdir, a sweep's root, a report's or study's folder), or None when it can.
+
+    The one place that decides, for every command that writes. Refused: an empty value,
+    and any path that resolves to the root of the file system, the home directory itself
+    or avgmm's repository root (`//`, `/.`, `$ROOT/` with an empty ROOT, `~`, `.` in those
+    folders): a run writes and, with `--fresh`, deletes many entries there, mixed with the
+    user's own files."""
+    text = "" if path is None else str(path)
+    if not text.strip():
+        return "it is empty"
+    resolved = _resolved(text)
+    for what, folder in (("the root of the file system", os.sep),
+                         ("the home directory", "~"),
+                         ("the root of avgmm's repository", repository_root())):
+        if _same_folder(resolved, _resolved(folder)):
+            return f"it is {what}" + (f" ({resolved})" if resolved != text else "")
+    return None
+
+
 def folder_flag(flag: str, value: Any, example: str = "runs/x") -> str:
-    """The value of a folder flag (`--workdir`, `--out`), refused when empty or the root of
-    the file system (every run and sweep writes many files and folders into it)."""
+    """The value of a folder flag (`--workdir`, `--out`), refused (`UserError`) when
+    `forbidden_folder` says it cannot hold the command's outputs."""
     text = "" if value is None else str(value)
-    if not text.strip() or os.path.abspath(os.path.expanduser(text)) == os.path.abspath(os.sep):
-        raise UserError(f"{flag}={text!r} is not allowed: name a folder of its own, e.g. "
-                        f"{flag}={example}")
+    why = forbidden_folder(text)
+    if why:
+        raise UserError(f"{flag}={text!r} is not allowed: {why}; name a folder of its "
+                        f"own, e.g. {flag}={example}")
     return text
+
+
+def output_folder(flag: str, given: Optional[str], default: str, example: str) -> str:
+    """The folder a command writes into: `given` (its `flag`'s value) or, when that is not
+    set, `default` (derived from the inputs, e.g. their common parent folder), either one
+    checked by `forbidden_folder`."""
+    if given is not None:
+        return folder_flag(flag, given, example)
+    why = forbidden_folder(default)
+    if why:
+        raise UserError(f"the default output folder {default!r} is not allowed: {why}; "
+                        f"name one with {flag}, e.g. {flag}={example}")
+    return default
 
 
 class ArgumentParser(argparse.ArgumentParser):

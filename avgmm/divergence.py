@@ -1,19 +1,28 @@
 """A diverged run is stopped in one line (`DivergedError`) before anything of the bad
-epoch is evaluated, written or saved, and the line says what is non-finite and where it
-came from.
+epoch is evaluated, written or saved, and the line says what is non-finite (or blew up)
+and where it came from.
 
 Three places see NaN or inf: the epoch's mean loss and the train state after the epoch
 (`check_finite`), the model's inference-mode outputs on the validation and test splits
 (`check_outputs`), and the per-sample gaps a GMM refit collects (`check_gaps`). Every
 hyper-parameter is checked finite before compiling (`run_config`), so what is left is
 either the data (NaN or inf in the inputs, e.g. a damaged decoded cache) or the updates
-blowing up (the learning rate): the inputs are scanned to tell which.
+blowing up (the learning rate, or one of the method's own settings set far from its
+default): the inputs are scanned to tell which, and the method's settings are compared
+with their defaults.
+
+A run can also blow up without NaN: a huge learning rate drives the loss from 1.6e3 to
+6e9 and the validation loss to 1e24, all finite, and the model is at chance. `BlowupGuard`
+stops such a run like a NaN: an epoch whose mean training loss, or whose validation or
+test loss, is more than `BLOWUP_FACTOR` times the run's reference loss (the larger of the
+first epoch's training loss and ln K, the loss of guessing among K classes; ln K alone
+for the first epoch) is never evaluated further, saved or made the best.
 """
 
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
@@ -21,6 +30,13 @@ import numpy as np
 from avgmm.errors import DivergedError
 
 LOWER_LR = "Lower config.optimizer.learning_rate and start again with --fresh"
+# A finite loss this many times the reference is a blow-up: a training loss that grows
+# 1000-fold from its first epoch, or starts 1000 times above chance, is not learning; a
+# healthy run's losses (validation ones of an overfitting model included) stay within a
+# few dozen times the first epoch's.
+BLOWUP_FACTOR = 1e3
+# A method's number this many times its default (or more, in magnitude) is extreme.
+EXTREME_FACTOR = 1e3
 # Seconds the inputs of a split may be scanned for NaN at a divergence (a split read from
 # the prepared records, not from the decoded cache, may be slow to read whole).
 SCAN_SECONDS = 60.0
@@ -40,26 +56,28 @@ def _named(last_good: Union[str, Callable[[], str]]) -> str:
 
 
 def check_finite(step: int, tree: Union[Mapping[str, Any], Any], loss: float,
-                 last_good: Union[str, Callable[[], str]], ds: Any = None) -> None:
+                 last_good: Union[str, Callable[[], str]], ds: Any = None,
+                 config: Any = None) -> None:
     """Raises `DivergedError` when the epoch's mean loss or any floating leaf of `tree`
     (host arrays) is NaN or inf. `tree`: a dict naming its parts (e.g. "parameters",
     "optimizer state") or one pytree; `last_good`: the checkpoint to go back to, or a
     callable that names it; `ds` (the dataset, optional): its training inputs are scanned
-    for NaN or inf to say where it came from."""
+    for NaN or inf to say where it came from; `config` (optional): its method's extreme
+    settings are named as the likely cause."""
     if math.isfinite(loss) and _all_finite(tree):
         return
     parts = dict(tree) if isinstance(tree, Mapping) else {"the train state": tree}
     what = [f"the epoch's mean loss is {loss}"] if not math.isfinite(loss) else []
     what += [f"NaN or inf in the {name} (first: {first})" for name, part in parts.items()
              if (first := first_nonfinite(part)) is not None]
-    cause, remedy = _diagnosis(ds, "train")
+    cause, remedy = _diagnosis(ds, "train", config)
     raise DivergedError(
         f"training diverged in epoch {step} ({'; '.join(what)}): {cause}; the epoch was "
         f"neither saved nor evaluated; {_named(last_good)}. {remedy}")
 
 
 def check_outputs(step: int, record: Mapping[str, Any], last_good: Union[str, Callable[[], str]],
-                  ds: Any = None) -> None:
+                  ds: Any = None, config: Any = None) -> None:
     """Raises `DivergedError` when the model's inference-mode loss on the validation or
     test split of an epoch (`record["val"]`, `record["test"]`) is NaN or inf: a model
     whose outputs overflow is not saved, even if its parameters are finite."""
@@ -68,7 +86,7 @@ def check_outputs(step: int, record: Mapping[str, Any], last_good: Union[str, Ca
            and not math.isfinite(record[key]["loss"])}
     if not bad:
         return
-    cause, remedy = _diagnosis(ds, next(iter(bad)))
+    cause, remedy = _diagnosis(ds, next(iter(bad)), config)
     raise DivergedError(
         f"training diverged in epoch {step} (the model's outputs are NaN or inf on the "
         + " and the ".join(f"{s} split (loss {v})" for s, v in bad.items())
@@ -151,17 +169,115 @@ def _clip_name(host: Mapping[str, np.ndarray], row: int) -> str:
     return ", ".join(parts) or f"row {row}"
 
 
-def _diagnosis(ds: Any, split: str):
-    """`(cause, remedy)` of a divergence, from a scan of the split's inputs."""
+def _diagnosis(ds: Any, split: str, config: Any = None):
+    """`(cause, remedy)` of a divergence, from a scan of the split's inputs and, with
+    finite inputs, the method's settings (an extreme one is named before the learning
+    rate is blamed)."""
     if ds is None or split not in ds.meta.num_examples:
-        return "the inputs were not checked", LOWER_LR
+        return _updates_cause("the inputs were not checked", config)
     scan = scan_inputs(ds, split)
     if scan["bad"]:
         return _data_cause(ds, split, scan["bad"]), _data_remedy(ds, split, scan["bad"])
     checked = (f"all {scan['total']}" if scan["scanned"] == scan["total"] else
                f"the first {scan['scanned']} of {scan['total']}")
-    return (f"the {split} inputs are finite ({checked} clips checked) and every "
-            "hyper-parameter was checked finite, so the updates blew up", LOWER_LR)
+    return _updates_cause(f"the {split} inputs are finite ({checked} clips checked) and "
+                          "every hyper-parameter was checked finite, so the updates blew "
+                          "up", config)
+
+
+def _updates_cause(found: str, config: Any) -> Tuple[str, str]:
+    """`(cause, remedy)` when the updates blew up: the method's extreme settings when it
+    has any, else the learning rate."""
+    extreme = extreme_settings(config) if config is not None else []
+    if not extreme:
+        return found, LOWER_LR
+    return (f"{found}: the likely cause is {' and '.join(extreme)}, far from "
+            f"{'its default' if len(extreme) == 1 else 'their defaults'}",
+            f"Bring {'it' if len(extreme) == 1 else 'them'} near the default (not the "
+            "learning rate) and start again with --fresh")
+
+
+def extreme_settings(config: Any) -> List[str]:
+    """The numbers of `config.method`'s own section that are `EXTREME_FACTOR` times their
+    default or more in magnitude (or as many times smaller than a default above 1), as
+    `config.mmpareto.gamma=1e+30 (default 1.5)`."""
+    from avgmm import methods  # the registry imports the methods, which import this module
+
+    cls = methods.REGISTRY.get(getattr(config, "method", None))
+    defaults = cls.defaults() if cls is not None else None
+    if defaults is None or cls.name not in config:
+        return []
+    out = []
+    for key, default in defaults.items():
+        value = config[cls.name].get(key)
+        if (isinstance(default, bool) or not isinstance(default, (int, float))
+                or isinstance(value, bool) or not isinstance(value, (int, float))):
+            continue
+        scale = max(abs(default), 1.0)
+        tiny = abs(default) > 1.0 and 0 < abs(value) * EXTREME_FACTOR <= abs(default)
+        if abs(value) >= EXTREME_FACTOR * scale or tiny:
+            out.append(f"config.{cls.name}.{key}={value:g} (default {default:g})")
+    return out
+
+
+class BlowupGuard:
+    """Stops a run whose losses blow up while staying finite (see the module docstring).
+
+    Args:
+      num_classes: K; ln K is the reference before the first epoch's loss is known.
+      first_loss: the run's first-epoch training loss when resuming (None: fresh).
+      config, ds: to name the cause (the method's extreme settings, the inputs).
+    """
+
+    def __init__(self, num_classes: int, first_loss: Optional[float], config: Any = None,
+                 ds: Any = None):
+        self.chance = math.log(max(num_classes, 2))
+        self.first_loss = first_loss
+        self.config, self.ds = config, ds
+
+    @staticmethod
+    def first_loss_of(records: Sequence[Mapping[str, Any]]) -> Optional[float]:
+        """The first epoch's training loss among a workdir's metrics records (a resume's
+        reference), or None."""
+        return next((float(r["train"]["loss"]) for r in records
+                     if r.get("epoch") == 1 and "loss" in r.get("train", {})), None)
+
+    def _reference(self) -> Tuple[float, str]:
+        if self.first_loss is None or abs(self.first_loss) <= self.chance:
+            return self.chance, f"ln K = {self.chance:.3g}, the loss of guessing"
+        return abs(self.first_loss), f"the first epoch's training loss {self.first_loss:.3g}"
+
+    def _raise(self, step: int, what: str, split: str, saved: str,
+               last_good: Union[str, Callable[[], str]]) -> None:
+        reference, named = self._reference()
+        cause, remedy = _diagnosis(self.ds, split, self.config)
+        raise DivergedError(
+            f"training diverged in epoch {step} ({what} is more than {BLOWUP_FACTOR:g} "
+            f"times {named}, though finite): {cause}; the epoch was {saved}; "
+            f"{_named(last_good)}. {remedy}")
+
+    def check_train(self, step: int, loss: float,
+                    last_good: Union[str, Callable[[], str]]) -> None:
+        """After `check_finite`: raises `DivergedError` when the epoch's mean training
+        loss blew up; the first epoch's loss becomes the reference otherwise."""
+        reference, _ = self._reference()
+        if abs(loss) > BLOWUP_FACTOR * reference:
+            self._raise(step, f"the epoch's mean loss {loss:.3g}", "train",
+                        "neither saved nor evaluated", last_good)
+        if self.first_loss is None:
+            self.first_loss = float(loss)
+
+    def check_outputs(self, step: int, record: Mapping[str, Any],
+                      last_good: Union[str, Callable[[], str]]) -> None:
+        """After `check_outputs`: raises `DivergedError` when the validation or test loss
+        of the epoch (`record["val"]`, `record["test"]`) blew up, before it is saved or
+        made the best."""
+        reference, _ = self._reference()
+        for key, split in (("val", "validation"), ("test", "test")):
+            loss = record.get(key, {}).get("loss")
+            if loss is not None and abs(loss) > BLOWUP_FACTOR * reference:
+                self._raise(step, f"the {split} loss {loss:.3g}", split, "not saved",
+                            last_good)
 
 
 def _cache_dir(ds: Any, split: str) -> Optional[str]:

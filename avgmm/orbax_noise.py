@@ -7,6 +7,7 @@ import gc
 import logging as py_logging
 import os
 import sys
+import threading
 from typing import Callable
 
 from absl import logging
@@ -23,22 +24,43 @@ class FailedSaveLogFilter(py_logging.Filter):
                     and logging.get_verbosity() < logging.INFO)
 
 
+def _loop_closed(value: BaseException) -> bool:
+    return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+
 def mute_failed_save_noise() -> None:
-    """Installs, once per process, `FailedSaveLogFilter` and an excepthook that drops the
+    """Installs, once per process, `FailedSaveLogFilter` and hooks that drop the
     `RuntimeError: Event loop is closed` tracebacks which tensorstore prints for writes
-    that finish after a failed save has closed their event loop."""
+    that finish after a failed save has closed their event loop: 40 to 118 of them when
+    the first save of a run meets a full disk. They reach three hooks: `sys.excepthook`,
+    `sys.unraisablehook` (tensorstore's callbacks into a closed loop, from C++, print
+    there without an "Exception ignored" header) and `threading.excepthook`."""
     absl_logger = logging.get_absl_logger()
     if any(isinstance(f, FailedSaveLogFilter) for f in absl_logger.filters):
         return
     absl_logger.addFilter(FailedSaveLogFilter())
-    previous = sys.excepthook
+    drop_loop_closed_tracebacks()
+
+
+def drop_loop_closed_tracebacks() -> None:
+    """Wraps the three hooks as they are now so that they drop `Event loop is closed`
+    and pass everything else on (see `mute_failed_save_noise`)."""
+    previous, previous_unraisable = sys.excepthook, sys.unraisablehook
+    previous_thread = threading.excepthook
 
     def hook(kind, value, tb):
-        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
-            return
-        previous(kind, value, tb)
+        if not _loop_closed(value):
+            previous(kind, value, tb)
 
-    sys.excepthook = hook
+    def unraisable(info):
+        if not _loop_closed(info.exc_value):
+            previous_unraisable(info)
+
+    def thread_hook(args):
+        if not _loop_closed(args.exc_value):
+            previous_thread(args)
+
+    sys.excepthook, sys.unraisablehook, threading.excepthook = hook, unraisable, thread_hook
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 
 from avgmm import evaluators
 from avgmm import gmm as gmm_lib
@@ -166,3 +167,23 @@ def check_batch_fits(config: ml_collections.ConfigDict, num_train: int,
            f"config.num_devices={max(1, num_train)} or prepare more data")
     raise UserError(f"config.batch_size={config.batch_size} exceeds the {num_train} training "
                     f"examples of '{config.data.name}': {fix}")
+
+
+def check_train_classes(config: ml_collections.ConfigDict, ds: pipeline.Dataset) -> None:
+    """Refuses data whose training split cannot teach a classifier: fewer than 2 classes
+    in the dataset, or (when the split sits in the decoded cache, where its labels cost
+    nothing to read) labels of fewer than 2 classes in the training split. The records
+    of a split too large for the cache are not read for this: it would decode every clip."""
+    name, names = config.data.name, ds.meta.class_names
+    if ds.meta.num_classes < 2:
+        raise UserError(f"dataset '{name}' has {ds.meta.num_classes} class(es) "
+                        f"{list(names)}: a classifier needs at least 2; prepare it with "
+                        "clips of several classes")
+    if "train" not in ds.cache:
+        return
+    present = np.unique(np.asarray(ds.cache["train"]["label"]))
+    if len(present) < 2:
+        only = f" ({names[int(present[0])]!r})" if len(present) else ""
+        raise UserError(f"the training split of '{name}' holds labels of {len(present)} "
+                        f"class{only} only: a classifier needs at least 2; prepare the data "
+                        "again with training clips of several classes")

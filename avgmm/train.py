@@ -14,6 +14,7 @@ Every step function the run will use starts compiling at the start, concurrently
 
 import functools
 import os
+import sys
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
@@ -25,10 +26,11 @@ from avgmm import evaluators, files, methods, progress, timing
 from avgmm.build import build
 from avgmm.checkpoints import SharedCheckpoints
 from avgmm.data import pipeline
-from avgmm.errors import RunInterrupted, UserError, WorkdirBusyError
+from avgmm.errors import DiskFullError, RunInterrupted, UserError, WorkdirBusyError
 from avgmm.metric_writer import MetricWriter, NullMetricWriter
 from avgmm.processes import on_primary, primary_context
-from avgmm.run_config import check_batch_fits, open_dataset, select_devices, validate_config
+from avgmm.run_config import (check_batch_fits, check_train_classes, open_dataset,
+                              select_devices, validate_config)
 from avgmm.workdir import Workdir
 
 _say = progress.say
@@ -58,6 +60,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         # Opened before the workdir is touched: a dataset that is not there is refused
         # without leaving an empty workdir behind.
         ds = open_dataset(config)
+        check_train_classes(config, ds)
         check_batch_fits(config, ds.meta.num_examples["train"], len(select_devices(config)))
         with primary_context(wd.lock):
             return _train_and_evaluate(config, wd, ds, fresh, timer)
@@ -156,6 +159,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
     if ds.meta.split_source:
         _say(f"split: {ds.meta.split_source}")
     clock = progress.RunClock(n_epochs * steps_per_epoch, start_epoch * steps_per_epoch)
+    blowup = divergence.BlowupGuard(ds.meta.num_classes, on_primary(
+        lambda: divergence.BlowupGuard.first_loss_of(wd.read_metrics()), share=True)
+        if start_epoch else None, config, ds)
     # The best-validation state of this process's epochs (host): the final evaluation
     # then needs no restore, and need not wait for the last saves.
     best_host = None
@@ -182,7 +188,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
             divergence.check_finite(epoch + 1, {"parameters": host_state.params,
                                                 "BatchNorm statistics": host_state.batch_stats,
                                                 "optimizer state": host_state.opt_state},
-                                    record["train"]["loss"], ckpt.last_good, ds)
+                                    record["train"]["loss"], ckpt.last_good, ds, config)
+            blowup.check_train(epoch + 1, record["train"]["loss"], ckpt.last_good)
             with timer.span("method_passes"):
                 record.update(method.epoch_record(run.ctx, state, epoch))
             best = False
@@ -191,7 +198,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
                     _say("evaluating on the validation and test splits")
                 with timer.span("evaluation"):
                     best = _evaluate_epoch(run, state, record, meta)
-                divergence.check_outputs(epoch + 1, record, ckpt.last_good, ds)
+                divergence.check_outputs(epoch + 1, record, ckpt.last_good, ds, config)
+                blowup.check_outputs(epoch + 1, record, ckpt.last_good)
             with timer.span("progress"):
                 _say(_epoch_line(run, record, n_epochs))
             shown_epoch = epoch + 1
@@ -223,9 +231,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir,
             where = (f"while epoch {shown_epoch} was being saved ({where}; epoch "
                      f"{shown_epoch} is trained again)")
         raise RunInterrupted(f"interrupted {where}; run the same command to resume") from None
+    except DiskFullError:
+        # Another write of the run (a GMM fit's file) met the disk that a background save
+        # filled first: that save's line names the real last good checkpoint.
+        ckpt.wait(everywhere=False)
+        raise
     finally:
         par.cancel_ahead()
-        ckpt.close()
+        # On the way out of a failing run, its error stays the one line told.
+        ckpt.close(quiet=sys.exc_info()[0] is not None)
         writer.close()
     return results
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import ml_collections
 
-from avgmm import config_text, files
+from avgmm import cli, config_text, files
 from avgmm.errors import UserError, WorkdirBusyError
 
 
@@ -65,8 +65,14 @@ class Workdir:
 
         The kernel drops the lock when its process dies, so a killed run never blocks the
         next one; the file's `pid host` content only serves the message when the holder is
-        alive.
+        alive. A folder that `cli.forbidden_folder` refuses (the root, the home directory,
+        the repository's root) is refused here too, for callers of the library that skip
+        the command line's check.
         """
+        why = cli.forbidden_folder(self.path)
+        if why:
+            raise UserError(f"workdir {self.path} is not allowed: {why}; name a folder of "
+                            "its own, e.g. runs/x")
         os.makedirs(self.path, exist_ok=True)
         path = self.file(self.LOCK)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -135,6 +135,7 @@ def frames_layout(shape: Sequence[int], where: str) -> Tuple[int, int, int, int]
 def check_groups(groups: Sequence[Group], audio_axes: str) -> Tuple[Tuple[int, int],
                                                                     Tuple[int, int, int, int]]:
     """Checks row counts and shapes; returns the audio `(F, T)` and frames `(T, H, W, C)`."""
+    check_dtypes(groups)
     audio_shape = frame_shape = None
     for g in groups:
         a, f = g.arrays["audio"], g.arrays["frames"]
@@ -160,33 +161,113 @@ def check_groups(groups: Sequence[Group], audio_axes: str) -> Tuple[Tuple[int, i
     return audio_shape, frame_shape
 
 
-def class_names(groups: Sequence[Group], given: Optional[Sequence[str]]) -> List[str]:
-    """Names of the classes: the given ones (indexed by integer labels), or the sorted
-    string labels, or `0..max` for integer labels."""
-    labels = [np.asarray(g.arrays["labels"]) for g in groups]
-    if all(lab.dtype.kind in "iu" for lab in labels):
-        top = max(int(lab.max()) for lab in labels if len(lab))
-        low = min(int(lab.min()) for lab in labels if len(lab))
-        if low < 0:
-            raise convert.DataPrepError(f"labels must be class indices >= 0, found {low}")
+# What each array may hold (numpy dtype kinds): real numbers for the features, class
+# indices (whole numbers, possibly stored as floats) or names for the labels. Complex
+# features would lose their imaginary part in the float16 cast without a word.
+DTYPE_KINDS = {"audio": ("iuf", "real numbers"),
+               "frames": ("iufb", "real numbers (grey or RGB levels)"),
+               "labels": ("iufbUS", "class indices 0..K-1 or class names")}
+COMPLEX_HINT = " (of a complex spectrogram, store np.abs(x) or its power |x|**2)"
+# Float labels are exact whole numbers only up to 2**53; larger ones cannot be told apart.
+MAX_LABEL = 2 ** 53
+NOTICE_CLASSES = 10  # classes listed in the notice of a mapping
+
+
+def check_dtypes(groups: Sequence[Group]) -> None:
+    """Refuses an array whose values cannot mean what it holds (complex or string audio,
+    complex labels), naming the file, before any value is converted."""
+    for g in groups:
+        for name, (kinds, what) in DTYPE_KINDS.items():
+            arr = g.arrays[name]
+            if arr.dtype.kind not in kinds:
+                hint = COMPLEX_HINT if arr.dtype.kind == "c" else ""
+                raise convert.DataPrepError(f"{g.paths[name]} holds {arr.dtype} values: "
+                                            f"{name} must be {what}{hint}")
+
+
+def _first(bad: np.ndarray) -> int:
+    return int(np.argmax(bad))
+
+
+def _indices(g: Group) -> np.ndarray:
+    """The numeric labels of `g` as int64 class indices, refused (naming the file, the
+    row and the value) when fractional, not finite, negative or too large to be one."""
+    lab, where = np.asarray(g.arrays["labels"]), g.paths["labels"]
+    if not len(lab):
+        return lab.astype(np.int64)
+    if lab.dtype.kind == "f":
+        bad = ~np.isfinite(lab)
+        bad[~bad] = lab[~bad] != np.round(lab[~bad])
+        if bad.any():
+            row = _first(bad)
+            raise convert.DataPrepError(
+                f"{where} row {row} has the label {lab[row].item()!r}: labels must be "
+                "whole class indices (0, 1, ...) or class names")
+    for bad, why in ((lab < 0, "class indices are >= 0"),
+                     (lab > MAX_LABEL, "too large to be a class index (> 2**53)")):
+        if bad.any():
+            row = _first(bad)
+            raise convert.DataPrepError(f"{where} row {row} has the label "
+                                        f"{lab[row].item()!r}: {why}; give indices "
+                                        "0..K-1 or class names")
+    return lab.astype(np.int64)
+
+
+def check_labels(groups: Sequence[Group], given: Optional[Sequence[str]]
+                 ) -> Tuple[List[str], List[str]]:
+    """Checks the labels of every group and returns the class names and the notices to
+    print (one line each).
+
+    Numeric labels become int64 class indices in `groups` (whole-number floats such as
+    1.0 with a notice; fractional, negative or non-finite ones refused). With
+    `--class_names` (`given`) they index those names. Without, labels that are not
+    0..K-1 (e.g. {0, 5}, or 10**12) are mapped to 0..K-1 in sorted order, the classes
+    named by their values, with a notice naming the mapping: nothing is allocated per
+    integer up to the largest label. String labels are the names. At least 2 distinct
+    classes are needed. Every refusal names the file (and the row and value)."""
+    files = ", ".join(sorted({g.paths["labels"] for g in groups}))
+    kinds = {np.asarray(g.arrays["labels"]).dtype.kind for g in groups}
+    notices = []
+    if kinds <= set("iuf"):
+        indices = [_indices(g) for g in groups]
+        values = np.unique(np.concatenate(indices))
+        if "f" in kinds:
+            notices.append(f"{files}: whole-number float labels (e.g. 1.0) are read as the "
+                           "class indices they spell")
         if given:
-            if top >= len(given):
-                raise convert.DataPrepError(f"--class_names names {len(given)} classes but "
-                                            f"the labels go up to {top}")
-            return list(given)
-        return [str(i) for i in range(top + 1)]
-    if any(lab.dtype.kind == "f" for lab in labels):
-        for lab in labels:
-            if lab.dtype.kind == "f" and not np.all(lab == np.round(lab)):
-                raise convert.DataPrepError("labels are fractional: give class indices or "
-                                            "names")
-        for g in groups:
-            g.arrays["labels"] = np.asarray(g.arrays["labels"]).astype(np.int64)
-        return class_names(groups, given)
-    if given:
-        raise convert.DataPrepError("--class_names is for integer labels; these labels are "
-                                    "names already")
-    return sorted({str(x) for lab in labels for x in lab.tolist()})
+            for g, idx in zip(groups, indices):
+                if len(idx) and idx.max() >= len(given):
+                    row = _first(idx >= len(given))
+                    raise convert.DataPrepError(
+                        f"--class_names names {len(given)} classes but {g.paths['labels']} "
+                        f"row {row} has the label {idx[row]}: name every class 0..{idx[row]}")
+            names = list(given)
+        elif np.array_equal(values, np.arange(len(values))):
+            names = [str(int(v)) for v in values]
+        else:
+            shown = ", ".join(f"{int(v)} -> {i}" for i, v in enumerate(values[:NOTICE_CLASSES]))
+            more = f", ... ({len(values)} classes)" if len(values) > NOTICE_CLASSES else ""
+            notices.append(f"{files}: the labels are not 0..K-1; mapped to class indices in "
+                           f"sorted order, named by their values: {shown}{more}")
+            indices = [np.searchsorted(values, idx) for idx in indices]
+            names = [str(int(v)) for v in values]
+        for g, idx in zip(groups, indices):
+            g.arrays["labels"] = idx
+        present = [str(int(v)) for v in values[:2]]
+    elif kinds <= set("USb"):
+        if given:
+            raise convert.DataPrepError("--class_names is for integer labels; these labels "
+                                        "are names already")
+        names = sorted({str(x) for g in groups for x in np.asarray(g.arrays["labels"]).tolist()})
+        present = names[:2]
+    else:
+        raise convert.DataPrepError(f"{files}: the labels are numbers in one file and names "
+                                    "in another; give one kind")
+    if len(present) < 2:
+        found = f"every label is {present[0]!r}" if present else "no label"
+        raise convert.DataPrepError(f"{files}: {found}; a classifier needs labels of at "
+                                    "least 2 classes")
+    return names, notices
 
 
 def label_names(group: Group, names: Sequence[str]) -> List[str]:

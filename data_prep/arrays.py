@@ -14,7 +14,11 @@ For benchmarks distributed as arrays, not media. One row of every array is one c
                              for N x T x F (frames first, as feature releases often are)
     frames.npy   N x H x W, N x H x W x C, N x T x H x W or N x T x H x W x C (C 1 or 3;
                              a 4-D array whose last axis is 1 or 3 is N x H x W x C)
-    labels.npy   N           class indices (0..K-1) or class names (strings)
+    labels.npy   N           class indices (0..K-1) or class names (strings); at least
+                             2 classes. Whole-number floats (1.0) are read as indices,
+                             with a notice; indices that are not 0..K-1 ({0, 5}) are
+                             mapped to 0..K-1 in sorted order, the classes named by
+                             their values, with a notice naming the mapping
     ids.npy      N           optional: clip ids (strings or ints, unique)
     splits.npy   N           optional: train, validation (or val), test
 
@@ -62,7 +66,7 @@ from absl import flags
 
 from data_prep import cli, convert, folder, registry
 from data_prep.array_files import (LAYOUTS, MULTIBENCH_VALIDATION, Group, check_groups,
-                                   class_names, find_groups, frames_layout, label_names,
+                                   check_labels, find_groups, frames_layout, label_names,
                                    resolve_frame_range, source_fingerprint,
                                    to_uint8_frames)
 from data_prep.features import NORMALIZATIONS
@@ -129,8 +133,11 @@ class ArraysAv(convert.AVBuilder):
     OTHER_TARGET = "a new --name"
 
     def __init__(self, *, source: Optional[Dict[str, str]] = None,
-                 names: Optional[Sequence[str]] = None, **kwargs):
+                 names: Optional[Sequence[str]] = None,
+                 class_names_given: Sequence[str] = (), **kwargs):
         self._source = source
+        # --class_names: the labels index them as given (no mapping; see check_labels).
+        self._class_names_given = list(class_names_given)
         # From the labels when preparing; a prepared dataset records its own.
         self._given_names = list(names or [])
         if source is None:  # opening the prepared dataset
@@ -150,6 +157,9 @@ class ArraysAv(convert.AVBuilder):
         o = self.split_options
         groups = find_groups(manual_dir, o["layout"])
         check_groups(groups, o["audio_axes"])
+        # Reread arrays: their labels become class indices again, as prepare_arrays saw
+        # them (its notices were printed there).
+        check_labels(groups, self._class_names_given or None)
         resolve_frame_range(groups, tuple(o["frame_range"]), o["layout"])
         return groups
 
@@ -289,12 +299,15 @@ def prepare_arrays(root: str, data_dir: str, name: str = "arrays_av",
     options = {"layout": layout, "audio_axes": audio_axes, "frame_range": [lo, hi],
                "val_fraction": val_fraction}
     cls = builder_class(name)
-    names = class_names(groups, class_names_given or None)
+    names, notices = check_labels(groups, class_names_given or None)
+    for line in notices:
+        print(f"notice: {line}", flush=True)
     return convert.prepare(
         cls, root, data_dir, overwrite=overwrite,
         audio=ArrayParams((f, t), normalization, description),
         frames=convert.FrameParams(tv, frame_size or h), split_options=options,
-        source=source_fingerprint(groups), workers=1, names=names)
+        source=source_fingerprint(groups), workers=1, names=names,
+        class_names_given=list(class_names_given))
 
 
 _CLASSES: Dict[str, type] = {}

@@ -23,8 +23,9 @@ mean of the plurality's levels (the table has no level for an emotion nobody cho
 import csv
 import dataclasses
 import hashlib
+import io
 import os
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -50,41 +51,87 @@ class Rating:
     levels: Mapping[str, Sequence[float]]  # presentation -> one level per letter
 
 
+def _text(path: str) -> io.StringIO:
+    """The table's text, refused in one line when it is not UTF-8 text: a spreadsheet's
+    "Unicode text" export (UTF-16, named by its byte-order mark) or binary bytes."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataPrepError(f"--summary_table={path} is UTF-16 text (a spreadsheet's "
+                            "Unicode export): save it as CSV UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataPrepError(f"--summary_table={path} is not UTF-8 text (line {line}, byte "
+                            f"{e.start}): pass CREMA-D's {RELATIVE_PATH}, saved as CSV "
+                            "UTF-8") from None
+    if "\0" in text:
+        raise DataPrepError(f"--summary_table={path} holds NUL bytes (UTF-16 without a "
+                            "byte-order mark, or not text): save CREMA-D's "
+                            f"{RELATIVE_PATH} as CSV UTF-8")
+    return io.StringIO(text, newline="")
+
+
+def _rows(reader: csv.DictReader, path: str) -> Iterator[Dict[str, str]]:
+    """The reader's rows; what the csv module cannot parse is one error naming the line."""
+    try:
+        yield from reader
+    except csv.Error as e:
+        raise DataPrepError(f"{path}:{reader.line_num}: not a CSV row ({e}): pass CREMA-D's "
+                            f"{RELATIVE_PATH}") from None
+
+
 def read_table(path: str) -> Dict[str, Rating]:
-    """`{clip name: Rating}` from a summary table; a malformed row is a DataPrepError."""
+    """`{clip name: Rating}` from a summary table. A malformed row (a cut-off line
+    included), a table that is not UTF-8 text or a clip rated twice with other votes is a
+    DataPrepError naming the file and the line."""
     if not os.path.isfile(path):
         raise DataPrepError(f"--summary_table={path} does not exist")
-    out = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = {c.lower(): c for c in (reader.fieldnames or []) if c}
-        needed = ["filename"] + [f"{p}{k}".lower() for p in PRESENTATIONS.values()
-                                 for k in ("Vote", "Level")]
-        absent = [c for c in needed if c not in columns]
-        if absent:
+    out: Dict[str, Rating] = {}
+    first_line: Dict[str, int] = {}
+    reader = csv.DictReader(_text(path))
+    columns = {c.lower(): c for c in (reader.fieldnames or []) if c}
+    needed = ["filename"] + [f"{p}{k}".lower() for p in PRESENTATIONS.values()
+                             for k in ("Vote", "Level")]
+    absent = [c for c in needed if c not in columns]
+    if absent:
+        raise DataPrepError(
+            f"{path} lacks the columns {absent}: is it CREMA-D's "
+            f"{RELATIVE_PATH} (FileName, VoiceVote, VoiceLevel, FaceVote, ...)?")
+    for lineno, row in enumerate(_rows(reader, path), 2):
+        if any(row.get(columns[c]) is None for c in needed):
+            # DictReader fills the fields a short row lacks with None: a cut-off table.
             raise DataPrepError(
-                f"{path} lacks the columns {absent}: is it CREMA-D's "
-                f"{RELATIVE_PATH} (FileName, VoiceVote, VoiceLevel, FaceVote, ...)?")
-        for lineno, row in enumerate(reader, 2):
-            name = row[columns["filename"]].strip()
-            votes, levels = {}, {}
-            for key, prefix in PRESENTATIONS.items():
-                letters = row[columns[f"{prefix}Vote".lower()]].strip().split(":")
-                numbers = row[columns[f"{prefix}Level".lower()]].strip().split(":")
-                try:
-                    values = [float(x) for x in numbers]
-                except ValueError:
-                    values = []
-                if (len(values) != len(letters)
-                        or not set(letters) <= set(LETTER.values())
-                        or not all(np.isfinite(values))):
-                    raise DataPrepError(
-                        f"{path}:{lineno}: {prefix}Vote / {prefix}Level of {name} should be "
-                        f"emotion letters and as many levels joined by ':', got "
-                        f"{row[columns[f'{prefix}Vote'.lower()]]!r} / "
-                        f"{row[columns[f'{prefix}Level'.lower()]]!r}")
-                votes[key], levels[key] = tuple(letters), tuple(values)
-            out[name] = Rating(votes, levels)
+                f"{path}:{lineno}: the row has {len([v for v in row.values() if v is not None])}"
+                f" of the header's {len(reader.fieldnames)} fields (a table cut off?): "
+                f"pass the complete {RELATIVE_PATH}")
+        name = row[columns["filename"]].strip()
+        votes, levels = {}, {}
+        for key, prefix in PRESENTATIONS.items():
+            letters = row[columns[f"{prefix}Vote".lower()]].strip().split(":")
+            numbers = row[columns[f"{prefix}Level".lower()]].strip().split(":")
+            try:
+                values = [float(x) for x in numbers]
+            except ValueError:
+                values = []
+            if (len(values) != len(letters)
+                    or not set(letters) <= set(LETTER.values())
+                    or not all(np.isfinite(values))):
+                raise DataPrepError(
+                    f"{path}:{lineno}: {prefix}Vote / {prefix}Level of {name} should be "
+                    f"emotion letters and as many levels joined by ':', got "
+                    f"{row[columns[f'{prefix}Vote'.lower()]]!r} / "
+                    f"{row[columns[f'{prefix}Level'.lower()]]!r}")
+            votes[key], levels[key] = tuple(letters), tuple(values)
+        rating = Rating(votes, levels)
+        if name in out and out[name] != rating:
+            # Which row is right cannot be told; the later one must not win in silence.
+            raise DataPrepError(
+                f"{path}: {name} is rated twice with other votes or levels (lines "
+                f"{first_line[name]} and {lineno}): keep one row per clip")
+        out[name] = rating
+        first_line.setdefault(name, lineno)
     if not out:
         raise DataPrepError(f"{path} has no rows")
     return out

@@ -312,3 +312,121 @@ def test_htk_audio_folder_csv_prepares(tmp_path):
     (tmp_path / "mixed.csv").write_text("\n".join(rows[:3] + ["v2.mp4,a,train,"]) + "\n")
     with pytest.raises(convert.DataPrepError, match=r"mixed.csv:4 names no HTK file"):
         folder.htk_params(str(tmp_path / "mixed.csv"), 1.0, "none")
+
+
+# ------------------------------------------------------------------ what the arrays hold
+def _write_generic(src, labels, audio=None):
+    """A generic folder of len(labels) clips: 8 x 10 float audio, 12 x 12 grey frames."""
+    rng = np.random.default_rng(2)
+    n = len(labels)
+    os.makedirs(src, exist_ok=True)
+    np.save(os.path.join(src, "audio.npy"),
+            rng.normal(size=(n, 8, 10)).astype(np.float32) if audio is None else audio)
+    np.save(os.path.join(src, "frames.npy"), rng.integers(0, 256, (n, 12, 12), np.uint8))
+    np.save(os.path.join(src, "labels.npy"), labels)
+    return str(src)
+
+
+def _labels_by_id(data_dir, name):
+    names = tfds.builder(name, data_dir=data_dir).info.features["label"].names
+    return names, {i: names[ex["label"]] for i, (_, ex) in _by_id(data_dir, name).items()}
+
+
+def test_whole_number_float_labels_are_class_indices_with_a_notice(tmp_path, capsys):
+    src = _write_generic(tmp_path / "f", np.array([0.0, 1.0, 2.0] * 8))
+    arrays.prepare_arrays(src, str(tmp_path / "d"), name="float_labels")
+    assert "notice: " in capsys.readouterr().out
+    names, by_id = _labels_by_id(str(tmp_path / "d"), "float_labels")
+    assert names == ["0", "1", "2"]
+    assert [by_id[f"clip_{i:06d}"] for i in range(6)] == ["0", "1", "2"] * 2
+    # A fractional or non-finite label is refused, naming the file, the row and the value.
+    for bad, shown in ((1.5, "1.5"), (np.nan, "nan")):
+        src = _write_generic(tmp_path / "g", np.array([0.0, 1.0, bad, 1.0]))
+        with pytest.raises(convert.DataPrepError,
+                           match=rf"labels.npy row 2 has the label {shown}: labels must be "
+                                 "whole class indices"):
+            arrays.prepare_arrays(src, str(tmp_path / "d2"), name="float_labels2")
+
+
+def test_sparse_labels_are_mapped_to_dense_classes_with_a_notice(tmp_path, capsys):
+    src = _write_generic(tmp_path / "s", np.array([0, 5] * 12))
+    arrays.prepare_arrays(src, str(tmp_path / "d"), name="sparse_labels")
+    out = capsys.readouterr().out
+    assert "the labels are not 0..K-1; mapped to class indices in sorted order, named by " \
+           "their values: 0 -> 0, 5 -> 1" in out
+    names, by_id = _labels_by_id(str(tmp_path / "d"), "sparse_labels")
+    assert names == ["0", "5"]  # 2 classes, not 6 with 4 empty
+    assert by_id["clip_000000"] == "0" and by_id["clip_000001"] == "5"
+
+
+def test_a_huge_label_allocates_nothing_proportional_to_it(tmp_path):
+    """A label of 10**12 once made the converter build one class name per integer up to
+    it. Run in a process whose heap is capped 2 GiB above its start, so that such an
+    allocation fails there instead of filling the machine."""
+    src = _write_generic(tmp_path / "h", np.array([0, 1, 10 ** 12] * 8))
+    script = f"""
+import resource, sys
+from data_prep import arrays
+def vm_data():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmData:"))
+cap = vm_data() + 2 * 2 ** 30
+resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+b = arrays.prepare_arrays({src!r}, {str(tmp_path / 'd')!r}, name="huge_label")
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start
+print("peak RSS above the start: %.1f MiB" % (grown / 1024))
+print("classes", b.info.features["label"].names)
+assert grown < 2 * 2 ** 20, grown  # kB
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "classes ['0', '1', '1000000000000']" in proc.stdout
+    assert "1000000000000 -> 2" in proc.stdout
+
+
+@pytest.mark.parametrize("labels,audio,message", [
+    (np.zeros(24, np.int64), None, r"labels.npy: every label is '0'; a classifier needs "
+                                   r"labels of at least 2 classes"),
+    (np.array(["dog"] * 24), None, r"labels.npy: every label is 'dog'; a classifier needs"),
+    (np.arange(24) % 2, np.ones((24, 8, 10), np.complex64),
+     r"audio.npy holds complex64 values: audio must be real numbers \(of a complex "
+     r"spectrogram, store np.abs\(x\) or its power"),
+    (np.arange(24) % 2, np.full((24, 8, 10), "ab"), r"audio.npy holds <U2 values: audio "
+                                                    r"must be real numbers"),
+    (np.array([0, 1, -1] * 8), None, r"labels.npy row 2 has the label -1: class indices are "
+                                     r">= 0"),
+])
+def test_meaningless_arrays_are_refused_naming_the_file(labels, audio, message, tmp_path):
+    src = _write_generic(tmp_path / "m", labels, audio)
+    with pytest.raises(convert.DataPrepError, match=message):
+        arrays.prepare_arrays(src, str(tmp_path / "d"), name="meaningless")
+    assert not os.path.exists(tmp_path / "d" / "meaningless")
+    # The command line: one line, exit status 2, no traceback.
+    out = subprocess.run([sys.executable, "-m", "data_prep.arrays", f"--dir={src}",
+                          f"--data_dir={tmp_path / 'd'}", "--name=meaningless"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert lines[-1].startswith("error: ") and str(src) in lines[-1], lines[-1]
+
+
+def test_training_on_a_split_of_one_class_is_refused_before_compiling(tmp_path):
+    """Every class present somewhere, but the training split holds one of them only."""
+    src = _write_multibench(str(tmp_path / "avmnist"), n_train=24, n_test=10)
+    np.save(os.path.join(src, "train_labels.npy"), np.full(24, 3))
+    data_dir = str(tmp_path / "data")
+    arrays.prepare_arrays(src, data_dir, name="av_mnist_multibench",
+                          layout="multibench_avmnist")
+    from avgmm import train
+    from avgmm.errors import UserError
+    from configs import av_mnist_multibench
+
+    config = tiny.shrink(av_mnist_multibench.get_config(), image_size=28, batch_size=8)
+    config.data.data_dir = data_dir
+    with pytest.raises(UserError, match=r"the training split of 'av_mnist_multibench' holds "
+                                        r"labels of 1 class \('3'\) only"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")

@@ -141,3 +141,44 @@ def test_a_malformed_table_is_refused_with_its_line(tmp_path):
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1] == \
         "error: --summary_table=/nonexistent.csv does not exist"
+
+
+HEADER = '"","FileName","VoiceVote","VoiceLevel","FaceVote","FaceLevel","MultiModalVote",' \
+         '"MultiModalLevel"\n'
+ROW_1 = '"1","1001_IEO_NEU_XX","N","69.1","N","92.22","N","64.78"\n'
+ROW_2 = '"2","1001_IEO_HAP_LO","N","71.67","H","57","H","57.38"\n'
+
+
+@pytest.mark.parametrize("content,message", [
+    ((HEADER + ROW_1 + '"2","1001_IEO_HAP_LO","N","71.67",').encode(),
+     r"summaryTable.csv:3: the row has 5 of the header's 8 fields \(a table cut off\?\)"),
+    ((HEADER + ROW_1 + ROW_2).encode("utf-16"),
+     r"summaryTable.csv is UTF-16 text \(a spreadsheet's Unicode export\): save it as CSV "
+     r"UTF-8"),
+    ((HEADER + ROW_1 + ROW_2).encode("utf-16-le"), r"holds NUL bytes"),
+    (HEADER.encode() + bytes(range(128, 256)) * 4,
+     r"summaryTable.csv is not UTF-8 text \(line 2, byte 97\)"),
+    ((HEADER + ROW_1 + ROW_2 + ROW_1.replace('"69.1"', '"70"')).encode(),
+     r"1001_IEO_NEU_XX is rated twice with other votes or levels \(lines 2 and 4\): keep "
+     r"one row per clip"),
+])
+def test_a_cut_foreign_or_contradictory_table_is_one_line(content, message, tmp_path):
+    path = tmp_path / "summaryTable.csv"
+    path.write_bytes(content)
+    with pytest.raises(convert.DataPrepError, match=message):
+        crema_ratings.read_table(str(path))
+    raw = str(tmp_path / "raw")
+    media_fixtures.make_crema_tree(raw, ids=[("1001_IEO_NEU_XX", "NEU")], broken=False)
+    out = subprocess.run([sys.executable, "-m", "data_prep.crema_d", f"--raw_dir={raw}",
+                          f"--data_dir={tmp_path / 'd'}", f"--summary_table={path}",
+                          "--workers=1"], capture_output=True, text=True, cwd=REPO,
+                         timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert lines[-1].startswith("error: ") and "summaryTable.csv" in lines[-1], lines[-1]
+
+
+def test_a_clip_rated_twice_alike_is_read_once(tmp_path):
+    path = tmp_path / "summaryTable.csv"
+    path.write_text(HEADER + ROW_1 + ROW_2 + ROW_1)
+    assert sorted(crema_ratings.read_table(str(path))) == ["1001_IEO_HAP_LO", "1001_IEO_NEU_XX"]

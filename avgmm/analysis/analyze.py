@@ -254,6 +254,8 @@ def main(argv):
         if not runs:
             cli.usage_error("--compare needs run folders: python -m avgmm.analyze "
                             "--compare RUN_A RUN_B ...")
+        if FLAGS["out"].present:
+            cli.folder_flag("--out", FLAGS.out, "runs/comparison.png")
         out = FLAGS.out or os.path.join(
             os.path.commonpath([os.path.abspath(os.path.expanduser(r)) for r in runs]),
             "comparison.png")

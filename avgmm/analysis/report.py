@@ -354,6 +354,8 @@ def define_flags() -> None:
 
 def main(argv):
     paths = argv[1:]
+    if FLAGS["out"].present:  # refused before any run is read
+        cli.folder_flag("--out", FLAGS.out, "runs/report")
     if not paths:
         cli.usage_error("name the runs: python -m avgmm.report RUN_OR_FOLDER [...] "
                         "[--out=DIR]")
@@ -381,11 +383,12 @@ def main(argv):
     if selection is not None or FLAGS.table1:
         tuned.annotate(rows, selection, lines)
     if lines is not None:
-        out = FLAGS.out or os.path.dirname(os.path.abspath(paths[0]))
+        default = os.path.dirname(os.path.abspath(paths[0]))
+    elif len(runs) == 1:
+        default = os.path.dirname(os.path.abspath(runs[0]["run"]))
     else:
-        out = FLAGS.out or os.path.commonpath([os.path.abspath(r["run"]) for r in runs])
-    if len(runs) == 1 and lines is None:
-        out = FLAGS.out or os.path.dirname(os.path.abspath(runs[0]["run"]))
+        default = os.path.commonpath([os.path.abspath(r["run"]) for r in runs])
+    out = cli.output_folder("--out", FLAGS.out, default, "runs/report")
     if FLAGS.table1:
         rows = table1_rows(rows)
         print(table1_markdown(rows))

@@ -316,6 +316,8 @@ def main(argv):
         cli.usage_error("name one study folder, or ledgers (one per setting): python -m "
                         "avgmm.study ROOT|LEDGER... [--out=DIR] [--show=a,b,c] "
                         "[--split=val|test]")
+    if FLAGS["out"].present:  # refused before any run is read
+        cli.folder_flag("--out", FLAGS.out, "runs/study")
     from_ledger = ledger.is_ledger(paths[0])
     if from_ledger and not FLAGS.out:
         cli.usage_error(f"name the output folder of a ledger's study: python -m avgmm.study "
@@ -329,7 +331,8 @@ def main(argv):
         name, variants = next(iter(studies.items()))
         if not from_ledger:
             name = os.path.basename(os.path.abspath(paths[0]))
-        print(write_study(variants, FLAGS.out or paths[0], name))
+        print(write_study(variants, cli.output_folder("--out", FLAGS.out, paths[0],
+                                                      "runs/study"), name))
         return
     for name, variants in studies.items():
         write_study(variants, os.path.join(FLAGS.out, name), name)

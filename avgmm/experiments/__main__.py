@@ -32,7 +32,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
-from avgmm import config_text, progress
+from avgmm import cli, config_text, progress
 from avgmm.errors import UserError
 from avgmm.experiments import ledger, runner, tuning
 from avgmm.experiments.variants import SWEEPS
@@ -73,10 +73,7 @@ def _options(args: List[str], sweep_name: str, config: str) -> Dict[str, Any]:
         if name in ("--seeds", "--jobs", "--final_seeds"):
             opts[name[2:]] = _int(name, value, 1)
         elif name == "--workdir":
-            if not value.strip() or os.path.abspath(value) == os.path.abspath(os.sep):
-                raise UserError(f"--workdir={value!r} is not allowed: name a folder for the "
-                                "sweep's runs, e.g. --workdir=runs/mine")
-            opts["root"] = value
+            opts["root"] = cli.folder_flag("--workdir", value, "runs/mine")
         elif name == "--selection":
             opts["selection"] = value
         elif name == "--ledger":

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avgmm import gmm as gmm_lib
-from avgmm import progress
+from avgmm import files, progress
 from avgmm.evaluators import gmm_auc
 from avgmm.evaluators.gmm_auc import imbalanced_auc
 from avgmm.methods import base
@@ -150,6 +150,17 @@ def save_fit(workdir: Workdir, fit_index: int, epoch: int, gmm: gmm_lib.GMMParam
     params = {k: np.asarray(v) for k, v in gmm.to_dict().items()}
     arrays = dict(host, id=np.asarray(host["id"], dtype=str))
     tmp = os.path.join(path, f".fit_{fit_index:03d}.npz")
-    with open(tmp, "wb") as f:
-        np.savez(f, epoch=epoch, **arrays, **{f"gmm_{k}": v for k, v in params.items()})
-    os.replace(tmp, os.path.join(path, f"fit_{fit_index:03d}.npz"))
+    final = os.path.join(path, f"fit_{fit_index:03d}.npz")
+    nbytes = sum(np.asarray(v).nbytes for v in [*arrays.values(), *params.values()])
+    # A full disk is one line (`DiskFullError`), as for every other file of the run.
+    with files.disk_full_guard(final, nbytes, kept="earlier fits and checkpoints are "
+                               "unchanged"):
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, epoch=epoch, **arrays,
+                         **{f"gmm_{k}": v for k, v in params.items()})
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        os.replace(tmp, final)
