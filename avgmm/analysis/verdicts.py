@@ -177,8 +177,10 @@ def _table1_line(repo: str, path: str, what: str, expected: Sequence[str],
         chosen = []
     variants = _grouped(chosen)
     if not lines or not _complete(variants, expected):
-        return (f"- {what}: running, {len(lines)} runs recorded in `{path}` so far "
-                "(`./launch.sh` resumes it from there; docs/table1.md).\n")
+        state = (f"in progress, {len(lines)} runs recorded in `{path}`" if lines
+                 else f"not started (its ledger will be `{path}`)")
+        return (f"- {what}: {state}; `./launch.sh` resumes it from the ledger "
+                "(docs/table1.md).\n")
     rows = table1_rows(variants)
     top = ", ".join(f"{v} {acc}" for v, acc, _ in rows[:3])
     ours = {v: d for v, _, d in rows}
@@ -201,8 +203,8 @@ def headline_block(repo: str) -> str:
     if len(done) < len(GUIDANCE_SETTINGS):
         counts = ", ".join(f"{s} {sum(len(r) for r in v.values())}/"
                            f"{len(GUIDED_FINAL) * FINAL_SEEDS}" for s, v in settings.items())
-        return out + (f"- Does GMM guidance help? Running, runs recorded per setting: {counts} "
-                      "(docs/gmm_guidance.md).\n")
+        return out + (f"- Does GMM guidance help? In progress, runs recorded per setting: "
+                      f"{counts} (docs/gmm_guidance.md).\n")
     rows = [guidance_row(s, settings[s]) for s in GUIDANCE_SETTINGS]
     return out + (f"- Does GMM guidance help? {guidance_verdict(rows)} "
                   "([docs/gmm_guidance/verdict.md](docs/gmm_guidance/verdict.md))\n")
