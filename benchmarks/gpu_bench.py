@@ -617,6 +617,13 @@ def main() -> None:
     sizes = SMOKE if args.smoke else GPU
     if args.smoke:  # the same tiny run on every machine, GPU or not
         jax.config.update("jax_platforms", "cpu")
+    elif jax.devices()[0].platform != "gpu":
+        # The full sizes on a CPU would run for the whole budget and measure nothing the
+        # tables are for.
+        cli.usage_error(f"./launch.sh bench gpu needs a GPU, and jax sees only "
+                        f"{jax.devices()[0].platform} devices here; --smoke runs the same "
+                        "script at tiny sizes on the CPU (install jax[cuda12] on a GPU "
+                        "machine: pip install -e '.[cuda12]')")
     budget = Budget(args.budget_s if args.budget_s is not None else sizes.budget_s,
                     start=STARTED)
     # Compile times are those of a cold start: no persistent compilation cache.
@@ -770,4 +777,11 @@ def _run(run: Run, tmp: str, data_dir: str, name: str, have_torch: bool) -> None
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # what was measured so far is written by main's `finally`
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Not sys.exit: XLA's threads, stopped mid-compilation, can crash the interpreter's
+        # teardown (a segmentation fault after the line above).
+        os._exit(cli.INTERRUPTED_STATUS)

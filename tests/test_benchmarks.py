@@ -253,3 +253,25 @@ def test_gpu_bench_skips_what_overruns(tmp_path):
     assert len([s for s in r["skipped"] if s.startswith("train step")]) == 4
     assert {s.split(":")[0] for s in r["skipped"]} >= {"data", "input_pipeline", "epoch"}
     assert md.count("skipped: estimated") >= 2 * 4  # both step tables
+
+
+def test_the_gpu_benchmark_without_a_gpu_says_so_in_one_line_and_ctrl_c_is_clean(tmp_path):
+    import signal
+    import time
+
+    script = os.path.join(REPO, "benchmarks", "gpu_bench.py")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, script, f"--out={tmp_path / 'full'}"], cwd=REPO,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("error: ")
+    assert "needs a GPU" in out.stderr and "--smoke" in out.stderr
+    assert not (tmp_path / "full").exists()  # nothing started
+    proc = subprocess.Popen([sys.executable, script, "--smoke", f"--out={tmp_path / 's'}"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
