@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avgmm import gmm_k
+from avgmm import gmm_k, gmm_params
 # GMMParams and MIN_COMPONENT_MASS are part of this module's interface.
 from avgmm.gmm_params import (GMMParams, MIN_COMPONENT_MASS,  # noqa: F401
                               KMEANS_MAX_ITERS as _KMEANS_MAX_ITERS,
@@ -165,13 +165,7 @@ def unfitted(components: int = 2) -> GMMParams:
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "tol", "reg_covar", "select"))
 def _fit(x, valid, *, max_iters, tol, reg_covar, select):
-    x = jnp.where(valid > 0, x, 0.0)
-    n_valid = valid.sum()
-    n = jnp.maximum(n_valid, 1.0)
-    big = jnp.finfo(jnp.float32).max
-    spread = (jnp.max(jnp.where(valid > 0, x, -big), initial=-big)
-              - jnp.min(jnp.where(valid > 0, x, big), initial=big))
-    degenerate = (n_valid < 2) | ~(spread > 0)
+    x, n_valid, n, degenerate = gmm_params.masked_values(x, valid)
 
     upper = _two_means_labels(x, valid, n).astype(jnp.float32) * valid
     params0 = _m_step(x, valid - upper, upper, reg_covar)

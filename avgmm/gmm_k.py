@@ -179,13 +179,7 @@ def fit_three(x: jnp.ndarray, valid: jnp.ndarray, two: gmm_params.GMMParams, *,
     where `valid` (`[N]` float 0/1), `two` being the two-component fit of the same data
     with `select="two"`; `avgmm.gmm.fit_gmm(..., components=3)` checks the arguments,
     fits `two` and calls it."""
-    x = jnp.where(valid > 0, x, 0.0)
-    n_valid = valid.sum()
-    n = jnp.maximum(n_valid, 1.0)
-    big = jnp.finfo(jnp.float32).max
-    spread = (jnp.max(jnp.where(valid > 0, x, -big), initial=-big)
-              - jnp.min(jnp.where(valid > 0, x, big), initial=big))
-    degenerate = (n_valid < 2) | ~(spread > 0)
+    x, n_valid, n, degenerate = gmm_params.masked_values(x, valid)
     # Both starts at once; scikit-learn's n_init keeps the best, and so do we, among
     # the fits that did not collapse (ties and two collapses: the first start's).
     fits = jax.vmap(lambda start: _em(x, valid, n, degenerate, start, max_iters, tol,

@@ -88,3 +88,16 @@ def component_log_density(x: jnp.ndarray, mean: jnp.ndarray,
     """`log N(x | mean, variance)` elementwise."""
     diff = x - mean
     return -0.5 * (LOG_2PI + jnp.log(variance) + diff * diff / variance)
+
+
+def masked_values(x: jnp.ndarray, valid: jnp.ndarray):
+    """`(x, n_valid, n, degenerate)` of the values `x` where `valid` (`[N]` float 0/1): the
+    invalid ones zeroed, their count, that count floored at 1 (a divisor), and whether
+    they cannot make a mixture (fewer than 2, or all equal)."""
+    x = jnp.where(valid > 0, x, 0.0)
+    n_valid = valid.sum()
+    n = jnp.maximum(n_valid, 1.0)
+    big = jnp.finfo(jnp.float32).max
+    spread = (jnp.max(jnp.where(valid > 0, x, -big), initial=-big)
+              - jnp.min(jnp.where(valid > 0, x, big), initial=big))
+    return x, n_valid, n, (n_valid < 2) | ~(spread > 0)
