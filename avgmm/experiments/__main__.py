@@ -30,7 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from avgmm import cli, config_text, progress
 from avgmm.errors import UserError
@@ -245,16 +245,17 @@ def _run_tuned(sweep, config: str, variants, opts: Dict[str, Any], python: str) 
     grids = {v.name: tuning.grid(v, lr, method) for v in variants}
     final_seeds = list(range(len(tuning.CHOICE_SEEDS), opts["final_seeds"]))
 
-    def stage(name: str, settings, seeds) -> Optional[int]:
+    def stage(name: str, settings, seeds) -> Tuple[Optional[int], tuning.Accuracies]:
         """Runs this shard's part of a stage; the exit status where the sweep stops here
-        (a failure, or other shards' runs missing from the ledger), else None."""
+        (a failure, or other shards' runs missing from the ledger), else None, and the
+        stage's validation accuracies."""
         planned = runner.plan(sweep, config, root, seeds, opts["extra"], python, variants,
                               settings)
         progress.say(f"tuning {sweep.name}, {name}: {len(planned)} runs under {root}, "
                      f"{jobs} at a time" + _shard_note(opts))
         status = _execute(_shard_of(planned, opts), jobs, root, opts, sweep.name)
         if status:
-            return status
+            return status, {}
         done = _accuracies(planned, opts)
         gaps = [r for r in planned if (r.variant.name, r.setting, r.seed) not in done]
         if gaps:
@@ -262,10 +263,10 @@ def _run_tuned(sweep, config: str, variants, opts: Dict[str, Any], python: str) 
                 progress.say(f"{name}: this shard's runs are done; {len(gaps)} run(s) of "
                              f"other shards are not in {opts['ledger']} yet: concatenate "
                              "the shards' ledgers into it and run this command again")
-                return 0
+                return 0, done
             raise UserError(f"{name}: {len(gaps)} run(s) finished without a validation "
                             f"accuracy, e.g. {gaps[0].workdir}")
-        return None
+        return None, done
 
     screen = {n: [(s.name, s.overrides) for s in g] for n, g in grids.items()}
     if opts["dry"]:
@@ -280,21 +281,19 @@ def _run_tuned(sweep, config: str, variants, opts: Dict[str, Any], python: str) 
               f"{opts['final_seeds'] - 1}")
         print(runner.show(summary))
         return 0
-    status = stage("screen (seed 0, every setting)", screen, tuning.SCREEN_SEEDS)
+    status, acc = stage("screen (seed 0, every setting)", screen, tuning.SCREEN_SEEDS)
     if status is not None:
         return status
-    acc = _accuracies(runner.plan(sweep, config, root, tuning.SCREEN_SEEDS, opts["extra"],
-                                  python, variants, screen), opts)
     by_name = {n: {s.name: s for s in g} for n, g in grids.items()}
     top = {n: tuning.top_settings(acc, n, list(by_name[n])) for n in grids}
     confirm = {n: [(t, by_name[n][t].overrides) for t in top[n]] for n in grids}
     confirm_seeds = [s for s in tuning.CHOICE_SEEDS if s not in tuning.SCREEN_SEEDS]
-    status = stage(f"confirm (the best {tuning.CONFIRM_TOP} settings, seeds "
-                   f"{confirm_seeds[0]}-{confirm_seeds[-1]})", confirm, confirm_seeds)
+    status, confirmed = stage(f"confirm (the best {tuning.CONFIRM_TOP} settings, seeds "
+                              f"{confirm_seeds[0]}-{confirm_seeds[-1]})", confirm,
+                              confirm_seeds)
     if status is not None:
         return status
-    acc = _accuracies(runner.plan(sweep, config, root, tuning.CHOICE_SEEDS, opts["extra"],
-                                  python, variants, confirm), opts)
+    acc.update(confirmed)
     chosen = {}
     for v in variants:
         best, means = tuning.choose(acc, v.name, top[v.name])
@@ -304,8 +303,8 @@ def _run_tuned(sweep, config: str, variants, opts: Dict[str, Any], python: str) 
     progress.say(f"chosen on validation: {tuning.write_selection(root, chosen)}")
     final = {n: [(c["setting"], c["overrides"])] for n, c in chosen.items()}
     if final_seeds:
-        status = stage(f"final (the chosen setting, seeds {final_seeds[0]}-"
-                       f"{final_seeds[-1]})", final, final_seeds)
+        status, _ = stage(f"final (the chosen setting, seeds {final_seeds[0]}-"
+                          f"{final_seeds[-1]})", final, final_seeds)
         if status is not None:
             return status
     return subprocess.call(summary)

@@ -147,9 +147,10 @@ def _record(run: PlannedRun, ledger_path: str, sweep: str) -> None:
                          variant=run.variant.name, setting=run.setting, seed=run.seed,
                          overrides=run.overrides, setting_overrides=run.setting_overrides,
                          selected_in=run.selected_in)
-    if line["key"] != run.key():
+    planned = run.key()
+    if line["key"] != planned:
         progress.say(f"warning: {run.workdir} ran a config whose key {line['key']} is not the "
-                     f"planned {run.key()}; recorded as it ran, a later sweep runs it again")
+                     f"planned {planned}; recorded as it ran, a later sweep runs it again")
     ledger.append(ledger_path, line)
 
 
